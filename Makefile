@@ -1,0 +1,41 @@
+# Plinth — `make run` starts the embedded portal, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+static/vendor/htmx.min.js: apps/core/vendor.py | $(STAMP)
+	$(PY) -m apps.core.vendor
+
+install: $(STAMP) static/vendor/htmx.min.js
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py embedded
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy .
+
+pytest: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: install
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) staticfiles static/vendor .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The one place that answers "may USER do ACTION on OBJECT"."""

@@ -1,0 +1,54 @@
+"""One lookup per object type, used by pages, the API and tasks alike: 404 when the
+object does not exist or is invisible to the user, 403 when visible but not allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from apps.access.policies import can
+from apps.access.roles import Action
+from apps.accounts.models import Membership, Team
+from apps.projects.models import Project
+
+
+def _check(user: Any, action: Action | str, team: Any) -> None:
+    if not can(user, Action.VIEW, team):
+        raise Http404("Not found.")
+    if not can(user, action, team):
+        raise PermissionDenied("Your role in this team does not allow that.")
+
+
+def get_team_for_user(user: Any, slug: str, action: Action | str = Action.VIEW) -> Team:
+    team = Team.objects.filter(slug=slug).first()
+    if team is None:
+        raise Http404("No such team.")
+    _check(user, action, team)
+    return team
+
+
+def get_project_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW) -> Project:
+    try:
+        project = Project.objects.select_related("team").get(pk=int(pk))
+    except (Project.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such project.") from None
+    _check(user, action, project.team)
+    return project
+
+
+def get_project_by_slug_for_user(user: Any, team_slug: str, slug: str, action: Action | str = Action.VIEW) -> Project:
+    project = Project.objects.select_related("team").filter(team__slug=team_slug, slug=slug).first()
+    if project is None:
+        raise Http404("No such project.")
+    _check(user, action, project.team)
+    return project
+
+
+def get_membership_for_user(user: Any, team: Team, username: str, action: Action | str = Action.VIEW) -> Membership:
+    _check(user, action, team)
+    membership = Membership.objects.select_related("user", "team").filter(team=team, user__username=username).first()
+    if membership is None:
+        raise Http404("No such member.")
+    return membership

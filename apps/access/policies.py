@@ -1,0 +1,69 @@
+"""Named rules. Every page, API view and task asks these; none re-implements them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.access.roles import RANK, Action, Role, role_allows
+
+
+def is_platform_admin(user: Any) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_platform_admin)
+
+
+def team_role(user: Any, team: Any) -> str | None:
+    """The user's role in `team`, or None when they are not a member."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    return user.team_roles().get(team.pk)
+
+
+def can(user: Any, action: Action | str, team: Any) -> bool:
+    """May `user` do `action` in `team`? Platform admins may do everything; otherwise the
+    user's team role must be at least the action's minimum role. ADMIN needs the flag."""
+    if is_platform_admin(user):
+        return True
+    return role_allows(team_role(user, team), action)
+
+
+def can_see(user: Any, team: Any) -> bool:
+    return can(user, Action.VIEW, team)
+
+
+def can_manage_team(user: Any, team: Any) -> bool:
+    """Leads of the team and platform admins manage members, roles, projects and quotas."""
+    return can(user, Action.MANAGE, team)
+
+
+def can_create_team(user: Any) -> bool:
+    """Only platform admins create teams and set their GPU budgets."""
+    return is_platform_admin(user)
+
+
+def can_set_role(actor: Any, team: Any, target_user: Any, new_role: str) -> bool:
+    """A lead (or platform admin) sets roles, except that nobody raises their own role:
+    a user may only keep or lower theirs. Platform admins are exempt (they already have
+    every right)."""
+    if not can_manage_team(actor, team):
+        return False
+    if is_platform_admin(actor):
+        return True
+    if actor.pk == target_user.pk:
+        current = team_role(actor, team)
+        return current is not None and RANK[new_role] <= RANK[current]
+    return True
+
+
+def can_view_audit(user: Any, team: Any | None = None) -> bool:
+    """Platform admins see the whole audit log; leads see their teams' events."""
+    if is_platform_admin(user):
+        return True
+    if team is None:
+        return bool(getattr(user, "is_authenticated", False)) and any(
+            role == Role.LEAD for role in user.team_roles().values()
+        )
+    return can_manage_team(user, team)
+
+
+def can_view_system_status(user: Any) -> bool:
+    return is_platform_admin(user)

@@ -1,0 +1,145 @@
+"""API: auth token, me, teams, team members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.access.lookups import get_membership_for_user, get_team_for_user
+from apps.access.mixins import ScopedViewSet
+from apps.access.roles import Action
+from apps.accounts import services
+from apps.accounts.models import Membership, Team, User
+from apps.accounts.serializers import (
+    AuthTokenRequestSerializer,
+    AuthTokenResponseSerializer,
+    MembershipSerializer,
+    MeSerializer,
+    RoleSerializer,
+    TeamSerializer,
+    TeamUpdateSerializer,
+)
+
+
+class AuthTokenView(APIView):
+    """Exchange a username and password for a new named API token (shown once)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=AuthTokenRequestSerializer, responses={200: AuthTokenResponseSerializer})
+    def post(self, request: Request) -> Response:
+        body = AuthTokenRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        user = authenticate(request, username=body.validated_data["username"], password=body.validated_data["password"])
+        if user is None or not user.is_active:
+            return Response({"detail": "Wrong username or password."}, status=status.HTTP_400_BAD_REQUEST)
+        assert isinstance(user, User)
+        token, key = services.create_api_token(user, name=body.validated_data.get("name") or "api login")
+        return Response({"token": key, "name": token.name, "expires_at": token.expires_at})
+
+
+class MeView(APIView):
+    @extend_schema(responses=MeSerializer)
+    def get(self, request: Request) -> Response:
+        user = User.objects.prefetch_related("memberships__team").get(pk=request.user.pk)
+        return Response(MeSerializer(user).data)
+
+
+class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
+    """Teams you belong to (platform admins: all). Creating a team is for platform admins."""
+
+    queryset = Team.objects.all()
+    serializer_class = TeamSerializer
+    lookup_field = "slug"
+    lookup_function = get_team_for_user
+    filterset_fields = ["slug"]
+
+    @extend_schema(request=TeamSerializer, responses={201: TeamSerializer})
+    def create(self, request: Request) -> Response:
+        body = TeamSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        lead = None
+        if data.get("lead"):
+            lead = User.objects.filter(username=data["lead"], is_active=True).first()
+            if lead is None:
+                return Response({"lead": [f"There is no active user called {data['lead']!r}."]}, status=400)
+        team = services.create_team(
+            request.user,
+            slug=data["slug"],
+            name=data["name"],  # type: ignore[arg-type]
+            description=data.get("description", ""),
+            gpu_budget=data.get("gpu_budget", 0),
+            lead=lead,
+        )
+        return Response(TeamSerializer(team).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TeamUpdateSerializer, responses=TeamSerializer)
+    def partial_update(self, request: Request, slug: str) -> Response:
+        team = self.get_object()
+        body = TeamUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        team = services.update_team(request.user, team, **body.validated_data)  # type: ignore[arg-type]
+        return Response(TeamSerializer(team).data)
+
+
+class MemberViewSet(ScopedViewSet):
+    """Members of one team. Reading needs any role in the team; changes need a lead."""
+
+    serializer_class = MembershipSerializer
+    lookup_field = "username"
+    lookup_value_regex = r"[\w.@+-]+"
+    queryset = Membership.objects.all()
+
+    def team(self, action: Action) -> Team:
+        return get_team_for_user(self.request.user, self.kwargs["team_slug"], action)
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return Membership.objects.none()
+        team = self.team(Action.VIEW)
+        return team.memberships.select_related("user", "team").order_by("user__username")
+
+    def get_object(self) -> Membership:
+        team = self.team(self.action_for_request())
+        return get_membership_for_user(self.request.user, team, self.kwargs["username"], self.action_for_request())
+
+    def list(self, request: Request, team_slug: str) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(MembershipSerializer(page, many=True).data)
+
+    @extend_schema(request=MembershipSerializer, responses={201: MembershipSerializer})
+    def create(self, request: Request, team_slug: str) -> Response:
+        team = self.team(Action.MANAGE)
+        body = MembershipSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        membership = services.add_member(
+            request.user,
+            team,  # type: ignore[arg-type]
+            username=body.validated_data["user"]["username"],
+            role=body.validated_data["role"],
+        )
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, team_slug: str, username: str) -> Response:
+        return Response(MembershipSerializer(self.get_object()).data)
+
+    @extend_schema(request=RoleSerializer, responses=MembershipSerializer)
+    def partial_update(self, request: Request, team_slug: str, username: str) -> Response:
+        membership = self.get_object()
+        body = RoleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        membership = services.set_member_role(request.user, membership, body.validated_data["role"])  # type: ignore[arg-type]
+        return Response(MembershipSerializer(membership).data)
+
+    def destroy(self, request: Request, team_slug: str, username: str) -> Response:
+        membership = self.get_object()
+        services.remove_member(request.user, membership)  # type: ignore[arg-type]
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,88 @@
+"""Create the demo team, project and users. Idempotent: running it twice changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from apps.access.roles import Role
+from apps.accounts.models import Membership, Team, User
+from apps.audit.services import record
+from apps.projects.models import Backend, Project
+
+DEMO_USERS = [
+    # username, full name, team role (None = platform admin, no team role)
+    ("ada", "Ada Lovelace", Role.MEMBER),
+    ("lin", "Lin Lead", Role.LEAD),
+    ("vic", "Vic Viewer", Role.VIEWER),
+    ("root", "Platform Admin", None),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo team 'demo', project 'demo', users ada (member), lin (lead), vic and root (admin)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--with-viewer",
+            action="store_true",
+            help="Also put vic in the team as a viewer (by default vic is left for the lead to add).",
+        )
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        password = settings.PLINTH_DEMO_PASSWORD
+        created: list[str] = []
+        users: dict[str, User] = {}
+        for username, full_name, _role in DEMO_USERS:
+            first, _, last = full_name.partition(" ")
+            user, made = User.objects.get_or_create(
+                username=username,
+                defaults={
+                    "first_name": first,
+                    "last_name": last,
+                    "email": f"{username}@plinth.invalid",
+                    "is_platform_admin": username == "root",
+                },
+            )
+            if made:
+                user.set_password(password)
+                user.save()
+                created.append(f"user {username}")
+            users[username] = user
+        team, made = Team.objects.get_or_create(
+            slug="demo", defaults={"name": "Demo team", "description": "Try Plinth here.", "gpu_budget": 4}
+        )
+        if made:
+            record(users["root"], "team.created", team, team=team, after={"slug": "demo", "gpu_budget": 4})
+            created.append("team demo")
+        for username, _full_name, role in DEMO_USERS:
+            # vic is left out by default: adding the viewer is the lead's first thing to try.
+            if role is None or (username == "vic" and not options["with_viewer"]):
+                continue
+            membership, made = Membership.objects.get_or_create(
+                team=team, user=users[username], defaults={"role": role}
+            )
+            if made:
+                record(
+                    users["root"], "team.member_added", membership, team=team, after={"user": username, "role": role}
+                )
+                created.append(f"{username} as {role}")
+        project = Project.objects.filter(team=team, slug="demo").first()
+        if project is None:
+            from apps.projects.services import create_project
+
+            project = create_project(
+                users["root"],
+                team,
+                slug="demo",
+                name="Demo project",
+                description="Digits classifier experiments.",
+                gpu_quota=0,
+                backend=Backend.LOCAL,
+            )
+            created.append("project demo/demo")
+        self.stdout.write("seed_demo: " + (", ".join(created) if created else "nothing to do, demo data present"))

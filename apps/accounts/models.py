@@ -1,0 +1,141 @@
+"""People: users, teams, team memberships with a role, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from apps.access.roles import Role, roles_for
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$",
+    "Use 1-40 lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
+)
+
+
+class User(AbstractUser):
+    """A person (or a service account). `is_platform_admin` is the platform team's flag:
+    it grants every action everywhere and the admin console."""
+
+    is_platform_admin = models.BooleanField(default=False)
+
+    objects: UserManager[User] = UserManager()
+
+    def team_roles(self) -> dict[int, str]:
+        """team id -> role, loaded once per user object (a request's user lives one request)."""
+        cached: dict[int, str] | None = getattr(self, "_plinth_team_roles", None)
+        if cached is None:
+            cached = dict(Membership.objects.filter(user=self).values_list("team_id", "role"))
+            self._plinth_team_roles = cached
+        return cached
+
+    def forget_team_roles(self) -> None:
+        self.__dict__.pop("_plinth_team_roles", None)
+
+
+class TeamQuerySet(models.QuerySet["Team"]):
+    def for_user(self, user: User | AnonymousUser, action: str = "view") -> TeamQuerySet:
+        """Teams on which `user` may do `action` (platform admins: all of them)."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if getattr(user, "is_platform_admin", False):
+            return self.all()
+        roles = roles_for(action)
+        return self.filter(id__in=Membership.objects.filter(user=user, role__in=roles).values("team_id"))
+
+
+class Team(models.Model):
+    """A group of people who own projects. `gpu_budget` is set by platform admins; the sum
+    of the team's project quotas may not exceed it."""
+
+    slug = models.SlugField(max_length=40, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    gpu_budget = models.PositiveIntegerField(default=0, validators=[MinValueValidator(0)])
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TeamQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class MembershipQuerySet(models.QuerySet["Membership"]):
+    def for_user(self, user: User | AnonymousUser, action: str = "view") -> MembershipQuerySet:
+        return self.filter(team__in=Team.objects.for_user(user, action))
+
+
+class Membership(models.Model):
+    """One person's role in one team."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = MembershipQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["team__slug", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} as {self.role}"
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def usable(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True, user__is_active=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    """A named API token. Only its SHA-256 digest is stored; the key is shown once."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=12)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+    def state(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    def as_audit(self) -> dict[str, Any]:
+        return {"name": self.name, "prefix": self.prefix, "expires_at": self.expires_at}

@@ -1,0 +1,282 @@
+"""Pages about people: home, teams and their members, my account and API tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views import View
+from django.views.generic import TemplateView
+
+from apps.access import policies
+from apps.access.lookups import get_membership_for_user, get_team_for_user
+from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
+from apps.access.roles import Action, Role
+from apps.accounts import services
+from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TokenForm
+from apps.accounts.models import ApiToken, Membership, Team, User
+from apps.core.pages import paginate, run_service
+from apps.projects.models import ExperimentState, Project
+
+
+class HomeView(LoginRequiredMixin, TemplateView):
+    """My teams, my projects and what needs my attention."""
+
+    template_name = "accounts/home.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        user = self.request.user
+        context = super().get_context_data(**kwargs)
+        memberships = list(
+            Membership.objects.filter(user=user)
+            .select_related("team")
+            .annotate(n_projects=Count("team__projects", distinct=True))
+            .order_by("team__slug")
+        )
+        projects = list(Project.objects.for_user(user, Action.VIEW).select_related("team")[:50])
+        context.update(memberships=memberships, projects=projects, attention=self.attention(memberships, projects))
+        return context
+
+    def attention(self, memberships: list[Membership], projects: list[Project]) -> list[dict[str, str]]:
+        user = self.request.user
+        items: list[dict[str, str]] = []
+        managed = {m.team_id for m in memberships if m.role == Role.LEAD}
+        for project in projects:
+            manages = policies.is_platform_admin(user) or project.team_id in managed
+            if project.mlflow_state == ExperimentState.FAILED and manages:
+                items.append(
+                    {
+                        "level": "error",
+                        "text": f"{project.full_slug}: MLflow refused the experiment — {project.mlflow_error}",
+                        "url": _project_url(project),
+                    }
+                )
+            elif project.mlflow_state == ExperimentState.PENDING:
+                items.append(
+                    {
+                        "level": "warning",
+                        "text": f"{project.full_slug}: waiting for MLflow to create the "
+                        "experiment (retried automatically).",
+                        "url": _project_url(project),
+                    }
+                )
+        lone = (
+            Team.objects.filter(pk__in=managed)
+            .annotate(leads=Count("memberships", filter=Q(memberships__role=Role.LEAD)))
+            .filter(leads=1)
+        )
+        for team in lone:
+            items.append(
+                {
+                    "level": "info",
+                    "text": f"You are the only lead of {team.slug}: name a second lead so the team is never stuck.",
+                    "url": f"/teams/{team.slug}/",
+                }
+            )
+        if not memberships and not policies.is_platform_admin(user):
+            items.append(
+                {"level": "info", "text": "You are not in any team yet. Ask a team lead to add you.", "url": ""}
+            )
+        return items
+
+
+def _project_url(project: Project) -> str:
+    return f"/projects/{project.team.slug}/{project.slug}/"
+
+
+class TeamListView(LoginRequiredMixin, TemplateView):
+    template_name = "accounts/team_list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        teams = (
+            Team.objects.for_user(self.request.user, Action.VIEW)
+            .annotate(n_members=Count("memberships", distinct=True), n_projects=Count("projects", distinct=True))
+            .order_by("slug")
+        )
+        query = self.request.GET.get("q", "").strip()
+        if query:
+            teams = teams.filter(Q(slug__icontains=query) | Q(name__icontains=query))
+        context.update(
+            page=paginate(self.request, teams), query=query, can_create=policies.can_create_team(self.request.user)
+        )
+        return context
+
+
+class TeamCreateView(PlatformAdminMixin, View):
+    template_name = "accounts/team_form.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, self.template_name, {"form": TeamForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = TeamForm(request.POST)
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            lead = None
+            if data["lead"]:
+                lead = User.objects.filter(username=data["lead"], is_active=True).first()
+                if lead is None:
+                    form.add_error("lead", f"There is no active user called {data['lead']!r}.")
+            if form.is_valid():
+                team, status = run_service(
+                    form,
+                    lambda: services.create_team(
+                        request.user,
+                        slug=data["slug"],
+                        name=data["name"],
+                        description=data["description"],
+                        gpu_budget=data["gpu_budget"],
+                        lead=lead,
+                    ),
+                )
+                if team is not None:
+                    messages.success(request, f"Team {team.slug} created.")
+                    return redirect("teams:detail", slug=team.slug)
+        return render(request, self.template_name, {"form": form}, status=status)
+
+
+class TeamDetailView(ObjectAccessMixin, TemplateView):
+    """Members and roles (editable by leads), projects, budget."""
+
+    template_name = "accounts/team_detail.html"
+    lookup = get_team_for_user
+
+    def get_template_names(self) -> list[str]:
+        if getattr(self.request, "htmx", False):
+            return [f"{self.template_name}#members"]
+        return [self.template_name]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.update(team_context(self.request, self.object))
+        context.setdefault("add_form", AddMemberForm())
+        return context
+
+
+def team_context(request: HttpRequest, team: Team) -> dict[str, Any]:
+    members = list(team.memberships.select_related("user").order_by("user__username"))
+    projects = list(team.projects.all().order_by("slug"))
+    return {
+        "team": team,
+        "members": members,
+        "projects": projects,
+        "quota_allocated": sum(p.gpu_quota for p in projects),
+        "can_manage": policies.can_manage_team(request.user, team),
+        "is_admin": policies.is_platform_admin(request.user),
+        "roles": Role.choices,
+        "my_role": policies.team_role(request.user, team),
+    }
+
+
+def _render_members(request: HttpRequest, team: Team, status: int = 200, **extra: Any) -> HttpResponse:
+    context = team_context(request, team)
+    context.setdefault("add_form", AddMemberForm())
+    context.update(extra)
+    template = "accounts/team_detail.html#members" if getattr(request, "htmx", False) else "accounts/team_detail.html"
+    return render(request, template, context, status=status)
+
+
+class MemberAddView(ObjectAccessMixin, View):
+    lookup = get_team_for_user
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        team = self.object
+        form = AddMemberForm(request.POST)
+        status = 400
+        if form.is_valid():
+            membership, status = run_service(
+                form,
+                lambda: services.add_member(
+                    request.user, team, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
+                ),
+            )
+            if membership is not None:
+                messages.success(request, f"Added {membership.user.username} as {membership.role}.")
+                if not getattr(request, "htmx", False):
+                    return redirect("teams:detail", slug=team.slug)
+                return _render_members(request, team)
+        return _render_members(request, team, status=status, add_form=form)
+
+
+class MemberChangeView(ObjectAccessMixin, View):
+    """POST role=... changes a role; POST to the remove URL removes the member."""
+
+    lookup = get_team_for_user
+    remove = False
+
+    def post(self, request: HttpRequest, slug: str, username: str) -> HttpResponse:
+        team = self.object
+        membership = get_membership_for_user(request.user, team, username, Action.MANAGE)
+        form = RoleForm(request.POST)
+        if self.remove:
+            _, status = run_service(form, lambda: services.remove_member(request.user, membership))
+            text = f"Removed {username} from {team.slug}."
+        elif form.is_valid():
+            _, status = run_service(
+                form, lambda: services.set_member_role(request.user, membership, form.cleaned_data["role"])
+            )
+            text = f"{username} is now {form.cleaned_data['role']}."
+        else:
+            status = 400
+        if status == 200:
+            messages.success(request, text)
+            if not getattr(request, "htmx", False):
+                return redirect("teams:detail", slug=team.slug)
+            return _render_members(request, team)
+        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        messages.error(request, error)
+        if not getattr(request, "htmx", False):
+            return _render_members(request, team, status=status)
+        return _render_members(request, team, status=status, member_error=error)
+
+
+class AccountView(LoginRequiredMixin, View):
+    """My account: memberships and API tokens (create shows the key once; revoke)."""
+
+    template_name = "accounts/account.html"
+
+    def context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
+        context = {
+            "tokens": tokens,
+            "memberships": Membership.objects.filter(user=request.user).select_related("team"),
+            "form": TokenForm(),
+        }
+        context.update(extra)
+        return context
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, self.template_name, self.context(request))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = TokenForm(request.POST)
+        if not form.is_valid():
+            return render(request, self.template_name, self.context(request, form=form), status=400)
+        days = form.cleaned_data.get("expires_in_days")
+        expires = timezone.now() + timedelta(days=days) if days else None
+        result, status = run_service(
+            form, lambda: services.create_api_token(request.user, name=form.cleaned_data["name"], expires_at=expires)
+        )
+        if result is None:
+            return render(request, self.template_name, self.context(request, form=form), status=status)
+        token, key = result
+        return render(request, self.template_name, self.context(request, new_key=key, new_token=token), status=201)
+
+
+class TokenRevokeView(LoginRequiredMixin, View):
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        # One's own tokens only: another user's token id is a 404, not a 403.
+        token = ApiToken.objects.filter(pk=pk, user=request.user).first()
+        if token is None:
+            raise Http404("No such token.")
+        services.revoke_api_token(request.user, token)
+        messages.success(request, f"Token {token.name} revoked; it stops working immediately.")
+        return redirect("account")

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from apps.access import policies
+
+# The sections of the portal, in navigation order. Sections whose pages arrive later are
+# shown (so people learn where things will live) but not linked.
+SECTIONS = [
+    ("home", "Home", "home"),
+    ("teams", "Teams", "teams:list"),
+    ("projects", "Projects", "projects:list"),
+    ("launch", "Launch", None),
+    ("runs", "Runs", None),
+    ("models", "Models", None),
+    ("gpus", "GPUs", None),
+]
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    user = request.user
+    admin = policies.is_platform_admin(user)
+    return {
+        "nav_sections": SECTIONS,
+        "nav_is_admin": admin,
+        "nav_can_audit": user.is_authenticated and policies.can_view_audit(user),
+        "plinth_env": settings.PLINTH_ENV,
+    }

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.access.lookups import get_project_for_user, get_team_for_user
+from apps.access.mixins import ScopedViewSet
+from apps.access.roles import Action
+from apps.projects import services
+from apps.projects.models import Project
+from apps.projects.serializers import ProjectCreateSerializer, ProjectSerializer, ProjectUpdateSerializer
+
+
+class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
+    """Projects of the teams you belong to. Leads and platform admins create and change them."""
+
+    queryset = Project.objects.all()
+    serializer_class = ProjectSerializer
+    lookup_function = get_project_for_user
+
+    def get_queryset(self) -> Any:
+        projects = super().get_queryset().select_related("team").order_by("team__slug", "slug")
+        params = self.request.query_params
+        if team := params.get("team"):
+            projects = projects.filter(team__slug=team)
+        if backend := params.get("backend"):
+            projects = projects.filter(backend=backend)
+        return projects
+
+    @extend_schema(parameters=[OpenApiParameter("team", str), OpenApiParameter("backend", str)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
+    def create(self, request: Request) -> Response:
+        body = ProjectCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        team = get_team_for_user(request.user, data.pop("team"), Action.MANAGE)
+        project = services.create_project(request.user, team, **data)  # type: ignore[arg-type]
+        return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ProjectUpdateSerializer, responses=ProjectSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        project = self.get_object()
+        body = ProjectUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        project = services.update_project(request.user, project, **body.validated_data)  # type: ignore[arg-type]
+        return Response(ProjectSerializer(project).data)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from apps.accounts.models import Team
+from apps.projects.models import Backend
+
+
+class ProjectCreateForm(forms.Form):
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), to_field_name="slug")
+    slug = forms.CharField(max_length=40, help_text="Lowercase letters, digits and hyphens.")
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    gpu_quota = forms.IntegerField(min_value=0, initial=0, label="GPU quota")
+    backend = forms.ChoiceField(choices=Backend.choices, initial=Backend.LOCAL)
+    namespace = forms.CharField(max_length=63, required=False, help_text="Default: plinth-<team>-<project>.")
+    mlflow_experiment = forms.CharField(
+        max_length=250, required=False, help_text="Default: <team>/<project>; an existing experiment is attached."
+    )
+
+    def __init__(self, *args: Any, teams: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams if teams is not None else Team.objects.none()  # type: ignore[attr-defined]
+
+
+class ProjectEditForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    gpu_quota = forms.IntegerField(min_value=0, label="GPU quota")
+    backend = forms.ChoiceField(choices=Backend.choices)

@@ -1,0 +1,84 @@
+"""Projects: a team's unit of work, bound to a compute backend, a Kubernetes namespace and
+an MLflow experiment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from apps.accounts.models import Team, slug_validator
+
+namespace_validator = RegexValidator(
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+    "A Kubernetes namespace is at most 63 lowercase letters, digits and hyphens.",
+)
+
+
+class Backend(models.TextChoices):
+    LOCAL = "local", "Local (worker host)"
+    KUBERNETES = "kubernetes", "Kubernetes"
+
+
+class ExperimentState(models.TextChoices):
+    PENDING = "pending", "Waiting for MLflow"
+    LINKED = "linked", "Linked"
+    FAILED = "failed", "Failed"
+
+
+class ProjectQuerySet(models.QuerySet["Project"]):
+    def for_user(self, user: Any, action: str = "view") -> ProjectQuerySet:
+        """Projects whose team allows `user` to do `action`."""
+        return self.filter(team__in=Team.objects.for_user(user, action))
+
+
+class Project(models.Model):
+    """A team-owned project. `gpu_quota` caps the GPUs of its live launches; the sum of a
+    team's quotas stays within the team's `gpu_budget`."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="projects")
+    slug = models.SlugField(max_length=40, validators=[slug_validator])
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    gpu_quota = models.PositiveIntegerField(default=0)
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.LOCAL)
+    namespace = models.CharField(max_length=63, validators=[namespace_validator])
+    mlflow_experiment_name = models.CharField(max_length=250)
+    mlflow_experiment_id = models.CharField(max_length=64, blank=True)
+    mlflow_state = models.CharField(max_length=16, choices=ExperimentState.choices, default=ExperimentState.PENDING)
+    mlflow_error = models.CharField(max_length=500, blank=True)
+    mlflow_attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["team__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["team", "slug"], name="project_slug_unique_in_team")]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}/{self.slug}"
+
+    @property
+    def full_slug(self) -> str:
+        return f"{self.team.slug}/{self.slug}"
+
+    @staticmethod
+    def default_namespace(team_slug: str, slug: str) -> str:
+        return f"plinth-{team_slug}-{slug}"
+
+    @staticmethod
+    def default_experiment(team_slug: str, slug: str) -> str:
+        return f"{team_slug}/{slug}"
+
+    def as_audit(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "name": self.name,
+            "gpu_quota": self.gpu_quota,
+            "backend": self.backend,
+            "namespace": self.namespace,
+            "mlflow_experiment_name": self.mlflow_experiment_name,
+        }

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.projects.models import Backend, Project
+
+
+class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    full_slug = serializers.CharField(read_only=True)
+    mlflow_experiment = serializers.CharField(source="mlflow_experiment_name", read_only=True)
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "team",
+            "slug",
+            "full_slug",
+            "name",
+            "description",
+            "gpu_quota",
+            "backend",
+            "namespace",
+            "mlflow_experiment",
+            "mlflow_experiment_id",
+            "mlflow_state",
+            "mlflow_error",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ProjectCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    team = serializers.CharField(help_text="The owning team's slug.")
+    slug = serializers.CharField(max_length=40)
+    name = serializers.CharField(max_length=120)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    gpu_quota = serializers.IntegerField(min_value=0, default=0)
+    backend = serializers.ChoiceField(choices=Backend.choices, default=Backend.LOCAL)
+    namespace = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
+    mlflow_experiment = serializers.CharField(max_length=250, required=False, allow_blank=True, default="")
+
+
+class ProjectUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField(max_length=120, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    gpu_quota = serializers.IntegerField(min_value=0, required=False)
+    backend = serializers.ChoiceField(choices=Backend.choices, required=False)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.projects.models import ExperimentState, Project
+from apps.tracking.gateway import MlflowUnavailable
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(MlflowUnavailable,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=8,
+    acks_late=True,
+)
+def ensure_project_experiment(self: object, project_pk: int) -> None:
+    """Create or attach a project's MLflow experiment; retried with backoff while MLflow is
+    down. The periodic `sync_pending_experiments` picks up whatever outlives the retries."""
+    from apps.projects.services import link_experiment
+
+    link_experiment(project_pk)
+
+
+@shared_task
+def sync_pending_experiments() -> int:
+    """Reconciler: link every project still waiting for its MLflow experiment."""
+    from apps.projects.services import link_experiment
+
+    linked = 0
+    for pk in Project.objects.filter(mlflow_state=ExperimentState.PENDING).values_list("pk", flat=True)[:100]:
+        try:
+            project = link_experiment(pk)
+        except MlflowUnavailable:
+            break  # MLflow is down: try again on the next beat
+        if project is not None and project.mlflow_state == ExperimentState.LINKED:
+            linked += 1
+    return linked

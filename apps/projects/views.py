@@ -1,0 +1,150 @@
+"""Project pages: list, create, detail (quota, backend, namespace, MLflow link), edit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views import View
+from django.views.generic import TemplateView
+
+from apps.access import policies
+from apps.access.lookups import get_project_by_slug_for_user
+from apps.access.mixins import ObjectAccessMixin
+from apps.access.roles import Action
+from apps.accounts.models import Team
+from apps.core.pages import paginate, run_service
+from apps.projects import services
+from apps.projects.forms import ProjectCreateForm, ProjectEditForm
+from apps.projects.models import Backend, Project
+from apps.tracking.gateway import gateway
+
+
+class ProjectListView(LoginRequiredMixin, TemplateView):
+    template_name = "projects/list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        user = self.request.user
+        projects = Project.objects.for_user(user, Action.VIEW).select_related("team").order_by("team__slug", "slug")
+        team = self.request.GET.get("team", "").strip()
+        backend = self.request.GET.get("backend", "").strip()
+        query = self.request.GET.get("q", "").strip()
+        if team:
+            projects = projects.filter(team__slug=team)
+        if backend:
+            projects = projects.filter(backend=backend)
+        if query:
+            projects = projects.filter(Q(slug__icontains=query) | Q(name__icontains=query))
+        context.update(
+            page=paginate(self.request, projects),
+            teams=Team.objects.for_user(user, Action.VIEW).order_by("slug"),
+            backends=Backend.choices,
+            filters={"team": team, "backend": backend, "q": query},
+            can_create=Team.objects.for_user(user, Action.MANAGE).exists(),
+        )
+        return context
+
+
+class ProjectCreateView(LoginRequiredMixin, View):
+    template_name = "projects/form.html"
+
+    def teams(self, request: HttpRequest) -> Any:
+        teams = Team.objects.for_user(request.user, Action.MANAGE).order_by("slug")
+        if not teams.exists():
+            raise PermissionDenied("Only team leads and platform admins create projects.")
+        return teams
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        teams = self.teams(request)
+        initial = {"team": request.GET.get("team")} if request.GET.get("team") else {}
+        return render(request, self.template_name, {"form": ProjectCreateForm(teams=teams, initial=initial)})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = ProjectCreateForm(request.POST, teams=self.teams(request))
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            project, status = run_service(
+                form,
+                lambda: services.create_project(
+                    request.user,
+                    data["team"],
+                    slug=data["slug"],
+                    name=data["name"],
+                    description=data["description"],
+                    gpu_quota=data["gpu_quota"],
+                    backend=data["backend"],
+                    namespace=data["namespace"],
+                    mlflow_experiment=data["mlflow_experiment"],
+                ),
+            )
+            if project is not None:
+                messages.success(request, f"Project {project.full_slug} created; its MLflow experiment is on the way.")
+                return redirect("projects:detail", team=project.team.slug, slug=project.slug)
+        return render(request, self.template_name, {"form": form}, status=status)
+
+
+class ProjectDetailView(ObjectAccessMixin, TemplateView):
+    template_name = "projects/detail.html"
+    lookup = get_project_by_slug_for_user
+    lookup_kwargs = ("team", "slug")
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        project: Project = self.object
+        team = project.team
+        siblings = sum(team.projects.exclude(pk=project.pk).values_list("gpu_quota", flat=True))
+        context.update(
+            project=project,
+            team=team,
+            can_manage=policies.can_manage_team(self.request.user, team),
+            quota_headroom=max(team.gpu_budget - siblings, 0),
+            mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
+            edit_form=ProjectEditForm(
+                initial={
+                    "name": project.name,
+                    "description": project.description,
+                    "gpu_quota": project.gpu_quota,
+                    "backend": project.backend,
+                }
+            ),
+        )
+        return context
+
+
+class ProjectEditView(ObjectAccessMixin, View):
+    lookup = get_project_by_slug_for_user
+    lookup_kwargs = ("team", "slug")
+
+    def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
+        project: Project = self.object
+        form = ProjectEditForm(request.POST)
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            updated, status = run_service(
+                form,
+                lambda: services.update_project(
+                    request.user,
+                    project,
+                    name=data["name"],
+                    description=data["description"],
+                    gpu_quota=data["gpu_quota"],
+                    backend=data["backend"],
+                ),
+            )
+            if updated is not None:
+                messages.success(request, "Project saved.")
+                return redirect("projects:detail", team=team, slug=slug)
+        view = ProjectDetailView(request=request, kwargs={"team": team, "slug": slug}, args=())
+        view.object = project
+        context = view.get_context_data()
+        context["edit_form"] = form
+        context["edit_open"] = True
+        return render(request, ProjectDetailView.template_name, context, status=status)

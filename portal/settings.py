@@ -1,0 +1,252 @@
+"""The one settings module. Everything that differs between a laptop and production is an
+environment variable; the defaults are the embedded mode (`make run`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("PLINTH_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+# All local state (SQLite, broker folders, logs, MLflow store) lives here; SQLite cannot
+# create its file in a folder that does not exist.
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+PLINTH_ENV = env_str("PLINTH_ENV", "development")
+PRODUCTION = PLINTH_ENV == "production"
+
+_DEV_SECRET = "plinth-development-secret-do-not-use-in-production-0123456789"
+SECRET_KEY = env_secret("PLINTH_SECRET_KEY", "" if PRODUCTION else _DEV_SECRET)
+if PRODUCTION and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET):
+    raise RuntimeError("PLINTH_SECRET_KEY (or PLINTH_SECRET_KEY_FILE) must be set in production")
+
+DEBUG = env_bool("PLINTH_DEBUG", not PRODUCTION)
+ALLOWED_HOSTS = env_list("PLINTH_ALLOWED_HOSTS", "" if PRODUCTION else "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = env_list("PLINTH_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_htmx",
+    "template_partials",
+    "django_celery_beat",
+    "apps.core",
+    "apps.accounts",
+    "apps.access",
+    "apps.audit",
+    "apps.projects",
+    "apps.tracking",
+    "apps.compute",
+]
+
+MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+ASGI_APPLICATION = "portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.core.context_processors.navigation",
+            ],
+        },
+    }
+]
+
+# --- database -------------------------------------------------------------------------
+_sqlite_path = DATA_DIR / "plinth.sqlite3"
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_secret("DATABASE_URL", f"sqlite:///{_sqlite_path}"), conn_max_age=env_int("PLINTH_DB_CONN_MAX_AGE", 60)
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded mode shares one SQLite file between the web server, the worker and
+    # beat: WAL and IMMEDIATE transactions keep concurrent writers from failing.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("PLINTH_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- static files: the portal's own, plus plotly.js from the installed plotly package --
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("PLINTH_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS: list[tuple[str, Path] | Path] = [BASE_DIR / "static"]
+try:
+    import plotly
+
+    STATICFILES_DIRS.append(("plotly", Path(plotly.__file__).parent / "package_data"))
+except ImportError:  # pragma: no cover - plotly is a hard dependency
+    pass
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- security (check --deploy clean in production) ------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env_int("PLINTH_SESSION_AGE", 60 * 60 * 12)
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("PLINTH_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("PLINTH_HSTS_SECONDS", 60 * 60 * 24 * 365)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PLINTH_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("PLINTH_HSTS_PRELOAD", True)
+
+# --- REST API -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "apps.core.api.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Plinth API",
+    "DESCRIPTION": "Self-service ML platform: teams, projects, launches, runs, promotions, GPUs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery ---------------------------------------------------------------------------
+CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_DIR = DATA_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_BROKER_DIR / "out"),
+        "data_folder_out": str(CELERY_BROKER_DIR / "out"),
+        "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+    for _folder in ("out", "processed"):
+        (CELERY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "worker-heartbeat": {"task": "apps.core.tasks.heartbeat", "schedule": 30.0},
+    "sync-mlflow-experiments": {"task": "apps.projects.tasks.sync_pending_experiments", "schedule": 60.0},
+}
+PLINTH_WORKER_STALE_SECONDS = env_int("PLINTH_WORKER_STALE_SECONDS", 120)
+
+# --- MLflow ---------------------------------------------------------------------------
+MLFLOW_TRACKING_URI = env_str("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{env_int('PLINTH_MLFLOW_PORT', 5000)}")
+MLFLOW_UI_URL = env_str("PLINTH_MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
+MLFLOW_TIMEOUT = env_float("PLINTH_MLFLOW_TIMEOUT", 5.0)
+MLFLOW_TRACKING_USERNAME = env_str("MLFLOW_TRACKING_USERNAME")
+MLFLOW_TRACKING_PASSWORD = env_secret("MLFLOW_TRACKING_PASSWORD")
+
+# --- compute --------------------------------------------------------------------------
+PLINTH_DEFAULT_BACKEND = env_str("PLINTH_DEFAULT_BACKEND", "local")
+PLINTH_KUBECONFIG = env_str("PLINTH_KUBECONFIG", os.environ.get("KUBECONFIG", ""))
+PLINTH_KUBE_IN_CLUSTER = env_bool("PLINTH_KUBE_IN_CLUSTER", False)
+PLINTH_KUBE_TIMEOUT = env_float("PLINTH_KUBE_TIMEOUT", 5.0)
+
+# --- demo data ------------------------------------------------------------------------
+PLINTH_DEMO_PASSWORD = env_secret("PLINTH_DEMO_PASSWORD", "plinth-demo")
+
+# --- email ----------------------------------------------------------------------------
+EMAIL_BACKEND = env_str(
+    "PLINTH_EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.console.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = env_str("PLINTH_FROM_EMAIL", "plinth@localhost")
+
+# --- logging: one JSON line per record, with the request id ---------------------------
+LOG_LEVEL = env_str("PLINTH_LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "apps.core.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "apps.core.logging.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": "json" if env_bool("PLINTH_LOG_JSON", True) else "plain",
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "urllib3": {"level": "WARNING"},
+        "kombu.connection": {"level": "ERROR"},
+    },
+}

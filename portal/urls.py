@@ -1,0 +1,63 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from apps.accounts import api as accounts_api
+from apps.accounts import views as accounts_views
+from apps.audit import api as audit_api
+from apps.audit import views as audit_views
+from apps.core import views as core_views
+from apps.projects import api as projects_api
+from apps.projects import views as projects_views
+
+router = SimpleRouter()
+router.register("teams", accounts_api.TeamViewSet, basename="team")
+router.register(r"teams/(?P<team_slug>[a-z0-9-]+)/members", accounts_api.MemberViewSet, basename="member")
+router.register("projects", projects_api.ProjectViewSet, basename="project")
+router.register("audit", audit_api.AuditEventViewSet, basename="audit")
+
+api_patterns = [
+    path("auth/token/", accounts_api.AuthTokenView.as_view(), name="auth-token"),
+    path("me/", accounts_api.MeView.as_view(), name="me"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    *router.urls,
+]
+
+team_patterns = [
+    path("", accounts_views.TeamListView.as_view(), name="list"),
+    path("new/", accounts_views.TeamCreateView.as_view(), name="create"),
+    path("<slug:slug>/", accounts_views.TeamDetailView.as_view(), name="detail"),
+    path("<slug:slug>/members/", accounts_views.MemberAddView.as_view(), name="member-add"),
+    path("<slug:slug>/members/<str:username>/role/", accounts_views.MemberChangeView.as_view(), name="member-role"),
+    path(
+        "<slug:slug>/members/<str:username>/remove/",
+        accounts_views.MemberChangeView.as_view(remove=True),
+        name="member-remove",
+    ),
+]
+
+project_patterns = [
+    path("", projects_views.ProjectListView.as_view(), name="list"),
+    path("new/", projects_views.ProjectCreateView.as_view(), name="create"),
+    path("<slug:team>/<slug:slug>/", projects_views.ProjectDetailView.as_view(), name="detail"),
+    path("<slug:team>/<slug:slug>/edit/", projects_views.ProjectEditView.as_view(), name="edit"),
+]
+
+urlpatterns = [
+    path("", accounts_views.HomeView.as_view(), name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/", accounts_views.AccountView.as_view(), name="account"),
+    path("account/tokens/<int:pk>/revoke/", accounts_views.TokenRevokeView.as_view(), name="token-revoke"),
+    path("teams/", include((team_patterns, "teams"))),
+    path("projects/", include((project_patterns, "projects"))),
+    path("audit/", audit_views.AuditListView.as_view(), name="audit"),
+    path("status/", core_views.SystemStatusView.as_view(), name="status"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("api/v1/", include((api_patterns, "api"))),
+    path("admin/", admin.site.urls),
+]
