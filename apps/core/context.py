@@ -16,7 +16,9 @@ class RequestContext:
     ip: str | None = None
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("plinth_request", default=RequestContext())
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(  # noqa: B039 - frozen
+    "plinth_request", default=RequestContext()
+)
 
 
 def current() -> RequestContext:

@@ -1,0 +1,195 @@
+"""Shared fixtures: the named users of every test (one per role), their teams and projects.
+
+ada   member of team demo          lin   lead of team demo
+vic   viewer of team demo          omar  member of team other (an outsider to demo)
+root  platform admin (no team)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from apps.access.roles import Role
+from apps.accounts.models import Membership, Team, User
+from apps.projects.models import Project
+
+PASSWORD = "correct-horse-battery"
+# A port nothing listens on: by default every test sees MLflow as down, deterministically.
+MLFLOW_DOWN = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_down_by_default(settings: Any) -> None:
+    settings.MLFLOW_TRACKING_URI = MLFLOW_DOWN
+    settings.MLFLOW_UI_URL = MLFLOW_DOWN
+    settings.MLFLOW_TIMEOUT = 2.0
+
+
+def make_user(username: str, **extra: Any) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.test", **extra)
+    return user
+
+
+@pytest.fixture
+def team(db: None) -> Team:
+    return Team.objects.create(slug="demo", name="Demo team", gpu_budget=8)
+
+
+@pytest.fixture
+def other_team(db: None) -> Team:
+    return Team.objects.create(slug="other", name="Other team", gpu_budget=4)
+
+
+@pytest.fixture
+def ada(team: Team) -> User:
+    user = make_user("ada")
+    Membership.objects.create(team=team, user=user, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def lin(team: Team) -> User:
+    user = make_user("lin")
+    Membership.objects.create(team=team, user=user, role=Role.LEAD)
+    return user
+
+
+@pytest.fixture
+def vic(team: Team) -> User:
+    user = make_user("vic")
+    Membership.objects.create(team=team, user=user, role=Role.VIEWER)
+    return user
+
+
+@pytest.fixture
+def omar(other_team: Team) -> User:
+    user = make_user("omar")
+    Membership.objects.create(team=other_team, user=user, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def root(db: None) -> User:
+    return make_user("root", is_platform_admin=True)
+
+
+@pytest.fixture
+def project(team: Team) -> Project:
+    return Project.objects.create(
+        team=team,
+        slug="demo",
+        name="Demo project",
+        gpu_quota=2,
+        namespace="plinth-demo-demo",
+        mlflow_experiment_name="demo/demo",
+    )
+
+
+@pytest.fixture
+def other_project(other_team: Team) -> Project:
+    return Project.objects.create(
+        team=other_team,
+        slug="other",
+        name="Other project",
+        gpu_quota=1,
+        namespace="plinth-other-other",
+        mlflow_experiment_name="other/other",
+    )
+
+
+@pytest.fixture
+def people(ada: User, lin: User, vic: User, omar: User, root: User) -> dict[str, User]:
+    return {"ada": ada, "lin": lin, "vic": vic, "omar": omar, "root": root}
+
+
+def client_for(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def api_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user=user)
+    return client
+
+
+# --- a real MLflow tracking server, started once per test session ----------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow server` on a fresh SQLite store; yields its URL."""
+    root_dir = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    log = open(root_dir / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root_dir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root_dir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            raise RuntimeError("mlflow server did not start:\n" + (root_dir / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def mlflow_up(settings: Any, mlflow_server: str) -> str:
+    """Point the portal at the real MLflow server for this test."""
+    settings.MLFLOW_TRACKING_URI = mlflow_server
+    settings.MLFLOW_UI_URL = mlflow_server
+    settings.MLFLOW_TIMEOUT = 10.0
+    return mlflow_server
