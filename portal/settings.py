@@ -99,7 +99,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -119,7 +118,9 @@ USE_TZ = True
 
 # --- static files: the portal's own, plus plotly.js from the installed plotly package --
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("PLINTH_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env_str("PLINTH_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start without it
+WHITENOISE_USE_FINDERS = not PRODUCTION  # serve straight from static/ while developing
 STATICFILES_DIRS: list[tuple[str, Path] | Path] = [BASE_DIR / "static"]
 try:
     import plotly

@@ -35,6 +35,8 @@ def _mlflow_down_by_default(settings: Any) -> None:
     settings.MLFLOW_TRACKING_URI = MLFLOW_DOWN
     settings.MLFLOW_UI_URL = MLFLOW_DOWN
     settings.MLFLOW_TIMEOUT = 2.0
+    # Fast hashing: tests create many users; production keeps Django's default PBKDF2.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def make_user(username: str, **extra: Any) -> User:

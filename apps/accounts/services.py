@@ -20,6 +20,12 @@ from apps.core.errors import Conflict, InvalidInput, NotAllowed
 TOKEN_PREFIX = "plt_"
 
 
+def _forget_roles(*users: User) -> None:
+    """Drop cached team roles after a change, so the same request sees the new rights."""
+    for user in users:
+        user.forget_team_roles()
+
+
 def _validate_role(role: object) -> str:
     if not is_valid_role(role):
         raise InvalidInput.field("role", f"Unknown role {role!r}; choose one of: viewer, member, lead.")
@@ -106,7 +112,7 @@ def add_member(actor: User, team: Team, *, username: str, role: str) -> Membersh
     if Membership.objects.filter(team=team, user=user).exists():
         raise InvalidInput.field("username", f"{username} is already a member of {team.slug}.")
     membership = Membership.objects.create(team=team, user=user, role=role)
-    user.forget_team_roles()
+    _forget_roles(user, actor)
     record(actor, "team.member_added", membership, team=team, after={"user": user.username, "role": role})
     return membership
 
@@ -132,7 +138,7 @@ def set_member_role(actor: User, membership: Membership, role: str) -> Membershi
         raise Conflict(f"{membership.user.username} is the last lead of {team.slug}; name another lead first.")
     membership.role = role
     membership.save(update_fields=["role"])
-    membership.user.forget_team_roles()
+    _forget_roles(membership.user, actor)
     record(actor, "team.role_changed", membership, team=team, before={"role": previous}, after={"role": role})
     return membership
 
@@ -155,7 +161,7 @@ def remove_member(actor: User, membership: Membership) -> None:
         before={"user": membership.user.username, "role": membership.role},
     )
     membership.delete()
-    membership.user.forget_team_roles()
+    _forget_roles(membership.user, actor)
 
 
 @transaction.atomic
