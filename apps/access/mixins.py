@@ -6,11 +6,12 @@ action the HTTP method needs: reads need VIEW, writes the view's `write_action`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from rest_framework import viewsets
 
 from apps.access import policies
@@ -32,7 +33,7 @@ class ObjectAccessMixin(LoginRequiredMixin):
     def action_for(self, request: HttpRequest) -> Action:
         return self.read_action if request.method in SAFE_METHODS else self.write_action
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
         lookup = type(self).lookup  # a plain function stored on the class
@@ -43,7 +44,7 @@ class ObjectAccessMixin(LoginRequiredMixin):
 class PlatformAdminMixin(LoginRequiredMixin):
     """Pages for the platform team only (403 for everyone else who is signed in)."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
         if not policies.is_platform_admin(request.user):
@@ -64,7 +65,7 @@ class ScopedViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     def get_queryset(self) -> Any:
         assert self.queryset is not None
-        return self.queryset.for_user(self.request.user, Action.VIEW)
+        return cast(Any, self.queryset).for_user(self.request.user, Action.VIEW)
 
     def get_object(self) -> Any:
         lookup = type(self).lookup_function

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.access.roles import RANK, Action, Role, role_allows
+from apps.accounts.models import User
 
 
 def is_platform_admin(user: Any) -> bool:
@@ -67,3 +68,11 @@ def can_view_audit(user: Any, team: Any | None = None) -> bool:
 
 def can_view_system_status(user: Any) -> bool:
     return is_platform_admin(user)
+
+
+def actor_of(request: Any) -> User:
+    """The signed-in user of a request that passed the login check, typed as a User."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise PermissionError("actor_of() needs an authenticated request")
+    return user

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from apps.access.lookups import get_membership_for_user, get_team_for_user
 from apps.access.mixins import ScopedViewSet
+from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.accounts import services
 from apps.accounts.models import Membership, Team, User
@@ -48,7 +49,7 @@ class AuthTokenView(APIView):
 class MeView(APIView):
     @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
-        user = User.objects.prefetch_related("memberships__team").get(pk=request.user.pk)
+        user = User.objects.prefetch_related("memberships__team").get(pk=actor_of(request).pk)
         return Response(MeSerializer(user).data)
 
 
@@ -72,9 +73,9 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSe
             if lead is None:
                 return Response({"lead": [f"There is no active user called {data['lead']!r}."]}, status=400)
         team = services.create_team(
-            request.user,
+            actor_of(request),
             slug=data["slug"],
-            name=data["name"],  # type: ignore[arg-type]
+            name=data["name"],
             description=data.get("description", ""),
             gpu_budget=data.get("gpu_budget", 0),
             lead=lead,
@@ -86,7 +87,7 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSe
         team = self.get_object()
         body = TeamUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        team = services.update_team(request.user, team, **body.validated_data)  # type: ignore[arg-type]
+        team = services.update_team(actor_of(request), team, **body.validated_data)
         return Response(TeamSerializer(team).data)
 
 
@@ -121,8 +122,8 @@ class MemberViewSet(ScopedViewSet):
         body = MembershipSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         membership = services.add_member(
-            request.user,
-            team,  # type: ignore[arg-type]
+            actor_of(request),
+            team,
             username=body.validated_data["user"]["username"],
             role=body.validated_data["role"],
         )
@@ -136,10 +137,10 @@ class MemberViewSet(ScopedViewSet):
         membership = self.get_object()
         body = RoleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        membership = services.set_member_role(request.user, membership, body.validated_data["role"])  # type: ignore[arg-type]
+        membership = services.set_member_role(actor_of(request), membership, body.validated_data["role"])
         return Response(MembershipSerializer(membership).data)
 
     def destroy(self, request: Request, team_slug: str, username: str) -> Response:
         membership = self.get_object()
-        services.remove_member(request.user, membership)  # type: ignore[arg-type]
+        services.remove_member(actor_of(request), membership)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AbstractUser, UserManager
+from django.contrib.auth.models import AbstractUser
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -26,8 +26,6 @@ class User(AbstractUser):
     it grants every action everywhere and the admin console."""
 
     is_platform_admin = models.BooleanField(default=False)
-
-    objects: UserManager[User] = UserManager()
 
     def team_roles(self) -> dict[int, str]:
         """team id -> role, loaded once per user object (a request's user lives one request)."""

@@ -32,7 +32,7 @@ class TeamSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         fields = ["slug", "name", "description", "gpu_budget", "created_at", "lead"]
         read_only_fields = ["created_at"]
         # Uniqueness is the service's job (a clear 400 from one place), not the serializer's.
-        extra_kwargs = {"slug": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, Any]] = {"slug": {"validators": []}}
 
 
 class TeamUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]

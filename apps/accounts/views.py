@@ -17,6 +17,7 @@ from django.views.generic import TemplateView
 from apps.access import policies
 from apps.access.lookups import get_membership_for_user, get_team_for_user
 from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
+from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
 from apps.accounts import services
 from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TokenForm
@@ -34,7 +35,7 @@ class HomeView(LoginRequiredMixin, TemplateView):
         user = self.request.user
         context = super().get_context_data(**kwargs)
         memberships = list(
-            Membership.objects.filter(user=user)
+            Membership.objects.filter(user=actor_of(self.request))
             .select_related("team")
             .annotate(n_projects=Count("team__projects", distinct=True))
             .order_by("team__slug")
@@ -129,7 +130,7 @@ class TeamCreateView(PlatformAdminMixin, View):
                 team, status = run_service(
                     form,
                     lambda: services.create_team(
-                        request.user,
+                        actor_of(request),
                         slug=data["slug"],
                         name=data["name"],
                         description=data["description"],
@@ -195,7 +196,10 @@ class MemberAddView(ObjectAccessMixin, View):
             membership, status = run_service(
                 form,
                 lambda: services.add_member(
-                    request.user, team, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
+                    actor_of(request),
+                    team,
+                    username=form.cleaned_data["username"],
+                    role=form.cleaned_data["role"],
                 ),
             )
             if membership is not None:
@@ -217,11 +221,11 @@ class MemberChangeView(ObjectAccessMixin, View):
         membership = get_membership_for_user(request.user, team, username, Action.MANAGE)
         form = RoleForm(request.POST)
         if self.remove:
-            _, status = run_service(form, lambda: services.remove_member(request.user, membership))
+            _, status = run_service(form, lambda: services.remove_member(actor_of(request), membership))
             text = f"Removed {username} from {team.slug}."
         elif form.is_valid():
             _, status = run_service(
-                form, lambda: services.set_member_role(request.user, membership, form.cleaned_data["role"])
+                form, lambda: services.set_member_role(actor_of(request), membership, form.cleaned_data["role"])
             )
             text = f"{username} is now {form.cleaned_data['role']}."
         else:
@@ -244,10 +248,10 @@ class AccountView(LoginRequiredMixin, View):
     template_name = "accounts/account.html"
 
     def context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
-        tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
+        tokens = ApiToken.objects.filter(user=actor_of(request)).order_by("-created_at")
         context = {
             "tokens": tokens,
-            "memberships": Membership.objects.filter(user=request.user).select_related("team"),
+            "memberships": Membership.objects.filter(user=actor_of(request)).select_related("team"),
             "form": TokenForm(),
         }
         context.update(extra)
@@ -263,7 +267,8 @@ class AccountView(LoginRequiredMixin, View):
         days = form.cleaned_data.get("expires_in_days")
         expires = timezone.now() + timedelta(days=days) if days else None
         result, status = run_service(
-            form, lambda: services.create_api_token(request.user, name=form.cleaned_data["name"], expires_at=expires)
+            form,
+            lambda: services.create_api_token(actor_of(request), name=form.cleaned_data["name"], expires_at=expires),
         )
         if result is None:
             return render(request, self.template_name, self.context(request, form=form), status=status)
@@ -274,9 +279,9 @@ class AccountView(LoginRequiredMixin, View):
 class TokenRevokeView(LoginRequiredMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         # One's own tokens only: another user's token id is a 404, not a 403.
-        token = ApiToken.objects.filter(pk=pk, user=request.user).first()
+        token = ApiToken.objects.filter(pk=pk, user=actor_of(request)).first()
         if token is None:
             raise Http404("No such token.")
-        services.revoke_api_token(request.user, token)
+        services.revoke_api_token(actor_of(request), token)
         messages.success(request, f"Token {token.name} revoked; it stops working immediately.")
         return redirect("account")

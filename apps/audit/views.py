@@ -5,7 +5,8 @@ from typing import Any
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.views.generic import TemplateView
 
 from apps.access import policies
@@ -37,7 +38,7 @@ class AuditListView(LoginRequiredMixin, TemplateView):
 
     template_name = "audit/list.html"
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.user.is_authenticated and not policies.can_view_audit(request.user):
             raise PermissionDenied("The audit log is for team leads and platform admins.")
         return super().dispatch(request, *args, **kwargs)

@@ -16,9 +16,8 @@ class RequestContext:
     ip: str | None = None
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(  # noqa: B039 - frozen
-    "plinth_request", default=RequestContext()
-)
+_EMPTY = RequestContext()
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("plinth_request", default=_EMPTY)
 
 
 def current() -> RequestContext:

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from apps.access.lookups import get_project_for_user, get_team_for_user
 from apps.access.mixins import ScopedViewSet
+from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.projects import services
 from apps.projects.models import Project
@@ -41,7 +42,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVie
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         team = get_team_for_user(request.user, data.pop("team"), Action.MANAGE)
-        project = services.create_project(request.user, team, **data)  # type: ignore[arg-type]
+        project = services.create_project(actor_of(request), team, **data)
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ProjectUpdateSerializer, responses=ProjectSerializer)
@@ -49,5 +50,5 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVie
         project = self.get_object()
         body = ProjectUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        project = services.update_project(request.user, project, **body.validated_data)  # type: ignore[arg-type]
+        project = services.update_project(actor_of(request), project, **body.validated_data)
         return Response(ProjectSerializer(project).data)

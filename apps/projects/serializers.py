@@ -6,7 +6,7 @@ from apps.projects.models import Backend, Project
 
 
 class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[var-annotated]
     full_slug = serializers.CharField(read_only=True)
     mlflow_experiment = serializers.CharField(source="mlflow_experiment_name", read_only=True)
 

@@ -16,6 +16,7 @@ from django.views.generic import TemplateView
 from apps.access import policies
 from apps.access.lookups import get_project_by_slug_for_user
 from apps.access.mixins import ObjectAccessMixin
+from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.accounts.models import Team
 from apps.core.pages import paginate, run_service
@@ -73,7 +74,7 @@ class ProjectCreateView(LoginRequiredMixin, View):
             project, status = run_service(
                 form,
                 lambda: services.create_project(
-                    request.user,
+                    actor_of(request),
                     data["team"],
                     slug=data["slug"],
                     name=data["name"],
@@ -131,7 +132,7 @@ class ProjectEditView(ObjectAccessMixin, View):
             updated, status = run_service(
                 form,
                 lambda: services.update_project(
-                    request.user,
+                    actor_of(request),
                     project,
                     name=data["name"],
                     description=data["description"],
