@@ -29,8 +29,9 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy .
 
+# Tests keep their state (broker folders, logs) apart from a running `make run`.
 pytest: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	PLINTH_DATA_DIR=$(CURDIR)/var/test $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -79,6 +79,8 @@ def test_lead_signs_in_and_adds_a_viewer(page: Page, live_server: LiveServer, li
     expect(members.get_by_role("heading", name="Members")).to_have_text("Members (2)")
     expect(members.get_by_label("Username")).to_have_value("")  # a fresh form for the next one
     expect(members.get_by_role("alert")).to_have_count(0)
+    expect(page.locator("#messages")).to_have_text("Added vic as viewer.")  # refreshed out of band
+    expect(members.get_by_label("Username")).to_be_focused()  # ready for the next one
     assert_swapped_in_place(page)
 
     membership = Membership.objects.get(team__slug="demo", user=newcomer)
