@@ -8,7 +8,7 @@ from apps.access.roles import Role
 from apps.accounts import services
 from apps.accounts.models import Membership, Team, User
 from apps.audit.models import AuditEvent
-from apps.core.errors import Conflict, InvalidInput, NotAllowed
+from apps.core.errors import InvalidInput, NotAllowed
 from tests.conftest import api_for, make_user
 
 pytestmark = pytest.mark.django_db
