@@ -30,14 +30,14 @@ class ObjectAccessMixin(LoginRequiredMixin):
     write_action: Action = Action.MANAGE
     object: Any
 
-    def action_for(self, request: HttpRequest) -> Action:
+    def action_for(self, request: HttpRequest, kwargs: dict[str, Any]) -> Action:
         return self.read_action if request.method in SAFE_METHODS else self.write_action
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
         lookup = type(self).lookup  # a plain function stored on the class
-        self.object = lookup(request.user, *(kwargs[k] for k in self.lookup_kwargs), self.action_for(request))
+        self.object = lookup(request.user, *(kwargs[k] for k in self.lookup_kwargs), self.action_for(request, kwargs))
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc,no-any-return]
 
 

@@ -67,18 +67,13 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSe
         body = TeamSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        lead = None
-        if data.get("lead"):
-            lead = User.objects.filter(username=data["lead"], is_active=True).first()
-            if lead is None:
-                return Response({"lead": [f"There is no active user called {data['lead']!r}."]}, status=400)
         team = services.create_team(
             actor_of(request),
             slug=data["slug"],
             name=data["name"],
             description=data.get("description", ""),
             gpu_budget=data.get("gpu_budget", 0),
-            lead=lead,
+            lead=data.get("lead", ""),
         )
         return Response(TeamSerializer(team).data, status=status.HTTP_201_CREATED)
 
@@ -108,9 +103,15 @@ class MemberViewSet(ScopedViewSet):
         team = self.team(Action.VIEW)
         return team.memberships.select_related("user", "team").order_by("user__username")
 
+    def action_for_request(self) -> Action:
+        # Anyone may leave a team (DELETE of oneself); other changes are for leads.
+        if self.request.method == "DELETE" and self.kwargs.get("username") == self.request.user.get_username():
+            return Action.VIEW
+        return super().action_for_request()
+
     def get_object(self) -> Membership:
-        team = self.team(self.action_for_request())
-        return get_membership_for_user(self.request.user, team, self.kwargs["username"], self.action_for_request())
+        action = self.action_for_request()
+        return get_membership_for_user(self.request.user, self.team(action), self.kwargs["username"], action)
 
     def list(self, request: Request, team_slug: str) -> Response:
         page = self.paginate_queryset(self.get_queryset())

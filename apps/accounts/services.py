@@ -42,11 +42,16 @@ def _team_audit(team: Team) -> dict[str, Any]:
 
 @transaction.atomic
 def create_team(
-    actor: User, *, slug: str, name: str, description: str = "", gpu_budget: int = 0, lead: User | None = None
+    actor: User, *, slug: str, name: str, description: str = "", gpu_budget: int = 0, lead: str = ""
 ) -> Team:
-    """Create a team (platform admins only), optionally with its first lead."""
+    """Create a team (platform admins only), optionally with its first lead (a username)."""
     if not policies.can_create_team(actor):
         raise NotAllowed("Only platform admins create teams.")
+    lead_user = None
+    if lead:
+        lead_user = User.objects.filter(username=lead, is_active=True).first()
+        if lead_user is None:
+            raise InvalidInput.field("lead", f"There is no active user called {lead!r}.")
     try:
         slug_validator(slug)
     except ValidationError as exc:
@@ -63,9 +68,9 @@ def create_team(
     except IntegrityError:
         raise InvalidInput.field("slug", f"A team with the slug {slug!r} already exists.") from None
     record(actor, "team.created", team, team=team, after=_team_audit(team))
-    if lead is not None:
-        membership = Membership.objects.create(team=team, user=lead, role=Role.LEAD)
-        record(actor, "team.member_added", membership, team=team, after={"user": lead.username, "role": Role.LEAD})
+    if lead_user is not None:
+        membership = Membership.objects.create(team=team, user=lead_user, role=Role.LEAD)
+        record(actor, "team.member_added", membership, team=team, after={"user": lead, "role": Role.LEAD})
     return team
 
 

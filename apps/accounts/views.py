@@ -21,7 +21,7 @@ from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
 from apps.accounts import services
 from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TokenForm
-from apps.accounts.models import ApiToken, Membership, Team, User
+from apps.accounts.models import ApiToken, Membership, Team
 from apps.core.pages import paginate, run_service
 from apps.projects.models import ExperimentState, Project
 
@@ -121,26 +121,20 @@ class TeamCreateView(PlatformAdminMixin, View):
         status = 400
         if form.is_valid():
             data = form.cleaned_data
-            lead = None
-            if data["lead"]:
-                lead = User.objects.filter(username=data["lead"], is_active=True).first()
-                if lead is None:
-                    form.add_error("lead", f"There is no active user called {data['lead']!r}.")
-            if form.is_valid():
-                team, status = run_service(
-                    form,
-                    lambda: services.create_team(
-                        actor_of(request),
-                        slug=data["slug"],
-                        name=data["name"],
-                        description=data["description"],
-                        gpu_budget=data["gpu_budget"],
-                        lead=lead,
-                    ),
-                )
-                if team is not None:
-                    messages.success(request, f"Team {team.slug} created.")
-                    return redirect("teams:detail", slug=team.slug)
+            team, status = run_service(
+                form,
+                lambda: services.create_team(
+                    actor_of(request),
+                    slug=data["slug"],
+                    name=data["name"],
+                    description=data["description"],
+                    gpu_budget=data["gpu_budget"],
+                    lead=data["lead"],
+                ),
+            )
+            if team is not None:
+                messages.success(request, f"Team {team.slug} created.")
+                return redirect("teams:detail", slug=team.slug)
         return render(request, self.template_name, {"form": form}, status=status)
 
 
@@ -216,9 +210,14 @@ class MemberChangeView(ObjectAccessMixin, View):
     lookup = get_team_for_user
     remove = False
 
+    def action_for(self, request: HttpRequest, kwargs: dict[str, Any]) -> Action:
+        # Anyone may leave a team; everything else here is for leads.
+        leaving = self.remove and kwargs.get("username") == request.user.get_username()
+        return Action.VIEW if leaving else Action.MANAGE
+
     def post(self, request: HttpRequest, slug: str, username: str) -> HttpResponse:
         team = self.object
-        membership = get_membership_for_user(request.user, team, username, Action.MANAGE)
+        membership = get_membership_for_user(request.user, team, username, self.action_for(request, self.kwargs))
         form = RoleForm(request.POST)
         if self.remove:
             _, status = run_service(form, lambda: services.remove_member(actor_of(request), membership))

@@ -38,6 +38,10 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVie
 
     @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
     def create(self, request: Request) -> Response:
+        # Access first: an outsider learns nothing from validation messages.
+        team_slug = request.data.get("team") if hasattr(request.data, "get") else None
+        if isinstance(team_slug, str) and team_slug:
+            get_team_for_user(request.user, team_slug, Action.MANAGE)
         body = ProjectCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)

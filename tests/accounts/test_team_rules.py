@@ -9,7 +9,7 @@ from apps.accounts import services
 from apps.accounts.models import Membership, Team, User
 from apps.audit.models import AuditEvent
 from apps.core.errors import InvalidInput, NotAllowed
-from tests.conftest import api_for, make_user
+from tests.conftest import api_for, client_for, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def membership(team: Team, user: User) -> Membership:
 
 def test_a_platform_admin_creates_a_team_with_its_first_lead(root: User) -> None:
     lead = make_user("newlead")
-    team = services.create_team(root, slug="vision", name="Vision", gpu_budget=4, lead=lead)
+    team = services.create_team(root, slug="vision", name="Vision", gpu_budget=4, lead="newlead")
     assert membership(team, lead).role == Role.LEAD
     verbs = list(AuditEvent.objects.filter(team_id=team.pk).values_list("verb", flat=True))
     assert sorted(verbs) == ["team.created", "team.member_added"]
@@ -159,3 +159,12 @@ def test_a_role_change_is_audited_with_before_and_after(lin: User, ada: User, te
     services.set_member_role(lin, membership(team, ada), Role.VIEWER)
     event = AuditEvent.objects.get(verb="team.role_changed")
     assert (event.before, event.after) == ({"role": "member"}, {"role": "viewer"})
+
+
+def test_a_member_may_leave_a_team_but_not_remove_others(ada: User, vic: User, lin: User, team: Team) -> None:
+    assert api_for(ada).delete("/api/v1/teams/demo/members/vic/").status_code == 403
+    assert api_for(ada).delete("/api/v1/teams/demo/members/ada/").status_code == 204
+    assert not Membership.objects.filter(team=team, user=ada).exists()
+    response = client_for(vic).post("/teams/demo/members/vic/remove/")
+    assert response.status_code == 302
+    assert not Membership.objects.filter(team=team, user=vic).exists()

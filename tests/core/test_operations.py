@@ -137,3 +137,11 @@ def test_the_secret_can_come_from_a_file(tmp_path: Path) -> None:
         }
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_page_loads_third_party_code_from_a_cdn(ada: User) -> None:
+    client = client_for(ada)
+    for url in ("/", "/teams/demo/", "/api/v1/docs/"):
+        body = client.get(url).content.decode()
+        assert "://cdn" not in body and "jsdelivr" not in body and "unpkg" not in body, url
+    assert "/static/vendor/htmx.min.js" in client.get("/").content.decode()

@@ -65,6 +65,7 @@ def test_a_lead_raises_a_quota_within_the_budget(lin: User, project: Project) ->
     project.refresh_from_db()
     assert project.gpu_quota == 8
     event = AuditEvent.objects.get(verb="project.updated")
+    assert event.before is not None and event.after is not None
     assert (event.before["gpu_quota"], event.after["gpu_quota"]) == (2, 8)
 
 
