@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "apps.projects",
     "apps.tracking",
     "apps.compute",
+    "apps.launches",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +223,13 @@ PLINTH_DEFAULT_BACKEND = env_str("PLINTH_DEFAULT_BACKEND", "local")
 PLINTH_KUBECONFIG = env_str("PLINTH_KUBECONFIG", os.environ.get("KUBECONFIG", ""))
 PLINTH_KUBE_IN_CLUSTER = env_bool("PLINTH_KUBE_IN_CLUSTER", False)
 PLINTH_KUBE_TIMEOUT = env_float("PLINTH_KUBE_TIMEOUT", 5.0)
+PLINTH_KUBE_QPS = env_float("PLINTH_KUBE_QPS", 20.0)  # client-side rate limit towards the API server
+PLINTH_KUBE_JOB_TTL = env_int("PLINTH_KUBE_JOB_TTL", 60 * 60 * 24)  # ttlSecondsAfterFinished
+PLINTH_KUBE_BACKOFF_LIMIT = env_int("PLINTH_KUBE_BACKOFF_LIMIT", 0)
+PLINTH_KUBE_MLFLOW_SECRET = env_str("PLINTH_KUBE_MLFLOW_SECRET", "plinth-mlflow")
+PLINTH_LOCAL_MAX_CONCURRENT = env_int("PLINTH_LOCAL_MAX_CONCURRENT", 2)
+# The tracking URI as jobs see it (inside a cluster it is often a different host name).
+PLINTH_JOB_MLFLOW_URI = env_str("PLINTH_JOB_MLFLOW_URI")
 
 # --- demo data ------------------------------------------------------------------------
 PLINTH_DEMO_PASSWORD = env_secret("PLINTH_DEMO_PASSWORD", "plinth-demo")

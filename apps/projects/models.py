@@ -50,6 +50,9 @@ class Project(models.Model):
     mlflow_state = models.CharField(max_length=16, choices=ExperimentState.choices, default=ExperimentState.PENDING)
     mlflow_error = models.CharField(max_length=500, blank=True)
     mlflow_attempts = models.PositiveIntegerField(default=0)
+    kueue_queue = models.CharField(
+        max_length=63, blank=True, help_text="Kueue LocalQueue for this project's jobs (empty: no Kueue)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = ProjectQuerySet.as_manager()

@@ -1,0 +1,223 @@
+"""Templates, launches and sweeps: from an idea to a running job without writing a manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.accounts.models import Team, slug_validator
+from apps.projects.models import Project
+
+
+class ParamType(models.TextChoices):
+    INT = "int", "Integer"
+    FLOAT = "float", "Number"
+    STR = "str", "Text"
+    BOOL = "bool", "Yes/no"
+    CHOICE = "choice", "Choice"
+
+
+class TemplateQuerySet(models.QuerySet["Template"]):
+    def for_user(self, user: Any, action: str = "view") -> TemplateQuerySet:
+        """Global templates for every signed-in user, plus the templates of teams `user` may
+        `action` in. Managing (`manage`) a global template needs a platform admin."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if getattr(user, "is_platform_admin", False):
+            return self.all()
+        teams = Team.objects.for_user(user, action)
+        if action == "view":
+            return self.filter(Q(team__isnull=True) | Q(team__in=teams))
+        return self.filter(team__in=teams)
+
+
+class Template(models.Model):
+    """A reusable job: image, command (an argument list, never a shell string), typed
+    parameters with defaults and bounds, default and maximum resources, a run-time limit
+    and the backends it supports. `team` empty = global (platform admins manage it).
+
+    parameters: {name: {"type": int|float|str|bool|choice, "default": v, "min": n,
+                 "max": n, "choices": [...], "help": "..."}}
+    resources:  {"cpu": "1", "memory": "2Gi", "gpus": 0, "gpu_model": ""}
+    """
+
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="templates")
+    slug = models.SlugField(max_length=40, validators=[slug_validator])
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    image = models.CharField(max_length=300)
+    command = models.JSONField(default=list)
+    parameters = models.JSONField(default=dict, blank=True)
+    default_resources = models.JSONField(default=dict, blank=True)
+    max_resources = models.JSONField(default=dict, blank=True)
+    max_runtime_seconds = models.PositiveIntegerField(default=3600)
+    backends = models.JSONField(default=list)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TemplateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "slug"], name="template_slug_unique_in_team"),
+            models.UniqueConstraint(fields=["slug"], condition=Q(team__isnull=True), name="global_template_slug"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}/{self.slug}" if self.team_id else self.slug
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SUBMITTING = "submitting", "Submitting"
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLING = "cancelling", "Cancelling"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+LIVE = frozenset(set(Status.values) - TERMINAL)
+
+# Allowed transitions; anything else is a bug or a stale observation and is ignored.
+TRANSITIONS: dict[str, set[str]] = {
+    Status.QUEUED: {Status.SUBMITTING, Status.CANCELLED, Status.FAILED},
+    Status.SUBMITTING: {
+        Status.PENDING,
+        Status.RUNNING,
+        Status.QUEUED,
+        Status.FAILED,
+        Status.CANCELLING,
+        Status.SUCCEEDED,
+    },
+    Status.PENDING: {Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.CANCELLING, Status.CANCELLED},
+    Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLING, Status.CANCELLED},
+    Status.CANCELLING: {Status.CANCELLED, Status.SUCCEEDED, Status.FAILED},
+}
+
+
+class LaunchQuerySet(models.QuerySet["Launch"]):
+    def for_user(self, user: Any, action: str = "view") -> LaunchQuerySet:
+        return self.filter(project__team__in=Team.objects.for_user(user, action))
+
+    def live(self) -> LaunchQuerySet:
+        return self.filter(status__in=LIVE)
+
+
+class Launch(models.Model):
+    """One job run from a template in a project, with its MLflow run."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="launches")
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="launches")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="launches")
+    sweep = models.ForeignKey("Sweep", null=True, blank=True, on_delete=models.PROTECT, related_name="trials")
+    name = models.CharField(max_length=120, blank=True)
+    parameters = models.JSONField(default=dict)
+    resources = models.JSONField(default=dict)
+    backend = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_reason = models.TextField(blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    mlflow_experiment_id = models.CharField(max_length=64, blank=True)
+    mlflow_closed = models.BooleanField(default=False)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    max_runtime_seconds = models.PositiveIntegerField(default=3600)
+    # local backend bookkeeping: which host runs it, the process group, the GPUs handed out
+    local_host = models.CharField(max_length=200, blank=True)
+    local_pid = models.IntegerField(null=True, blank=True)
+    gpu_devices = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LaunchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["backend", "status"]), models.Index(fields=["project", "status"])]
+
+    def __str__(self) -> str:
+        return self.job_name
+
+    @property
+    def job_name(self) -> str:
+        """Deterministic name on the backend: resubmitting after a crash is safe."""
+        return f"plinth-{self.pk}"
+
+    @property
+    def gpus(self) -> int:
+        return int(self.resources.get("gpus") or 0)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def can_transition_to(self, status: str) -> bool:
+        return status in TRANSITIONS.get(self.status, set())
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class SweepStrategy(models.TextChoices):
+    GRID = "grid", "Grid"
+    RANDOM = "random", "Random"
+
+
+class SweepStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class SweepQuerySet(models.QuerySet["Sweep"]):
+    def for_user(self, user: Any, action: str = "view") -> SweepQuerySet:
+        return self.filter(project__team__in=Team.objects.for_user(user, action))
+
+
+class Sweep(models.Model):
+    """A search over a template's parameters: the trials are launches (planned up front,
+    started `parallelism` at a time as earlier ones end)."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="sweeps")
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="sweeps")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sweeps")
+    name = models.CharField(max_length=120, blank=True)
+    strategy = models.CharField(max_length=8, choices=SweepStrategy.choices)
+    space = models.JSONField()
+    base_parameters = models.JSONField(default=dict)
+    resources = models.JSONField(default=dict)
+    planned = models.JSONField(default=list)  # the parameter sets of every trial, in order
+    max_trials = models.PositiveIntegerField()
+    parallelism = models.PositiveIntegerField()
+    metric = models.CharField(max_length=120, blank=True)
+    direction = models.CharField(max_length=3, default="max", choices=[("max", "max"), ("min", "min")])
+    seed = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=SweepStatus.choices, default=SweepStatus.RUNNING)
+    mlflow_parent_run_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SweepQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"sweep-{self.pk}"
