@@ -70,7 +70,7 @@ class Template(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.team.slug}/{self.slug}" if self.team_id else self.slug
+        return f"{self.team.slug}/{self.slug}" if self.team is not None else self.slug
 
 
 class Status(models.TextChoices):
