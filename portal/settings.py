@@ -208,6 +208,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "apps.core.tasks.heartbeat", "schedule": 30.0},
     "sync-mlflow-experiments": {"task": "apps.projects.tasks.sync_pending_experiments", "schedule": 60.0},
+    "sync-launches": {"task": "apps.launches.tasks.sync_launches", "schedule": env_float("PLINTH_SYNC_SECONDS", 3.0)},
 }
 PLINTH_WORKER_STALE_SECONDS = env_int("PLINTH_WORKER_STALE_SECONDS", 120)
 

@@ -122,6 +122,8 @@ class Launch(models.Model):
     name = models.CharField(max_length=120, blank=True)
     parameters = models.JSONField(default=dict)
     resources = models.JSONField(default=dict)
+    # A column of its own (not only in `resources`) so quota sums run in the database.
+    gpus = models.PositiveIntegerField(default=0)
     backend = models.CharField(max_length=16)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     status_reason = models.TextField(blank=True)
@@ -154,10 +156,6 @@ class Launch(models.Model):
     def job_name(self) -> str:
         """Deterministic name on the backend: resubmitting after a crash is safe."""
         return f"plinth-{self.pk}"
-
-    @property
-    def gpus(self) -> int:
-        return int(self.resources.get("gpus") or 0)
 
     @property
     def is_terminal(self) -> bool:

@@ -4,6 +4,7 @@ later) and `MlflowError` (MLflow understood and refused: a 4xx with its message)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
@@ -98,6 +99,38 @@ class MlflowGateway:
             if again is None:
                 raise
             return str(again["experiment_id"])
+
+    # -- runs --------------------------------------------------------------------------
+    def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str] | None = None) -> str:
+        payload: dict[str, Any] = {
+            "experiment_id": experiment_id,
+            "run_name": run_name,
+            "start_time": int(time.time() * 1000),
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        }
+        return str(self._call("POST", "runs/create", json=payload)["run"]["info"]["run_id"])
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Set a run's final status (FINISHED, FAILED, KILLED) and end time."""
+        self._call(
+            "POST", "runs/update", json={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)}
+        )
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._call("POST", "runs/set-tag", json={"run_id": run_id, "key": key, "value": value})
+
+    def log_param(self, run_id: str, key: str, value: str) -> None:
+        self._call("POST", "runs/log-parameter", json={"run_id": run_id, "key": key, "value": value})
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        run: dict[str, Any] = self._call("GET", "runs/get", params={"run_id": run_id})["run"]
+        return run
+
+    def delete_run(self, run_id: str) -> None:
+        self._call("POST", "runs/delete", json={"run_id": run_id})
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def experiment_url(self, experiment_id: str) -> str:
         return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}"

@@ -1,0 +1,276 @@
+"""The `local` backend: launches run as processes on the worker host (the embedded mode).
+
+Each launch gets a folder under <data dir>/launches/<id>/ holding output.log, pid
+("<runner pid> <process group> <command pid>"), exit.json when the command ended, and
+cancelled when someone cancelled it. The state of a launch is read from those files and
+the process table, so it survives worker restarts: a process that is gone without an
+exit.json is reported as failed ("worker restarted")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from apps.compute.base import BackendRejected, GpuDevice, Observation
+from apps.launches.runenv import job_argv, job_env
+
+if TYPE_CHECKING:
+    from apps.launches.models import Launch
+
+LOG_LINES_IN_REASON = 15
+
+
+def launch_dir(launch: Launch) -> Path:
+    return Path(settings.DATA_DIR) / "launches" / str(launch.pk)
+
+
+def tail_file(path: Path, lines: int) -> str:
+    """The last `lines` lines of a file, reading only its end."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        block = min(size, max(4096, lines * 400))
+        handle.seek(size - block)
+        data = handle.read().decode("utf-8", errors="replace")
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _read_pid(folder: Path) -> tuple[int, int] | None:
+    try:
+        runner, group, *_ = (int(x) for x in (folder / "pid").read_text().split())
+    except (OSError, ValueError):
+        return None
+    return runner, group
+
+
+def _alive(pid: int) -> bool:
+    """True when `pid` is a live (not zombie) process that is one of our runners."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in {"Z", "X"} and b"apps.compute.local_runner" in cmdline
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def nvml_gpus() -> list[GpuDevice]:
+    """GPUs NVML reports on this host ([] without a driver, as on most laptops and CI)."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # NVMLError: no driver / library
+        return []
+    try:
+        devices = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = pynvml.nvmlDeviceGetName(handle)
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            devices.append(
+                GpuDevice(
+                    node=socket.gethostname(),
+                    index=index,
+                    uuid=uuid if isinstance(uuid, str) else uuid.decode(),
+                    model=name if isinstance(name, str) else name.decode(),
+                    memory_total_mib=int(memory.total) // 2**20,
+                )
+            )
+        return devices
+    finally:
+        pynvml.nvmlShutdown()
+
+
+class LocalBackend:
+    """Processes on the worker host, at most PLINTH_LOCAL_MAX_CONCURRENT at a time."""
+
+    name = "local"
+
+    def __init__(self, max_concurrent: int | None = None) -> None:
+        self.max_concurrent = max_concurrent or settings.PLINTH_LOCAL_MAX_CONCURRENT
+
+    # -- slots and GPUs ----------------------------------------------------------------
+    def _busy(self) -> list[Launch]:
+        from apps.launches.models import Launch, Status
+
+        started = Launch.objects.filter(
+            backend=self.name,
+            local_pid__isnull=False,
+            status__in=[Status.SUBMITTING, Status.PENDING, Status.RUNNING, Status.CANCELLING],
+        )
+        return [launch for launch in started if not (launch_dir(launch) / "exit.json").exists()]
+
+    def _free_gpus(self, busy: list[Launch]) -> list[int]:
+        taken = {int(i) for launch in busy for i in launch.gpu_devices.split(",") if i}
+        return [gpu.index for gpu in self.inventory() if gpu.index not in taken]
+
+    # -- the interface -----------------------------------------------------------------
+    def submit(self, launch: Launch) -> None:
+        """Start the process now when a slot (and the GPUs) are free; otherwise leave it
+        waiting: `poll` starts it when a slot frees up. Idempotent: a started launch is
+        never started twice (its pid file is the proof)."""
+        from apps.launches.models import Launch
+
+        folder = launch_dir(launch)
+        if (folder / "pid").exists() or (folder / "exit.json").exists():
+            return
+        busy = self._busy()
+        if len(busy) >= self.max_concurrent:
+            return
+        devices: list[int] = []
+        if launch.gpus:
+            free = self._free_gpus(busy)
+            if len(self.inventory()) < launch.gpus:
+                raise BackendRejected(f"this host has {len(self.inventory())} GPUs (NVML); {launch.gpus} requested")
+            if len(free) < launch.gpus:
+                return  # wait for GPUs held by other launches
+            devices = free[: launch.gpus]
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = job_argv(launch)
+        if argv and argv[0] in {"python", "python3"}:
+            argv[0] = sys.executable  # the project's environment: the portal's own interpreter
+        env = {
+            **os.environ,
+            **job_env(launch),
+            "PYTHONUNBUFFERED": "1",
+            "CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices),
+        }
+        starter = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "apps.compute.local_runner",
+                str(folder),
+                str(launch.max_runtime_seconds),
+                "--",
+                *argv,
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        starter.wait(timeout=30)  # the runner double-forks: this returns at once
+        deadline = time.monotonic() + 10
+        while not (folder / "pid").exists() and not (folder / "exit.json").exists():
+            if time.monotonic() > deadline:
+                raise BackendRejected("the local runner did not start")
+            time.sleep(0.02)
+        pid = _read_pid(folder)
+        Launch.objects.filter(pk=launch.pk).update(
+            local_host=socket.gethostname(),
+            local_pid=pid[0] if pid else None,
+            gpu_devices=",".join(str(d) for d in devices),
+        )
+
+    def poll(self, launches: Sequence[Launch]) -> dict[int, Observation]:
+        observations: dict[int, Observation] = {}
+        waiting: list[Launch] = []
+        for launch in launches:
+            observation = self._observe(launch)
+            if observation is None:
+                waiting.append(launch)
+            else:
+                observations[launch.pk] = observation
+        for launch in sorted(waiting, key=lambda item: item.pk):  # first come, first served
+            try:
+                self.submit(launch)
+            except BackendRejected as exc:
+                observations[launch.pk] = Observation("failed", exc.message)
+                continue
+            observations[launch.pk] = self._observe(launch) or Observation(
+                "pending",
+                f"waiting for a free local slot ({self.max_concurrent} in use)"
+                if not launch.gpus
+                else "waiting for a free slot or GPU on this host",
+            )
+        return observations
+
+    def _observe(self, launch: Launch) -> Observation | None:
+        folder = launch_dir(launch)
+        cancelled = (folder / "cancelled").exists()
+        exit_path = folder / "exit.json"
+        pid = _read_pid(folder)
+        if exit_path.exists():
+            data = json.loads(exit_path.read_text())
+            code = int(data["exit_code"])
+            started = _ts((folder / "pid").stat().st_mtime) if pid else None
+            finished = _ts(float(data["finished_at"]))
+            if cancelled:
+                return Observation("cancelled", "cancelled", code, started, finished)
+            if code == 0 and not data.get("reason"):
+                return Observation("succeeded", "", 0, started, finished)
+            reason = data.get("reason") or self._exit_reason(code)
+            tail = tail_file(folder / "output.log", LOG_LINES_IN_REASON)
+            return Observation("failed", f"{reason}\n{tail}".strip(), code, started, finished)
+        if pid is None:
+            if cancelled:
+                return Observation("cancelled", "cancelled before it started")
+            return None  # not started yet
+        runner, _group = pid
+        if launch.local_host and launch.local_host != socket.gethostname():
+            return Observation("running", f"running on {launch.local_host}")
+        if _alive(runner):
+            return Observation("running", "", None, _ts((folder / "pid").stat().st_mtime))
+        if cancelled:
+            return Observation("cancelled", "cancelled", None, None, datetime.now(UTC))
+        return Observation(
+            "failed", "worker restarted: the process is gone and left no exit status", None, None, datetime.now(UTC)
+        )
+
+    @staticmethod
+    def _exit_reason(code: int) -> str:
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            hint = " (possibly out of memory)" if -code == signal.SIGKILL else ""
+            return f"killed by signal {name}{hint}"
+        return f"exit code {code}"
+
+    def logs(self, launch: Launch, tail: int = 200) -> str:
+        return tail_file(launch_dir(launch) / "output.log", tail)
+
+    def cancel(self, launch: Launch) -> None:
+        """Mark it cancelled, then end its whole process group: SIGTERM, SIGKILL after 5 s."""
+        folder = launch_dir(launch)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "cancelled").touch()
+        pid = _read_pid(folder)
+        if pid is None or (folder / "exit.json").exists():
+            return
+        runner, group = pid
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not _alive(runner):
+                    return
+                time.sleep(0.05)
+
+    def inventory(self) -> list[GpuDevice]:
+        return nvml_gpus()

@@ -1,0 +1,248 @@
+"""Every change to launches: create (access + quota under a row lock, MLflow run first),
+cancel, and applying what the backends observe."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from apps.access import policies
+from apps.access.roles import Action
+from apps.accounts.models import User
+from apps.audit.services import record
+from apps.compute.base import Observation
+from apps.compute.registry import get_backend
+from apps.core.errors import Conflict, InvalidInput, NotAllowed
+from apps.core.queue import enqueue_on_commit
+from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, Template
+from apps.launches.validation import clean_parameters, clean_resources
+from apps.projects.models import ExperimentState, Project
+from apps.tracking.gateway import MlflowError, gateway
+
+logger = logging.getLogger(__name__)
+
+MLFLOW_END_STATUS: dict[str, str] = {Status.SUCCEEDED: "FINISHED", Status.FAILED: "FAILED", Status.CANCELLED: "KILLED"}
+
+
+def _experiment_id(project: Project) -> str:
+    """The project's MLflow experiment id, linking it now if the task has not yet."""
+    if project.mlflow_state == ExperimentState.LINKED and project.mlflow_experiment_id:
+        return project.mlflow_experiment_id
+    from apps.projects.services import link_experiment
+
+    linked = link_experiment(project.pk)  # raises MlflowUnavailable (503) when MLflow is down
+    if linked is None or linked.mlflow_state != ExperimentState.LINKED:
+        raise Conflict(f"The project's MLflow experiment could not be created: {linked.mlflow_error if linked else ''}")
+    return linked.mlflow_experiment_id
+
+
+def gpus_in_use(project: Project) -> int:
+    return int(Launch.objects.filter(project=project, status__in=LIVE).aggregate(n=Sum("gpus"))["n"] or 0)
+
+
+def check_template_allowed(template: Template, project: Project) -> None:
+    if not template.is_active:
+        raise InvalidInput.field("template", f"The template {template.slug!r} is retired.")
+    if template.team_id is not None and template.team_id != project.team_id:
+        raise InvalidInput.field("template", f"The template {template} belongs to another team.")
+    if project.backend not in template.backends:
+        raise InvalidInput.field(
+            "template", f"{template.slug} runs on {', '.join(template.backends)}, not on {project.backend}."
+        )
+
+
+def create_launch(
+    actor: User,
+    project: Project,
+    template: Template,
+    *,
+    parameters: Any = None,
+    resources: Any = None,
+    name: str = "",
+    sweep: Sweep | None = None,
+) -> Launch:
+    """Launch `template` in `project` for `actor` (members and up).
+
+    Order matters: input is validated first (400, nothing created); then, under a lock on
+    the project row, the GPU quota is checked (409 with the numbers); the MLflow run is
+    created before any compute (503 if MLflow is down, nothing created); the launch row
+    and its audit event commit together; the submit task is queued after commit."""
+    if not policies.can(actor, Action.LAUNCH, project.team):
+        raise NotAllowed("Viewers cannot launch; ask a lead of the team for the member role.")
+    check_template_allowed(template, project)
+    clean_params = clean_parameters(template, parameters)
+    clean_res = clean_resources(template, resources)
+    name = (name or "").strip()[:120]
+    if project.backend == "local" and clean_res["gpus"]:
+        available = len(get_backend("local").inventory())
+        if clean_res["gpus"] > available:
+            raise Conflict(
+                f"{clean_res['gpus']} GPUs requested, but the local backend's host has {available} "
+                "(as NVML reports). Use a Kubernetes project for GPU work, or request 0 GPUs."
+            )
+    run_id = ""
+    client = gateway()
+    try:
+        with transaction.atomic():
+            locked = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
+            used = gpus_in_use(locked)
+            if used + clean_res["gpus"] > locked.gpu_quota:
+                raise Conflict(
+                    f"Project {locked.full_slug} has a GPU quota of {locked.gpu_quota}; its live launches "
+                    f"hold {used}, so {clean_res['gpus']} more would exceed it."
+                )
+            experiment_id = _experiment_id(locked)
+            run_id = client.create_run(
+                experiment_id,
+                name or template.slug,
+                tags={
+                    "plinth.project": locked.full_slug,
+                    "plinth.template": template.slug,
+                    "mlflow.user": actor.username,
+                    "plinth.sweep": str(sweep.pk) if sweep else "",
+                },
+            )
+            if sweep is not None and sweep.mlflow_parent_run_id:
+                client.set_tag(run_id, "mlflow.parentRunId", sweep.mlflow_parent_run_id)
+            launch = Launch.objects.create(
+                project=locked,
+                template=template,
+                created_by=actor,
+                sweep=sweep,
+                name=name,
+                parameters=clean_params,
+                resources=clean_res,
+                gpus=clean_res["gpus"],
+                backend=locked.backend,
+                mlflow_run_id=run_id,
+                mlflow_experiment_id=experiment_id,
+                max_runtime_seconds=template.max_runtime_seconds,
+            )
+            record(
+                actor,
+                "launch.created",
+                launch,
+                team=locked.team,
+                project=locked,
+                after={"template": template.slug, "parameters": clean_params, "resources": clean_res},
+            )
+            from apps.launches.tasks import submit_launch
+
+            enqueue_on_commit(submit_launch, launch.pk)
+    except Exception:
+        if run_id:  # the run exists but the launch does not: don't leave an orphan behind
+            try:
+                client.delete_run(run_id)
+            except Exception:
+                logger.warning("could not delete orphan MLflow run %s", run_id, exc_info=True)
+        raise
+    return launch
+
+
+def cancel_launch(actor: User, launch: Launch) -> Launch:
+    """Cancel a launch (its creator, leads of the team, platform admins). A queued launch
+    ends at once; a submitted one goes `cancelling` until the backend confirms."""
+    with transaction.atomic():
+        launch = Launch.objects.select_for_update().select_related("project__team").get(pk=launch.pk)
+        if launch.created_by_id != actor.pk and not policies.can_manage_team(actor, launch.project.team):
+            raise NotAllowed("Only the person who launched it or a lead of the team can cancel it.")
+        if launch.is_terminal:
+            raise Conflict(f"{launch.job_name} already ended ({launch.status}).")
+        if launch.status == Status.CANCELLING:
+            return launch
+        before = launch.status
+        if launch.status == Status.QUEUED:
+            launch.status, launch.finished_at = Status.CANCELLED, timezone.now()
+            launch.status_reason = "cancelled before submission"
+        else:
+            launch.status, launch.status_reason = Status.CANCELLING, f"cancel requested by {actor.username}"
+        launch.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
+        record(
+            actor,
+            "launch.cancelled",
+            launch,
+            team=launch.project.team,
+            project=launch.project,
+            before={"status": before},
+            after={"status": launch.status},
+        )
+        from apps.launches.tasks import cancel_on_backend, close_mlflow_run
+
+        if launch.status == Status.CANCELLING:
+            enqueue_on_commit(cancel_on_backend, launch.pk)
+        else:
+            enqueue_on_commit(close_mlflow_run, launch.pk)
+    return launch
+
+
+def transition(launch: Launch, status: str, **fields: Any) -> bool:
+    """Move `launch` from its current status to `status` with a conditional UPDATE, so two
+    workers (or a worker and a person cancelling) never overwrite each other. Returns
+    whether this call made the change."""
+    if not launch.can_transition_to(status):
+        return False
+    now = timezone.now()
+    if status == Status.RUNNING and not fields.get("started_at"):
+        fields["started_at"] = launch.started_at or now
+    if status in TERMINAL:
+        fields.setdefault("finished_at", now)
+        fields["finished_at"] = fields["finished_at"] or now
+    changed = Launch.objects.filter(pk=launch.pk, status=launch.status).update(status=status, updated_at=now, **fields)
+    if changed:
+        for key, value in fields.items():
+            setattr(launch, key, value)
+        launch.status = status
+    return bool(changed)
+
+
+def apply_observation(launch: Launch, seen: Observation) -> bool:
+    """Fold what the backend saw into the row. Returns whether the launch just ended."""
+    status = launch.status
+    if seen.state == "missing":
+        if status == Status.CANCELLING:
+            return transition(launch, Status.CANCELLED, status_reason=launch.status_reason or "cancelled")
+        if status in (Status.PENDING, Status.RUNNING):
+            return transition(launch, Status.FAILED, status_reason="the job disappeared from the backend")
+        return False
+    if seen.state == "pending":
+        if status in (Status.SUBMITTING, Status.PENDING) and seen.reason != launch.status_reason:
+            if status == Status.SUBMITTING:
+                transition(launch, Status.PENDING, status_reason=seen.reason)
+            else:
+                Launch.objects.filter(pk=launch.pk, status=status).update(status_reason=seen.reason)
+                launch.status_reason = seen.reason
+        return False
+    if seen.state == "running":
+        if status in (Status.SUBMITTING, Status.PENDING):
+            transition(launch, Status.RUNNING, status_reason=seen.reason, started_at=seen.started_at)
+        return False
+    if seen.state in ("succeeded", "failed", "cancelled"):
+        target = {"succeeded": Status.SUCCEEDED, "failed": Status.FAILED, "cancelled": Status.CANCELLED}[seen.state]
+        if status == Status.CANCELLING and target == Status.FAILED:
+            target = Status.CANCELLED  # killed because we asked
+        return transition(
+            launch,
+            target,
+            status_reason=seen.reason,
+            exit_code=seen.exit_code,
+            started_at=launch.started_at or seen.started_at,
+            finished_at=seen.finished_at,
+        )
+    return False
+
+
+def close_mlflow_run(launch: Launch) -> None:
+    """End the launch's MLflow run with the status matching the launch (idempotent)."""
+    if launch.mlflow_closed or not launch.mlflow_run_id or launch.status not in TERMINAL:
+        return
+    try:
+        gateway().end_run(launch.mlflow_run_id, MLFLOW_END_STATUS[launch.status])
+    except MlflowError as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    Launch.objects.filter(pk=launch.pk).update(mlflow_closed=True)
+    launch.mlflow_closed = True

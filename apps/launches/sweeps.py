@@ -1,0 +1,245 @@
+"""Sweeps: grid and random search over a template's parameters.
+
+Every trial's parameters are planned when the sweep is created (so the page can show
+"k of N" and nothing depends on a random state later). Trials start `parallelism` at a
+time; each trial that ends triggers `advance` (from the reconciler), which starts the
+next ones — no task sleeps waiting for a slot."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.access import policies
+from apps.access.roles import Action
+from apps.accounts.models import User
+from apps.audit.services import record
+from apps.core.errors import Conflict, InvalidInput, NotAllowed
+from apps.core.queue import enqueue_on_commit
+from apps.launches.models import LIVE, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
+from apps.launches.services import _experiment_id, cancel_launch, check_template_allowed, create_launch
+from apps.launches.validation import check_value, clean_parameters, clean_resources
+from apps.projects.models import Project
+from apps.tracking.gateway import gateway
+
+MAX_TRIALS = 1000
+
+
+def _space_errors(template: Template, space: Any, strategy: str) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(space, dict) or not space:
+        return {}, {"space": ["The search space must name at least one parameter."]}
+    clean: dict[str, Any] = {}
+    for name, values in space.items():
+        key = f"space.{name}"
+        spec = template.parameters.get(name)
+        if spec is None:
+            errors[key] = [f"{template.slug} has no parameter {name!r}."]
+            continue
+        if isinstance(values, list):
+            if not values:
+                errors[key] = ["Give at least one value."]
+                continue
+            try:
+                clean[name] = [check_value(spec, v) for v in values]
+            except ValueError as exc:
+                errors[key] = [f"{name} {exc}."]
+        elif isinstance(values, dict) and strategy == SweepStrategy.RANDOM:
+            if spec.get("type") not in (ParamType.INT, ParamType.FLOAT):
+                errors[key] = ["A range needs an int or float parameter."]
+                continue
+            try:
+                low, high = check_value(spec, values["min"]), check_value(spec, values["max"])
+            except (KeyError, ValueError) as exc:
+                errors[key] = [f"A range needs min and max within the parameter's bounds ({exc})."]
+                continue
+            log = bool(values.get("log", False))
+            if low >= high or (log and low <= 0):
+                errors[key] = ["min must be below max (and above 0 on a log scale)."]
+                continue
+            clean[name] = {"min": low, "max": high, "log": log, "int": spec.get("type") == ParamType.INT}
+        else:
+            errors[key] = ["Give a list of values" + (" or {min, max, log}." if strategy == "random" else ".")]
+    return clean, errors
+
+
+def plan_trials(strategy: str, space: dict[str, Any], max_trials: int, seed: int) -> list[dict[str, Any]]:
+    """Every trial's parameter values, in order."""
+    if strategy == SweepStrategy.GRID:
+        names = list(space)
+        combos = itertools.product(*(space[n] for n in names))
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, max_trials)]
+    rng = random.Random(seed)  # noqa: S311 - a reproducible search, not a secret
+    trials = []
+    for _ in range(max_trials):
+        trial: dict[str, Any] = {}
+        for name, values in space.items():
+            if isinstance(values, list):
+                trial[name] = rng.choice(values)
+                continue
+            low, high = values["min"], values["max"]
+            # On a log scale, as many trials land in [1e-4, 1e-3] as in [0.1, 1].
+            log = values["log"]
+            value = math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high)
+            trial[name] = min(max(round(value), low), high) if values["int"] else value
+        trials.append(trial)
+    return trials
+
+
+def create_sweep(
+    actor: User,
+    project: Project,
+    template: Template,
+    *,
+    strategy: str,
+    space: Any,
+    max_trials: Any,
+    parallelism: Any,
+    parameters: Any = None,
+    resources: Any = None,
+    metric: str = "",
+    direction: str = "max",
+    name: str = "",
+    seed: int | None = None,
+) -> Sweep:
+    """Plan a sweep and start its first `parallelism` trials (members and up)."""
+    if not policies.can(actor, Action.LAUNCH, project.team):
+        raise NotAllowed("Viewers cannot start sweeps.")
+    check_template_allowed(template, project)
+    errors: dict[str, list[str]] = {}
+    if strategy not in SweepStrategy.values:
+        errors["strategy"] = ["Choose grid or random."]
+    for field, value in (("max_trials", max_trials), ("parallelism", parallelism)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TRIALS:
+            errors[field] = [f"A whole number from 1 to {MAX_TRIALS}."]
+    if direction not in ("max", "min"):
+        errors["direction"] = ["Choose max or min."]
+    clean_space, space_errors = _space_errors(template, space, strategy)
+    errors.update(space_errors)
+    if errors:
+        raise InvalidInput("The sweep is not valid.", fields=errors)
+    base = clean_parameters(template, parameters)
+    clean_res = clean_resources(template, resources)
+    if clean_res["gpus"] * min(parallelism, max_trials) > project.gpu_quota:
+        raise Conflict(
+            f"{parallelism} trials at once with {clean_res['gpus']} GPUs each need "
+            f"{clean_res['gpus'] * parallelism} GPUs; project {project.full_slug} has a quota of {project.gpu_quota}."
+        )
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    planned = plan_trials(strategy, clean_space, max_trials, seed)
+    experiment_id = _experiment_id(project)
+    parent = gateway().create_run(
+        experiment_id,
+        name or f"sweep of {template.slug}",
+        tags={
+            "plinth.project": project.full_slug,
+            "plinth.template": template.slug,
+            "mlflow.user": actor.username,
+            "plinth.sweep.strategy": strategy,
+        },
+    )
+    with transaction.atomic():
+        sweep = Sweep.objects.create(
+            project=project,
+            template=template,
+            created_by=actor,
+            name=name.strip()[:120],
+            strategy=strategy,
+            space=clean_space,
+            base_parameters=base,
+            resources=clean_res,
+            planned=planned,
+            max_trials=len(planned),
+            parallelism=parallelism,
+            metric=metric.strip()[:120],
+            direction=direction,
+            seed=seed,
+            mlflow_parent_run_id=parent,
+        )
+        record(
+            actor,
+            "sweep.created",
+            sweep,
+            team=project.team,
+            project=project,
+            after={"template": template.slug, "strategy": strategy, "trials": len(planned), "parallelism": parallelism},
+        )
+        from apps.launches.tasks import advance_sweep
+
+        enqueue_on_commit(advance_sweep, sweep.pk)
+    return sweep
+
+
+def advance(sweep_pk: int) -> int:
+    """Start trials until `parallelism` are live or the plan is done; finish the sweep when
+    every trial has ended. Returns how many trials this call started. Safe to call any
+    time from anywhere: the sweep row is locked while deciding."""
+    started = 0
+    with transaction.atomic():
+        sweep = (
+            Sweep.objects.select_for_update()
+            .select_related("project__team", "template", "created_by")
+            .filter(pk=sweep_pk)
+            .first()
+        )
+        if sweep is None or sweep.status != SweepStatus.RUNNING:
+            return 0
+        trials = Launch.objects.filter(sweep=sweep)
+        launched = trials.count()
+        live = trials.filter(status__in=LIVE).count()
+        while live < sweep.parallelism and launched < len(sweep.planned):
+            try:
+                create_launch(
+                    sweep.created_by,
+                    sweep.project,
+                    sweep.template,
+                    parameters={**sweep.base_parameters, **sweep.planned[launched]},
+                    resources=sweep.resources,
+                    name=f"{sweep.name or 'sweep'} #{sweep.pk} trial {launched + 1}",
+                    sweep=sweep,
+                )
+            except Conflict:
+                break  # quota is full: the next trial that ends calls us again
+            launched += 1
+            live += 1
+            started += 1
+        if launched >= len(sweep.planned) and live == 0:
+            _finish(sweep, trials)
+    return started
+
+
+def _finish(sweep: Sweep, trials: Any) -> None:
+    succeeded = trials.filter(status=Status.SUCCEEDED).exists()
+    sweep.status = SweepStatus.SUCCEEDED if succeeded else SweepStatus.FAILED
+    sweep.finished_at = timezone.now()
+    sweep.save(update_fields=["status", "finished_at"])
+    record(
+        None, "sweep.finished", sweep, team=sweep.project.team, project=sweep.project, after={"status": sweep.status}
+    )
+    from apps.launches.tasks import close_sweep_run
+
+    enqueue_on_commit(close_sweep_run, sweep.pk)
+
+
+def cancel_sweep(actor: User, sweep: Sweep) -> Sweep:
+    """Stop planning new trials and cancel the live ones."""
+    with transaction.atomic():
+        sweep = Sweep.objects.select_for_update().select_related("project__team").get(pk=sweep.pk)
+        if sweep.created_by_id != actor.pk and not policies.can_manage_team(actor, sweep.project.team):
+            raise NotAllowed("Only the person who started it or a lead of the team can cancel it.")
+        if sweep.status != SweepStatus.RUNNING:
+            raise Conflict(f"The sweep already ended ({sweep.status}).")
+        sweep.status, sweep.finished_at = SweepStatus.CANCELLED, timezone.now()
+        sweep.save(update_fields=["status", "finished_at"])
+        record(actor, "sweep.cancelled", sweep, team=sweep.project.team, project=sweep.project)
+        for trial in Launch.objects.filter(sweep=sweep, status__in=LIVE).exclude(status=Status.CANCELLING):
+            cancel_launch(actor, trial)
+        from apps.launches.tasks import close_sweep_run
+
+        enqueue_on_commit(close_sweep_run, sweep.pk)
+    return sweep

@@ -1,0 +1,171 @@
+"""Celery tasks for launches. Each takes a primary key, claims its row with a conditional
+UPDATE, and is safe to run twice; `sync_launches` (beat) repairs what a crash left."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.db.models import F
+from django.utils import timezone
+
+from apps.compute.base import BackendRejected, BackendUnavailable
+from apps.compute.registry import get_backend
+from apps.launches import services
+from apps.launches.models import TERMINAL, Launch, Status
+from apps.tracking.gateway import MlflowUnavailable
+
+logger = logging.getLogger(__name__)
+
+STALE_SUBMITTING = timedelta(seconds=60)
+STALE_QUEUED = timedelta(seconds=120)
+MAX_SUBMIT_ATTEMPTS = 5
+
+
+@shared_task(acks_late=True)
+def submit_launch(launch_pk: int) -> str:
+    """queued → submitting (claimed) → backend.submit → pending. Another worker holding the
+    claim, or a launch already past `queued`, makes this a no-op."""
+    claimed = Launch.objects.filter(pk=launch_pk, status=Status.QUEUED).update(
+        status=Status.SUBMITTING, submit_attempts=F("submit_attempts") + 1, updated_at=timezone.now()
+    )
+    if not claimed:
+        return "not queued"
+    launch = Launch.objects.select_related("project__team", "template").get(pk=launch_pk)
+    return _submit(launch)
+
+
+def _submit(launch: Launch) -> str:
+    backend = get_backend(launch.backend)
+    try:
+        backend.submit(launch)
+    except BackendRejected as exc:
+        services.transition(
+            launch, Status.FAILED, status_reason=f"rejected by the {launch.backend} backend: {exc.message}"
+        )
+        close_mlflow_run.delay(launch.pk)
+        return "rejected"
+    except BackendUnavailable as exc:
+        # Stay in `submitting`: the reconciler resubmits (the name is deterministic, so a
+        # job the cluster did accept is found, not duplicated) or fails it after N tries.
+        Launch.objects.filter(pk=launch.pk, status=Status.SUBMITTING).update(
+            status_reason=f"{exc.message} Retrying.", updated_at=timezone.now()
+        )
+        return "unavailable"
+    services.transition(launch, Status.PENDING, submitted_at=timezone.now(), status_reason="submitted")
+    try:
+        from apps.tracking.gateway import gateway
+
+        gateway().set_tag(launch.mlflow_run_id, "plinth.launch", str(launch.pk))
+    except Exception:  # the tag is a convenience; the run is already linked from the launch
+        logger.info("could not tag MLflow run %s", launch.mlflow_run_id)
+    return "submitted"
+
+
+@shared_task(acks_late=True)
+def cancel_on_backend(launch_pk: int) -> None:
+    launch = Launch.objects.select_related("project__team", "template").filter(pk=launch_pk).first()
+    if launch is None or launch.status != Status.CANCELLING:
+        return
+    try:
+        get_backend(launch.backend).cancel(launch)
+    except BackendUnavailable:
+        return  # the reconciler asks again on its next pass
+    sync_one(launch)
+
+
+@shared_task(autoretry_for=(MlflowUnavailable,), retry_backoff=5, retry_backoff_max=300, max_retries=10)
+def close_mlflow_run(launch_pk: int) -> None:
+    launch = Launch.objects.filter(pk=launch_pk).first()
+    if launch is not None:
+        services.close_mlflow_run(launch)
+
+
+def sync_one(launch: Launch) -> None:
+    seen = get_backend(launch.backend).poll([launch]).get(launch.pk)
+    if seen is not None and services.apply_observation(launch, seen):
+        _after_end(launch)
+
+
+def _after_end(launch: Launch) -> None:
+    with contextlib.suppress(MlflowUnavailable):  # else left for the next pass (mlflow_closed stays False)
+        services.close_mlflow_run(launch)
+    if launch.sweep_id:
+        advance_sweep.delay(launch.sweep_id)
+
+
+@shared_task
+def sync_launches() -> dict[str, int]:
+    """The reconciler (beat, every few seconds): poll each backend in bulk, apply what it
+    sees, end MLflow runs, resubmit or fail launches stuck in `submitting`, re-send queued
+    launches whose message was lost, and retry cancels."""
+    counts = {"polled": 0, "ended": 0, "resubmitted": 0}
+    now = timezone.now()
+    live = Launch.objects.select_related("project__team", "template").filter(
+        status__in=[Status.PENDING, Status.RUNNING, Status.CANCELLING]
+    )
+    by_backend: dict[str, list[Launch]] = {}
+    for launch in live:
+        by_backend.setdefault(launch.backend, []).append(launch)
+    for name, launches in by_backend.items():
+        try:
+            observations = get_backend(name).poll(launches)
+        except BackendUnavailable as exc:
+            logger.warning("backend %s unavailable: %s", name, exc.message)
+            continue
+        for launch in launches:
+            counts["polled"] += 1
+            seen = observations.get(launch.pk)
+            if seen is not None and services.apply_observation(launch, seen):
+                counts["ended"] += 1
+                _after_end(launch)
+            elif launch.status == Status.CANCELLING and seen is not None and seen.state in ("pending", "running"):
+                cancel_on_backend.delay(launch.pk)
+    for launch in Launch.objects.select_related("project__team", "template").filter(
+        status=Status.SUBMITTING, updated_at__lt=now - STALE_SUBMITTING
+    ):
+        if launch.submit_attempts >= MAX_SUBMIT_ATTEMPTS:
+            services.transition(
+                launch,
+                Status.FAILED,
+                status_reason=f"could not submit after {launch.submit_attempts} attempts: {launch.status_reason}",
+            )
+            _after_end(launch)
+            continue
+        Launch.objects.filter(pk=launch.pk).update(submit_attempts=F("submit_attempts") + 1, updated_at=now)
+        _submit(launch)
+        counts["resubmitted"] += 1
+    for pk in Launch.objects.filter(status=Status.QUEUED, created_at__lt=now - STALE_QUEUED).values_list(
+        "pk", flat=True
+    ):
+        submit_launch.delay(pk)
+    for launch in Launch.objects.filter(
+        status__in=TERMINAL, mlflow_closed=False, finished_at__gt=now - timedelta(days=7)
+    ):
+        try:
+            services.close_mlflow_run(launch)
+        except MlflowUnavailable:
+            break
+    return counts
+
+
+@shared_task(acks_late=True)
+def advance_sweep(sweep_pk: int) -> int:
+    """Start the next trials of a sweep (sent whenever one of its trials ends)."""
+    from apps.launches.sweeps import advance
+
+    return advance(sweep_pk)
+
+
+@shared_task(autoretry_for=(MlflowUnavailable,), retry_backoff=5, retry_backoff_max=300, max_retries=10)
+def close_sweep_run(sweep_pk: int) -> None:
+    from apps.launches.models import Sweep, SweepStatus
+    from apps.tracking.gateway import gateway
+
+    sweep = Sweep.objects.filter(pk=sweep_pk).first()
+    if sweep is None or not sweep.mlflow_parent_run_id or sweep.status == SweepStatus.RUNNING:
+        return
+    status = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}[sweep.status]
+    gateway().end_run(sweep.mlflow_parent_run_id, status)
