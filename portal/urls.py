@@ -9,6 +9,8 @@ from apps.accounts import views as accounts_views
 from apps.audit import api as audit_api
 from apps.audit import views as audit_views
 from apps.core import views as core_views
+from apps.launches import api as launches_api
+from apps.launches import views as launches_views
 from apps.projects import api as projects_api
 from apps.projects import views as projects_views
 
@@ -17,6 +19,9 @@ router.register("teams", accounts_api.TeamViewSet, basename="team")
 router.register(r"teams/(?P<team_slug>[a-z0-9-]+)/members", accounts_api.MemberViewSet, basename="member")
 router.register("projects", projects_api.ProjectViewSet, basename="project")
 router.register("audit", audit_api.AuditEventViewSet, basename="audit")
+router.register("templates", launches_api.TemplateViewSet, basename="template")
+router.register("launches", launches_api.LaunchViewSet, basename="launch")
+router.register("sweeps", launches_api.SweepViewSet, basename="sweep")
 
 api_patterns = [
     path("auth/token/", accounts_api.AuthTokenView.as_view(), name="auth-token"),
@@ -46,6 +51,17 @@ project_patterns = [
     path("<slug:team>/<slug:slug>/edit/", projects_views.ProjectEditView.as_view(), name="edit"),
 ]
 
+launch_patterns = [
+    path("", launches_views.LaunchListView.as_view(), name="list"),
+    path("new/", launches_views.LaunchCreateView.as_view(), name="create"),
+    path("<int:pk>/", launches_views.LaunchDetailView.as_view(), name="detail"),
+    path("<int:pk>/cancel/", launches_views.LaunchCancelView.as_view(), name="cancel"),
+    path("sweeps/", launches_views.SweepListView.as_view(), name="sweep-list"),
+    path("sweeps/new/", launches_views.SweepCreateView.as_view(), name="sweep-create"),
+    path("sweeps/<int:pk>/", launches_views.SweepDetailView.as_view(), name="sweep-detail"),
+    path("sweeps/<int:pk>/cancel/", launches_views.SweepCancelView.as_view(), name="sweep-cancel"),
+]
+
 urlpatterns = [
     path("", accounts_views.HomeView.as_view(), name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -54,6 +70,7 @@ urlpatterns = [
     path("account/tokens/<int:pk>/revoke/", accounts_views.TokenRevokeView.as_view(), name="token-revoke"),
     path("teams/", include((team_patterns, "teams"))),
     path("projects/", include((project_patterns, "projects"))),
+    path("launches/", include((launch_patterns, "launches"))),
     path("audit/", audit_views.AuditListView.as_view(), name="audit"),
     path("status/", core_views.SystemStatusView.as_view(), name="status"),
     path("healthz", core_views.healthz, name="healthz"),

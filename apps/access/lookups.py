@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from apps.access.policies import can
+from apps.access.policies import can, is_platform_admin
 from apps.access.roles import Action
 from apps.accounts.models import Membership, Team
 from apps.projects.models import Project
@@ -52,3 +52,44 @@ def get_membership_for_user(user: Any, team: Team, username: str, action: Action
     if membership is None:
         raise Http404("No such member.")
     return membership
+
+
+def get_launch_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW) -> Any:
+    from apps.launches.models import Launch
+
+    try:
+        launch = Launch.objects.select_related("project__team", "template", "created_by", "sweep").get(pk=int(pk))
+    except (Launch.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such launch.") from None
+    _check(user, action, launch.project.team)
+    return launch
+
+
+def get_sweep_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW) -> Any:
+    from apps.launches.models import Sweep
+
+    try:
+        sweep = Sweep.objects.select_related("project__team", "template", "created_by").get(pk=int(pk))
+    except (Sweep.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such sweep.") from None
+    _check(user, action, sweep.project.team)
+    return sweep
+
+
+def get_template_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW) -> Any:
+    """Global templates are visible to everyone signed in and managed by platform admins;
+    team templates follow the team's roles."""
+    from apps.launches.models import Template
+
+    try:
+        template = Template.objects.select_related("team").get(pk=int(pk))
+    except (Template.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such template.") from None
+    if template.team is None:
+        if not getattr(user, "is_authenticated", False):
+            raise Http404("No such template.")
+        if action != Action.VIEW and not is_platform_admin(user):
+            raise PermissionDenied("Global templates are managed by platform admins.")
+        return template
+    _check(user, action, template.team)
+    return template

@@ -13,7 +13,7 @@ SECTIONS = [
     ("home", "Home", "home"),
     ("teams", "Teams", "teams:list"),
     ("projects", "Projects", "projects:list"),
-    ("launch", "Launch", None),
+    ("launches", "Launch", "launches:list"),
     ("runs", "Runs", None),
     ("models", "Models", None),
     ("gpus", "GPUs", None),

@@ -129,6 +129,26 @@ class MlflowGateway:
     def delete_run(self, run_id: str) -> None:
         self._call("POST", "runs/delete", json={"run_id": run_id})
 
+    def search_runs(
+        self,
+        experiment_ids: list[str],
+        filter_string: str = "",
+        order_by: list[str] | None = None,
+        max_results: int = 1000,
+        page_token: str = "",
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of runs (MLflow's filter syntax) and the next page token ("" at the end)."""
+        payload: dict[str, Any] = {
+            "experiment_ids": experiment_ids,
+            "filter": filter_string,
+            "max_results": max_results,
+            "order_by": order_by or [],
+        }
+        if page_token:
+            payload["page_token"] = page_token
+        body = self._call("POST", "runs/search", json=payload)
+        return body.get("runs", []), body.get("next_page_token", "")
+
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 

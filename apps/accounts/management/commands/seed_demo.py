@@ -85,4 +85,12 @@ class Command(BaseCommand):
                 backend=Backend.LOCAL,
             )
             created.append("project demo/demo")
+        from apps.launches.demo import SKLEARN_DIGITS
+        from apps.launches.models import Template
+
+        if not Template.objects.filter(team__isnull=True, slug=SKLEARN_DIGITS["slug"]).exists():
+            from apps.launches.templates_service import create_template
+
+            create_template(users["root"], None, **SKLEARN_DIGITS)
+            created.append(f"template {SKLEARN_DIGITS['slug']}")
         self.stdout.write("seed_demo: " + (", ".join(created) if created else "nothing to do, demo data present"))

@@ -1,0 +1,168 @@
+"""API: templates, launches (create, cancel, logs), sweeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.access.lookups import get_launch_for_user, get_sweep_for_user, get_team_for_user, get_template_for_user
+from apps.access.mixins import ScopedViewSet
+from apps.access.policies import actor_of
+from apps.access.roles import Action
+from apps.compute.registry import get_backend
+from apps.launches import services, sweeps, templates_service
+from apps.launches.lookups import project_from, template_from
+from apps.launches.models import Launch, Sweep, Template
+from apps.launches.serializers import (
+    LaunchCreateSerializer,
+    LaunchSerializer,
+    SweepCreateSerializer,
+    SweepSerializer,
+    TemplateSerializer,
+    TemplateUpdateSerializer,
+    TemplateWriteSerializer,
+)
+
+
+class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
+    """Templates you can launch: global ones and your teams'. `?project=` narrows to one project's."""
+
+    queryset = Template.objects.all()
+    serializer_class = TemplateSerializer
+    lookup_function = get_template_for_user
+
+    def get_queryset(self) -> Any:
+        templates = super().get_queryset().select_related("team").filter(is_active=True).order_by("slug")
+        if project := self.request.query_params.get("project"):
+            chosen = project_from(self.request.user, project, Action.VIEW)
+            templates = templates.filter(Q(team__isnull=True) | Q(team=chosen.team_id))
+            # `backends` is a JSON list: filter in Python (templates are few) to stay portable.
+            templates = templates.filter(pk__in=[t.pk for t in templates if chosen.backend in t.backends])
+        return templates
+
+    @extend_schema(parameters=[OpenApiParameter("project", str, description="project id or team/project")])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=TemplateWriteSerializer, responses={201: TemplateSerializer})
+    def create(self, request: Request) -> Response:
+        body = TemplateWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        team_slug = data.pop("team", None)
+        team = get_team_for_user(request.user, team_slug, Action.MANAGE) if team_slug else None
+        template = templates_service.create_template(actor_of(request), team, **data)
+        return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TemplateUpdateSerializer, responses=TemplateSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        template = self.get_object()
+        body = TemplateUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        template = templates_service.update_template(actor_of(request), template, **body.validated_data)
+        return Response(TemplateSerializer(template).data)
+
+
+class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
+    """Launches of your teams' projects. Filters: ?project= ?status= ?user= ?sweep=."""
+
+    queryset = Launch.objects.all()
+    serializer_class = LaunchSerializer
+    lookup_function = get_launch_for_user
+    write_action = Action.LAUNCH
+
+    def get_queryset(self) -> Any:
+        launches = super().get_queryset().select_related("project__team", "template", "created_by")
+        params = self.request.query_params
+        if project := params.get("project"):
+            launches = launches.filter(project=project_from(self.request.user, project, Action.VIEW))
+        if wanted := params.get("status"):
+            launches = launches.filter(status__in=wanted.split(","))
+        if user := params.get("user"):
+            launches = launches.filter(created_by__username=user)
+        if sweep := params.get("sweep"):
+            launches = launches.filter(sweep_id=sweep if sweep.isdigit() else 0)
+        return launches.order_by("-created_at", "-id")
+
+    @extend_schema(parameters=[OpenApiParameter(p, str) for p in ("project", "status", "user", "sweep")])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=LaunchCreateSerializer, responses={201: LaunchSerializer})
+    def create(self, request: Request) -> Response:
+        body = LaunchCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        project = project_from(request.user, data["project"], Action.LAUNCH)
+        template = template_from(request.user, project, data["template"])
+        launch = services.create_launch(
+            actor_of(request),
+            project,
+            template,
+            parameters=data["parameters"],
+            resources=data["resources"],
+            name=data["name"],
+        )
+        return Response(LaunchSerializer(launch).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=LaunchSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        launch = get_launch_for_user(request.user, pk, Action.LAUNCH)
+        launch = services.cancel_launch(actor_of(request), launch)
+        return Response(LaunchSerializer(launch).data)
+
+    @extend_schema(parameters=[OpenApiParameter("tail", int)], responses={(200, "text/plain"): OpenApiTypes.STR})
+    @action(detail=True, methods=["get"])
+    def logs(self, request: Request, pk: str) -> HttpResponse:
+        launch = get_launch_for_user(request.user, pk, Action.VIEW)
+        try:
+            tail = max(1, min(int(request.query_params.get("tail", "200")), 10000))
+        except ValueError:
+            return HttpResponse("tail must be a whole number\n", status=400, content_type="text/plain")
+        text = get_backend(launch.backend).logs(launch, tail)
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
+    """Sweeps with their launches."""
+
+    queryset = Sweep.objects.all()
+    serializer_class = SweepSerializer
+    lookup_function = get_sweep_for_user
+    write_action = Action.LAUNCH
+
+    def get_queryset(self) -> Any:
+        found = super().get_queryset().select_related("project__team", "template", "created_by")
+        if project := self.request.query_params.get("project"):
+            found = found.filter(project=project_from(self.request.user, project, Action.VIEW))
+        return found.prefetch_related("trials").order_by("-created_at", "-id")
+
+    @extend_schema(parameters=[OpenApiParameter("project", str)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=SweepCreateSerializer, responses={201: SweepSerializer})
+    def create(self, request: Request) -> Response:
+        body = SweepCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        project = project_from(request.user, data.pop("project"), Action.LAUNCH)
+        template = template_from(request.user, project, data.pop("template"))
+        sweep = sweeps.create_sweep(actor_of(request), project, template, **data)
+        return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        sweep = get_sweep_for_user(request.user, pk, Action.LAUNCH)
+        sweep = sweeps.cancel_sweep(actor_of(request), sweep)
+        return Response(SweepSerializer(sweep).data)

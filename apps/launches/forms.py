@@ -1,0 +1,98 @@
+"""The launch form is generated from the template: one field per parameter, plus resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from apps.launches.models import ParamType, Template
+
+RESOURCE_FIELDS = {"cpu": "cpu", "memory": "memory", "gpus": "gpus", "gpu_model": "gpu_model"}
+
+
+def param_field(name: str, spec: dict[str, Any]) -> forms.Field:
+    kind = spec.get("type", ParamType.STR)
+    common: dict[str, Any] = {"label": name, "help_text": spec.get("help", ""), "initial": spec.get("default")}
+    if kind == ParamType.INT:
+        return forms.IntegerField(min_value=spec.get("min"), max_value=spec.get("max"), **common)
+    if kind == ParamType.FLOAT:
+        return forms.FloatField(min_value=spec.get("min"), max_value=spec.get("max"), **common)
+    if kind == ParamType.BOOL:
+        return forms.BooleanField(required=False, **common)
+    if kind == ParamType.CHOICE:
+        return forms.TypedChoiceField(
+            choices=[(c, str(c)) for c in spec.get("choices", [])],
+            coerce=lambda v, s=spec: next(c for c in s["choices"] if str(c) == v),
+            **common,
+        )
+    return forms.CharField(required=False, max_length=1000, strip=False, **common)
+
+
+class LaunchForm(forms.Form):
+    project = forms.ChoiceField(label="Project")
+    name = forms.CharField(required=False, max_length=120, help_text="Optional; shown in lists and in MLflow.")
+
+    def __init__(self, *args: Any, template: Template, projects: list[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.template = template
+        self.fields["project"].choices = [(str(p.pk), p.full_slug) for p in projects]  # type: ignore[attr-defined]
+        for name, spec in template.parameters.items():
+            self.fields[f"param_{name}"] = param_field(name, spec)
+        defaults = {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": "", **template.default_resources}
+        limits = template.max_resources
+        self.fields["cpu"] = forms.CharField(
+            initial=defaults["cpu"], label="CPU", help_text=f"e.g. 2 or 500m; at most {limits.get('cpu', '—')}"
+        )
+        self.fields["memory"] = forms.CharField(
+            initial=defaults["memory"], label="Memory", help_text=f"e.g. 4Gi; at most {limits.get('memory', '—')}"
+        )
+        self.fields["gpus"] = forms.IntegerField(
+            initial=defaults["gpus"], min_value=0, label="GPUs", help_text=f"at most {limits.get('gpus', 0)}"
+        )
+        self.fields["gpu_model"] = forms.CharField(
+            initial=defaults["gpu_model"],
+            required=False,
+            label="GPU model",
+            help_text="node label nvidia.com/gpu.product (optional)",
+        )
+
+    def parameter_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name.startswith("param_")]
+
+    def resource_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in RESOURCE_FIELDS]
+
+    def parameters(self) -> dict[str, Any]:
+        return {name[6:]: value for name, value in self.cleaned_data.items() if name.startswith("param_")}
+
+    def resources(self) -> dict[str, Any]:
+        return {key: self.cleaned_data[field] for key, field in RESOURCE_FIELDS.items()}
+
+    def service_field(self, key: str) -> str | None:
+        """The form field for a service error key ("parameters.epochs" -> "param_epochs")."""
+        group, _, name = key.partition(".")
+        if group == "parameters" and f"param_{name}" in self.fields:
+            return f"param_{name}"
+        if group == "resources" and name in RESOURCE_FIELDS:
+            return name
+        return key if key in self.fields else None
+
+
+class SweepForm(forms.Form):
+    project = forms.ChoiceField(label="Project")
+    name = forms.CharField(required=False, max_length=120)
+    strategy = forms.ChoiceField(choices=[("grid", "Grid"), ("random", "Random")])
+    space = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        label="Search space (JSON)",
+        help_text='e.g. {"learning_rate": {"min": 0.0001, "max": 0.1, "log": true}, "alpha": [0.0001, 0.001]}',
+    )
+    max_trials = forms.IntegerField(min_value=1, max_value=1000, initial=12)
+    parallelism = forms.IntegerField(min_value=1, max_value=1000, initial=3)
+    metric = forms.CharField(required=False, initial="accuracy", help_text="The metric that ranks trials.")
+    direction = forms.ChoiceField(choices=[("max", "higher is better"), ("min", "lower is better")])
+
+    def __init__(self, *args: Any, projects: list[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["project"].choices = [(str(p.pk), p.full_slug) for p in projects]  # type: ignore[attr-defined]

@@ -1,0 +1,330 @@
+"""Launch and sweep pages: list, launch form, live detail with log tail, cancel."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views import View
+from django.views.generic import TemplateView
+from django_htmx.http import HttpResponseStopPolling
+
+from apps.access import policies
+from apps.access.lookups import get_launch_for_user, get_sweep_for_user
+from apps.access.mixins import ObjectAccessMixin
+from apps.access.policies import actor_of
+from apps.access.roles import Action
+from apps.compute.registry import get_backend
+from apps.core.errors import ServiceError
+from apps.core.pages import paginate
+from apps.launches import services, sweeps
+from apps.launches.forms import LaunchForm, SweepForm
+from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, Template
+from apps.launches.serializers import SweepSerializer
+from apps.projects.models import Project
+from apps.tracking.gateway import MlflowUnavailable, gateway
+
+LOG_TAIL = 200
+
+
+def _launchable_projects(request: HttpRequest, template: Template) -> list[Project]:
+    projects = (
+        Project.objects.for_user(request.user, Action.LAUNCH).select_related("team").order_by("team__slug", "slug")
+    )
+    return [p for p in projects if p.backend in template.backends and (template.team_id in (None, p.team_id))]
+
+
+def _apply_errors(form: forms.Form, exc: ServiceError, mapper: Any = None) -> None:
+    placed = False
+    for key, texts in exc.fields.items():
+        field = mapper(key) if mapper else (key if key in form.fields else None)
+        if field:
+            for text in texts:
+                form.add_error(field, text)
+            placed = True
+    if not placed:
+        form.add_error(None, exc.message)
+
+
+class LaunchListView(LoginRequiredMixin, TemplateView):
+    template_name = "launches/list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        user = self.request.user
+        params = self.request.GET
+        launches = Launch.objects.for_user(user).select_related("project__team", "template", "created_by")
+        filters = {k: params.get(k, "").strip() for k in ("project", "status", "user")}
+        if filters["project"].isdigit():
+            launches = launches.filter(project_id=int(filters["project"]))
+        if filters["status"] in Status.values:
+            launches = launches.filter(status=filters["status"])
+        elif filters["status"] == "live":
+            launches = launches.filter(status__in=LIVE)
+        if filters["user"]:
+            launches = launches.filter(created_by__username=filters["user"])
+        context.update(
+            page=paginate(self.request, launches.order_by("-created_at", "-id")),
+            filters=filters,
+            projects=Project.objects.for_user(user).select_related("team").order_by("team__slug", "slug"),
+            statuses=Status.choices,
+            templates=Template.objects.for_user(user).filter(is_active=True).select_related("team").order_by("slug"),
+            can_launch=Project.objects.for_user(user, Action.LAUNCH).exists(),
+        )
+        return context
+
+
+class LaunchCreateView(LoginRequiredMixin, View):
+    """GET without a template: pick one. With ?template=: the generated form (prefilled from
+    ?from=<launch> for "Launch again with changes"). POST: create."""
+
+    def _template(self, request: HttpRequest) -> Template | None:
+        value = request.POST.get("template") or request.GET.get("template") or ""
+        templates = Template.objects.for_user(request.user).filter(is_active=True)
+        return templates.filter(pk=int(value)).first() if value.isdigit() else templates.filter(slug=value).first()
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        template = self._template(request)
+        if template is None:
+            templates = Template.objects.for_user(request.user).filter(is_active=True).select_related("team")
+            return render(request, "launches/pick_template.html", {"templates": templates.order_by("slug")})
+        projects = _launchable_projects(request, template)
+        initial: dict[str, Any] = {}
+        source = request.GET.get("from", "")
+        if source.isdigit():
+            previous = get_launch_for_user(request.user, source, Action.VIEW)
+            initial = {
+                "project": str(previous.project_id),
+                "name": previous.name,
+                **{f"param_{k}": v for k, v in previous.parameters.items()},
+                **{k: previous.resources.get(k) for k in ("cpu", "memory", "gpus", "gpu_model")},
+            }
+        elif request.GET.get("project"):
+            initial["project"] = request.GET["project"]
+        form = LaunchForm(template=template, projects=projects, initial=initial)
+        return render(request, "launches/form.html", {"form": form, "template": template, "projects": projects})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        template = self._template(request)
+        if template is None:
+            messages.error(request, "Choose a template first.")
+            return redirect("launches:create")
+        projects = _launchable_projects(request, template)
+        form = LaunchForm(request.POST, template=template, projects=projects)
+        status = 400
+        if form.is_valid():
+            project = next(p for p in projects if str(p.pk) == form.cleaned_data["project"])
+            try:
+                launch = services.create_launch(
+                    actor_of(request),
+                    project,
+                    template,
+                    parameters=form.parameters(),
+                    resources=form.resources(),
+                    name=form.cleaned_data["name"],
+                )
+            except ServiceError as exc:
+                _apply_errors(form, exc, form.service_field)
+                status = exc.status_code
+            else:
+                messages.success(request, f"Launched {launch.job_name}; it starts in a moment.")
+                return redirect("launches:detail", pk=launch.pk)
+        return render(
+            request, "launches/form.html", {"form": form, "template": template, "projects": projects}, status=status
+        )
+
+
+class LaunchDetailView(ObjectAccessMixin, TemplateView):
+    """Live status and log tail (htmx polling that stops when the launch ends)."""
+
+    template_name = "launches/detail.html"
+    lookup = get_launch_for_user
+    lookup_kwargs = ("pk",)
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        part = request.GET.get("part")
+        if getattr(request, "htmx", False) and part in ("status", "logs"):
+            context = self.get_context_data(**kwargs)
+            response = render(request, f"{self.template_name}#{part}", context)
+            if self.object.status in TERMINAL:
+                # The last fragment, then no more polling: 286 tells htmx to stop.
+                stop = HttpResponseStopPolling(response.content)
+                return stop
+            return response
+        return super().get(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        launch: Launch = self.object
+        try:
+            logs = get_backend(launch.backend).logs(launch, LOG_TAIL)
+            logs_error = ""
+        except ServiceError as exc:
+            logs, logs_error = "", exc.message
+        user = self.request.user
+        context.update(
+            launch=launch,
+            logs=logs,
+            logs_error=logs_error,
+            live=launch.status not in TERMINAL,
+            can_cancel=launch.status not in TERMINAL
+            and launch.status != Status.CANCELLING
+            and (launch.created_by_id == user.pk or policies.can_manage_team(user, launch.project.team)),
+            can_relaunch=policies.can(user, Action.LAUNCH, launch.project.team),
+            mlflow_url=gateway().run_url(launch.mlflow_experiment_id, launch.mlflow_run_id)
+            if launch.mlflow_run_id
+            else "",
+            timeline=[
+                ("created", launch.created_at),
+                ("submitted", launch.submitted_at),
+                ("started", launch.started_at),
+                ("finished", launch.finished_at),
+            ],
+        )
+        return context
+
+
+class LaunchCancelView(ObjectAccessMixin, View):
+    lookup = get_launch_for_user
+    lookup_kwargs = ("pk",)
+    write_action = Action.LAUNCH
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        try:
+            services.cancel_launch(actor_of(request), self.object)
+            messages.success(request, f"Cancelling {self.object.job_name}.")
+        except ServiceError as exc:
+            if exc.status_code == 403:
+                raise
+            messages.error(request, exc.message)
+        return redirect("launches:detail", pk=pk)
+
+
+class SweepListView(LoginRequiredMixin, TemplateView):
+    template_name = "launches/sweep_list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        found = Sweep.objects.for_user(self.request.user).select_related("project__team", "template", "created_by")
+        context.update(
+            page=paginate(self.request, found.order_by("-created_at", "-id")),
+            can_launch=Project.objects.for_user(self.request.user, Action.LAUNCH).exists(),
+        )
+        return context
+
+
+class SweepCreateView(LoginRequiredMixin, View):
+    template_name = "launches/sweep_form.html"
+
+    def _template(self, request: HttpRequest) -> Template | None:
+        return LaunchCreateView._template(self, request)  # type: ignore[arg-type]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        template = self._template(request)
+        if template is None:
+            templates = Template.objects.for_user(request.user).filter(is_active=True).select_related("team")
+            return render(
+                request, "launches/pick_template.html", {"templates": templates.order_by("slug"), "for_sweep": True}
+            )
+        form = SweepForm(projects=_launchable_projects(request, template))
+        return render(request, self.template_name, {"form": form, "template": template})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        template = self._template(request)
+        if template is None:
+            return redirect("launches:sweep-create")
+        projects = _launchable_projects(request, template)
+        form = SweepForm(request.POST, projects=projects)
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                space = json.loads(data["space"])
+            except ValueError as exc:
+                form.add_error("space", f"Not valid JSON: {exc}")
+            else:
+                project = next(p for p in projects if str(p.pk) == data["project"])
+                try:
+                    sweep = sweeps.create_sweep(
+                        actor_of(request),
+                        project,
+                        template,
+                        strategy=data["strategy"],
+                        space=space,
+                        max_trials=data["max_trials"],
+                        parallelism=data["parallelism"],
+                        metric=data["metric"],
+                        direction=data["direction"],
+                        name=data["name"],
+                    )
+                except ServiceError as exc:
+                    _apply_errors(
+                        form, exc, lambda k: "space" if k.startswith("space") else (k if k in form.fields else None)
+                    )
+                    status = exc.status_code
+                else:
+                    messages.success(
+                        request, f"Sweep started: {sweep.max_trials} trials, {sweep.parallelism} at a time."
+                    )
+                    return redirect("launches:sweep-detail", pk=sweep.pk)
+        return render(request, self.template_name, {"form": form, "template": template}, status=status)
+
+
+class SweepDetailView(ObjectAccessMixin, TemplateView):
+    template_name = "launches/sweep_detail.html"
+    lookup = get_sweep_for_user
+    lookup_kwargs = ("pk",)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from apps.launches.charts import sweep_figure, trial_metrics
+
+        context = super().get_context_data(**kwargs)
+        sweep: Sweep = self.object
+        trials = list(sweep.trials.select_related("created_by").order_by("id"))
+        metrics, mlflow_error = {}, ""
+        try:
+            metrics = trial_metrics(sweep, trials)
+        except MlflowUnavailable as exc:
+            mlflow_error = exc.message
+        best = None
+        scored = [
+            (metrics[t.pk][sweep.metric], t) for t in trials if sweep.metric and sweep.metric in metrics.get(t.pk, {})
+        ]
+        if scored:
+            best = (max if sweep.direction == "max" else min)(scored, key=lambda pair: pair[0])
+        progress = SweepSerializer().get_progress(sweep)
+        user = self.request.user
+        context.update(
+            sweep=sweep,
+            trials=trials,
+            metrics=metrics,
+            mlflow_error=mlflow_error,
+            best=best,
+            progress=progress,
+            percent=int(100 * progress["done"] / max(progress["planned"], 1)),
+            figure=sweep_figure(sweep, trials, metrics),
+            can_cancel=sweep.status == "running"
+            and (sweep.created_by_id == user.pk or policies.can_manage_team(user, sweep.project.team)),
+        )
+        return context
+
+
+class SweepCancelView(ObjectAccessMixin, View):
+    lookup = get_sweep_for_user
+    lookup_kwargs = ("pk",)
+    write_action = Action.LAUNCH
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        try:
+            sweeps.cancel_sweep(actor_of(request), self.object)
+            messages.success(request, "Sweep cancelled; its running trials are being stopped.")
+        except ServiceError as exc:
+            if exc.status_code == 403:
+                raise
+            messages.error(request, exc.message)
+        return redirect("launches:sweep-detail", pk=pk)
