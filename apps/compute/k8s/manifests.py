@@ -1,0 +1,115 @@
+"""The batch/v1 Job Plinth creates for one launch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from apps.launches.runenv import job_argv, job_env
+
+if TYPE_CHECKING:
+    from apps.launches.models import Launch
+
+LABEL_LAUNCH = "plinth.dev/launch"
+LABEL_PROJECT = "plinth.dev/project"
+LABEL_TEAM = "plinth.dev/team"
+LABEL_MANAGED = "plinth.dev/managed"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+MANAGED_SELECTOR = f"{LABEL_MANAGED}=true"
+# Set by the Job controller on its pods ("job-name" on every version, the prefixed one since 1.27).
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+CONTAINER_NAME = "main"
+
+
+def job_labels(launch: Launch) -> dict[str, str]:
+    project = launch.project
+    return {
+        LABEL_LAUNCH: str(launch.pk),
+        LABEL_PROJECT: project.slug,
+        LABEL_TEAM: project.team.slug,
+        LABEL_MANAGED: "true",
+    }
+
+
+def container_resources(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Requests equal limits for CPU and memory (the job gets what the quota charged);
+    GPUs are whole devices, set in limits (and requests, which must match for extended
+    resources)."""
+    amounts: dict[str, str] = {}
+    for key in ("cpu", "memory"):
+        value = resources.get(key)
+        if value not in (None, ""):
+            amounts[key] = str(value)
+    gpus = int(resources.get("gpus") or 0)
+    if gpus > 0:
+        amounts[GPU_RESOURCE] = str(gpus)
+    if not amounts:
+        return {}
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def build_job_manifest(launch: Launch) -> dict[str, Any]:
+    """The Job for `launch`, named `launch.job_name` in the project's namespace.
+
+    The command is an argument list (never a shell string): the first item becomes the
+    container's `command`, the rest its `args`, so a parameter such as `; rm -rf /` reaches
+    the program as one literal argument."""
+    project = launch.project
+    template = launch.template
+    labels = job_labels(launch)
+    argv = job_argv(launch)
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": template.image,
+        "env": [{"name": name, "value": value} for name, value in job_env(launch).items()],
+        # A failing job's reason can then quote its last output even after the pod is gone.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if template.command:
+        container["command"] = argv[:1]
+        container["args"] = argv[1:]
+    elif argv:
+        container["args"] = argv  # no command: the image's entrypoint gets the parameters
+    if settings.PLINTH_KUBE_MLFLOW_SECRET:
+        # Credentials for MLflow live in the namespace, never in the manifest; optional so a
+        # namespace without them still runs jobs that do not need them.
+        container["envFrom"] = [{"secretRef": {"name": settings.PLINTH_KUBE_MLFLOW_SECRET, "optional": True}}]
+    resources = container_resources(launch.resources or {})
+    if resources:
+        container["resources"] = resources
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        # Training code has no business with the Kubernetes API.
+        "automountServiceAccountToken": False,
+    }
+    gpus = int((launch.resources or {}).get("gpus") or 0)
+    gpu_model = str((launch.resources or {}).get("gpu_model") or "")
+    if gpus > 0:
+        pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        if gpu_model:
+            pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_model}
+
+    job_metadata: dict[str, Any] = {"name": launch.job_name, "namespace": project.namespace, "labels": dict(labels)}
+    spec: dict[str, Any] = {
+        "backoffLimit": settings.PLINTH_KUBE_BACKOFF_LIMIT,
+        "completions": 1,
+        "parallelism": 1,
+        "ttlSecondsAfterFinished": settings.PLINTH_KUBE_JOB_TTL,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if launch.max_runtime_seconds:
+        spec["activeDeadlineSeconds"] = launch.max_runtime_seconds
+    if project.kueue_queue:
+        # Kueue admits the job by unsuspending it once the queue has quota for it.
+        job_metadata["labels"][LABEL_KUEUE_QUEUE] = project.kueue_queue
+        spec["suspend"] = True
+
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_metadata, "spec": spec}

@@ -1,0 +1,121 @@
+"""Client-side rate limiting towards the Kubernetes API server."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+NS_PER_SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LimiterStats:
+    granted: int  # requests let through so far
+    waited_seconds: float  # time callers spent waiting for a token, all together
+    peak_per_second: int  # the most requests let through within any one second
+
+
+class RateLimiter:
+    """A token bucket in front of every request Plinth makes to the API server.
+
+    The API server protects itself with priority and fairness, and a portal that polls many
+    namespaces, resubmits after an outage or fans out a sweep can burst far past what the
+    platform team granted it; client-go-style throttling keeps Plinth a polite client.
+
+    Implemented as GCRA (the "virtual scheduling" form of a token bucket) on integer
+    nanoseconds, so float rounding can never squeeze an extra request into a window. The
+    default burst is 1: then no window of one second ever holds more than `qps` requests
+    (rounded up). A burst of B lets B - 1 more through right after an idle spell.
+
+    Thread-safe: Celery's thread pool and the web process share one limiter per process.
+    `clock` (nanoseconds) and `sleep` (seconds) are injectable so tests run on a fake clock."""
+
+    def __init__(
+        self,
+        qps: float,
+        burst: int = 1,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.qps = qps
+        self.burst = burst
+        # qps <= 0 switches the limiter off (counters keep working).
+        # Rounded up: spacing requests a nanosecond too far apart is harmless, too close is not.
+        self._interval = math.ceil(NS_PER_SECOND / qps) if qps > 0 else 0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tat: int | None = None  # theoretical arrival time of the next request
+        self._granted = 0
+        self._waited_ns = 0
+        self._window: deque[int] = deque()
+        self._peak = 0
+
+    def acquire(self) -> float:
+        """Block until a request may go out; returns the seconds this caller waited."""
+        waited = 0
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._try_take(now)
+                if wait == 0:
+                    self._granted += 1
+                    self._waited_ns += waited
+                    self._record(now)
+                    return waited / NS_PER_SECOND
+            # Sleep outside the lock so other threads can check in; whoever wakes first and
+            # finds a token takes it (no fairness promise, which a poller does not need).
+            self._sleep(wait / NS_PER_SECOND)
+            waited += wait
+
+    def _try_take(self, now: int) -> int:
+        if self._interval == 0:
+            return 0
+        tat = now if self._tat is None else max(self._tat, now)
+        allowed_at = tat - (self.burst - 1) * self._interval
+        if now < allowed_at:
+            return allowed_at - now
+        self._tat = tat + self._interval
+        return 0
+
+    def _record(self, now: int) -> None:
+        window = self._window
+        while window and window[0] <= now - NS_PER_SECOND:
+            window.popleft()
+        window.append(now)
+        self._peak = max(self._peak, len(window))
+
+    @property
+    def stats(self) -> LimiterStats:
+        with self._lock:
+            return LimiterStats(self._granted, self._waited_ns / NS_PER_SECOND, self._peak)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._granted = 0
+            self._waited_ns = 0
+            self._window.clear()
+            self._peak = 0
+
+
+_shared: dict[float, RateLimiter] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_limiter(qps: float | None = None) -> RateLimiter:
+    """One limiter per process and rate: every gateway built from settings draws on it, so
+    the limit holds however many backend objects a process makes."""
+    rate = float(settings.PLINTH_KUBE_QPS if qps is None else qps)
+    with _shared_lock:
+        if rate not in _shared:
+            _shared[rate] = RateLimiter(rate)
+        return _shared[rate]
