@@ -30,3 +30,28 @@ class RequestIdMiddleware:
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+class ServiceErrorMiddleware:
+    """A service error that reaches a page (not caught to show next to a form) becomes a
+    page with its own status code — 400/403/404/409/503 — never a 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.shortcuts import render
+
+        from apps.core.errors import ServiceError
+
+        if not isinstance(exception, ServiceError):
+            return None
+        return render(
+            request,
+            "error.html",
+            {"message": exception.message, "status": exception.status_code},
+            status=exception.status_code,
+        )

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from apps.launches.models import Launch, Sweep, Template
+from apps.launches.models import TERMINAL, Launch, Sweep, Template
 from apps.tracking.gateway import gateway
 
 
@@ -162,6 +162,17 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "done": sum(1 for s in statuses if s in TERMINAL),
             "running": sum(1 for s in statuses if s not in TERMINAL),
         }
+
+
+def sweep_progress(sweep: Sweep, trials: Any) -> dict[str, int]:
+    """k of N: planned, started, done (ended in any way) and still running."""
+    statuses = [t.status for t in trials]
+    return {
+        "planned": len(sweep.planned),
+        "started": len(statuses),
+        "done": sum(1 for s in statuses if s in TERMINAL),
+        "running": sum(1 for s in statuses if s not in TERMINAL),
+    }
 
 
 class SweepCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]

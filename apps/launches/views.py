@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views import View
@@ -15,7 +16,7 @@ from django.views.generic import TemplateView
 from django_htmx.http import HttpResponseStopPolling
 
 from apps.access import policies
-from apps.access.lookups import get_launch_for_user, get_sweep_for_user
+from apps.access.lookups import get_launch_for_user, get_project_for_user, get_sweep_for_user
 from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
@@ -25,7 +26,7 @@ from apps.core.pages import paginate
 from apps.launches import services, sweeps
 from apps.launches.forms import LaunchForm, SweepForm
 from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, Template
-from apps.launches.serializers import SweepSerializer
+from apps.launches.serializers import sweep_progress
 from apps.projects.models import Project
 from apps.tracking.gateway import MlflowUnavailable, gateway
 
@@ -37,6 +38,14 @@ def _launchable_projects(request: HttpRequest, template: Template) -> list[Proje
         Project.objects.for_user(request.user, Action.LAUNCH).select_related("team").order_by("team__slug", "slug")
     )
     return [p for p in projects if p.backend in template.backends and (template.team_id in (None, p.team_id))]
+
+
+def _check_project(request: HttpRequest) -> None:
+    """404/403 for a posted project the user may not see/launch in, as the API answers
+    (the form's choices would only say "not a valid choice")."""
+    value = request.POST.get("project", "")
+    if value.isdigit():
+        get_project_for_user(request.user, value, Action.LAUNCH)
 
 
 def _apply_errors(form: forms.Form, exc: ServiceError, mapper: Any = None) -> None:
@@ -114,6 +123,7 @@ class LaunchCreateView(LoginRequiredMixin, View):
         if template is None:
             messages.error(request, "Choose a template first.")
             return redirect("launches:create")
+        _check_project(request)
         projects = _launchable_projects(request, template)
         form = LaunchForm(request.POST, template=template, projects=projects)
         status = 400
@@ -200,7 +210,7 @@ class LaunchCancelView(ObjectAccessMixin, View):
             messages.success(request, f"Cancelling {self.object.job_name}.")
         except ServiceError as exc:
             if exc.status_code == 403:
-                raise
+                raise PermissionDenied(exc.message) from exc
             messages.error(request, exc.message)
         return redirect("launches:detail", pk=pk)
 
@@ -238,6 +248,7 @@ class SweepCreateView(LoginRequiredMixin, View):
         template = self._template(request)
         if template is None:
             return redirect("launches:sweep-create")
+        _check_project(request)
         projects = _launchable_projects(request, template)
         form = SweepForm(request.POST, projects=projects)
         status = 400
@@ -297,7 +308,7 @@ class SweepDetailView(ObjectAccessMixin, TemplateView):
         ]
         if scored:
             best = (max if sweep.direction == "max" else min)(scored, key=lambda pair: pair[0])
-        progress = SweepSerializer().get_progress(sweep)
+        progress = sweep_progress(sweep, trials)
         user = self.request.user
         context.update(
             sweep=sweep,
@@ -325,6 +336,6 @@ class SweepCancelView(ObjectAccessMixin, View):
             messages.success(request, "Sweep cancelled; its running trials are being stopped.")
         except ServiceError as exc:
             if exc.status_code == 403:
-                raise
+                raise PermissionDenied(exc.message) from exc
             messages.error(request, exc.message)
         return redirect("launches:sweep-detail", pk=pk)
