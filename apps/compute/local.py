@@ -8,6 +8,7 @@ exit.json is reported as failed ("worker restarted")."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -130,6 +131,18 @@ class LocalBackend:
         """Start the process now when a slot (and the GPUs) are free; otherwise leave it
         waiting: `poll` starts it when a slot frees up. Idempotent: a started launch is
         never started twice (its pid file is the proof)."""
+        root = Path(settings.DATA_DIR) / "launches"
+        root.mkdir(parents=True, exist_ok=True)
+        # One host-wide lock around "is it started? is a slot free? start it": two reconciler
+        # passes (or a task and a pass) must never start the same launch twice, or overfill.
+        with open(root / ".submit.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._submit_locked(launch)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _submit_locked(self, launch: Launch) -> None:
         from apps.launches.models import Launch
 
         folder = launch_dir(launch)
