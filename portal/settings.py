@@ -50,6 +50,9 @@ INSTALLED_APPS = [
     "apps.tracking",
     "apps.compute",
     "apps.launches",
+    "apps.registry",
+    "apps.notifications",
+    "apps.gpus",
 ]
 
 MIDDLEWARE = [

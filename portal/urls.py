@@ -9,10 +9,13 @@ from apps.accounts import views as accounts_views
 from apps.audit import api as audit_api
 from apps.audit import views as audit_views
 from apps.core import views as core_views
+from apps.gpus import api_urls as gpus_api_urls
 from apps.launches import api as launches_api
 from apps.launches import views as launches_views
 from apps.projects import api as projects_api
 from apps.projects import views as projects_views
+from apps.registry import api_urls as registry_api_urls
+from apps.tracking import api_urls as tracking_api_urls
 
 router = SimpleRouter()
 router.register("teams", accounts_api.TeamViewSet, basename="team")
@@ -22,12 +25,18 @@ router.register("audit", audit_api.AuditEventViewSet, basename="audit")
 router.register("templates", launches_api.TemplateViewSet, basename="template")
 router.register("launches", launches_api.LaunchViewSet, basename="launch")
 router.register("sweeps", launches_api.SweepViewSet, basename="sweep")
+# Each later app mounts its own API routes (apps/<app>/api_urls.py) and pages (apps/<app>/urls.py).
+APP_APIS = [tracking_api_urls, registry_api_urls, gpus_api_urls]
+for app_api in APP_APIS:
+    for prefix, viewset, basename in app_api.ROUTES:
+        router.register(prefix, viewset, basename=basename)
 
 api_patterns = [
     path("auth/token/", accounts_api.AuthTokenView.as_view(), name="auth-token"),
     path("me/", accounts_api.MeView.as_view(), name="me"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    *(p for app_api in APP_APIS for p in app_api.PATHS),
     *router.urls,
 ]
 
@@ -71,6 +80,9 @@ urlpatterns = [
     path("teams/", include((team_patterns, "teams"))),
     path("projects/", include((project_patterns, "projects"))),
     path("launches/", include((launch_patterns, "launches"))),
+    path("runs/", include("apps.tracking.urls")),
+    path("models/", include("apps.registry.urls")),
+    path("gpus/", include("apps.gpus.urls")),
     path("audit/", audit_views.AuditListView.as_view(), name="audit"),
     path("status/", core_views.SystemStatusView.as_view(), name="status"),
     path("healthz", core_views.healthz, name="healthz"),
