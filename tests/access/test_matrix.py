@@ -20,8 +20,10 @@ Where the code still differs from the matrix, KNOWN_BUGS holds the case as a str
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +35,7 @@ from rest_framework.test import APIClient
 
 from apps.access.roles import Role
 from apps.accounts import services as account_services
-from apps.accounts.models import ApiToken, Membership, User
+from apps.accounts.models import Membership, User
 from apps.launches import services as launch_services
 from apps.launches import sweeps as sweep_services
 from apps.launches import templates_service
@@ -42,67 +44,22 @@ from apps.launches.models import Launch, Status, Sweep, Template
 from apps.projects.models import ExperimentState, Project
 from apps.tracking.gateway import MlflowGateway
 from portal.celery import app as celery_app
+from tests.access.matrix_vocab import (
+    ANSWERED,
+    API_VIC_IN_DEMO,
+    DEMO,
+    DEMO_PROJECT,
+    NONE,
+    VIC_IN_DEMO,
+    Body,
+    Codes,
+    Kwargs,
+    Op,
+    Route,
+    World,
+    route,
+)
 from tests.conftest import PASSWORD, api_for, client_for, make_user
-
-
-# --- the vocabulary of the matrix ------------------------------------------------------
-@dataclass(frozen=True)
-class World:
-    """What URLs and bodies are built from: the conftest people and projects (demo/demo
-    linked to MLflow experiment "1"), an API token of ada's (for the revoke page), the
-    global sklearn-digits template and a copy of it owned by team demo, and live launches
-    and sweeps of demo/demo: ada's (running), and bea's (queued; a second member of demo,
-    so that a member can be shown someone else's launch). Rows made with the ORM: reading
-    them needs neither MLflow nor a broker."""
-
-    users: Mapping[str, User]
-    project: Project
-    ada_token: ApiToken
-    template: Template  # global
-    team_template: Template  # team demo's
-    launch: Launch  # ada's, running
-    others_launch: Launch  # bea's, queued
-    sweep: Sweep  # ada's, one running trial
-    others_sweep: Sweep  # bea's, one pending trial
-
-
-Codes = int | tuple[int, ...]
-Kwargs = Mapping[str, Any] | Callable[[World], Mapping[str, Any]]
-Body = Mapping[str, Any] | Callable[[World], Mapping[str, Any]]
-
-
-@dataclass(frozen=True)
-class Op:
-    """One HTTP method of one route, and who gets what."""
-
-    method: str
-    allowed: str  # the weakest user who may: vic < ada < lin < root
-    ok: Codes = 200  # what `allowed` gets (pages answer a successful form POST with 302)
-    too_weak: str | None = None  # a user who can see the object but lacks the right: 403
-    outsider: Codes = 404  # what omar gets
-    body: Body | None = None  # valid data, so that `allowed` succeeds
-    public: Codes | None = None  # what an anonymous caller gets, only for public operations
-    admin: Codes | None = None  # what root gets, where it differs from `ok`
-    note: str = ""  # tells apart two operations with the same method
-    kwargs: Kwargs | None = None  # this operation's URL kwargs, where they differ from the route's
-
-
-@dataclass(frozen=True)
-class Route:
-    kwargs: Kwargs
-    ops: tuple[Op, ...]
-
-
-def route(kwargs: Kwargs, *ops: Op) -> Route:
-    return Route(kwargs, ops)
-
-
-NONE: dict[str, Any] = {}
-DEMO = {"slug": "demo"}
-DEMO_PROJECT = {"team": "demo", "slug": "demo"}
-VIC_IN_DEMO = {"slug": "demo", "username": "vic"}
-API_VIC_IN_DEMO = {"team_slug": "demo", "username": "vic"}
-ANSWERED = (200, 503)  # /readyz is 503 while MLflow is down, as it is in these tests
 
 NEW_TEAM = {"slug": "fresh", "name": "Fresh team", "description": "", "gpu_budget": 2}
 PAGE_NEW_TEAM = {**NEW_TEAM, "lead": ""}
@@ -320,6 +277,16 @@ MATRIX: dict[str, Route] = {
 # Where the code does not yet do what MATRIX says: (case, caller) -> the bug. Each is a
 # strict xfail: once the bug is fixed the test passes, xfail turns that into a failure,
 # and the entry is removed here.
+# Apps added later bring their own entries (tests/<app>/matrix.py), so that work on
+# different apps never edits this file at the same time.
+EXTENSIONS = [
+    importlib.import_module(name)
+    for name in ("tests.tracking.matrix", "tests.registry.matrix", "tests.gpus.matrix")
+    if importlib.util.find_spec(name) is not None
+]
+for _extension in EXTENSIONS:
+    MATRIX.update(_extension.MATRIX)
+
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 # Public on purpose. Making a route public takes an edit here as well as in MATRIX.
@@ -448,7 +415,7 @@ def _launch(project: Project, template: Template, user: User, status: str, sweep
 
 
 @pytest.fixture
-def world(people: dict[str, User], project: Project, other_project: Project) -> World:
+def world(people: dict[str, User], project: Project, other_project: Project, monkeypatch: pytest.MonkeyPatch) -> World:
     token, _ = account_services.create_api_token(people["ada"], name="laptop")
     Project.objects.filter(pk=project.pk).update(mlflow_state=ExperimentState.LINKED, mlflow_experiment_id="1")
     project.refresh_from_db()
@@ -458,7 +425,7 @@ def world(people: dict[str, User], project: Project, other_project: Project) -> 
     bea = make_user("bea")
     Membership.objects.create(team=project.team, user=bea, role=Role.MEMBER)
     ada = people["ada"]
-    return World(
+    built = World(
         users=people,
         project=project,
         ada_token=token,
@@ -469,6 +436,9 @@ def world(people: dict[str, User], project: Project, other_project: Project) -> 
         sweep=_running_sweep(project, template, ada, Status.RUNNING),
         others_sweep=_running_sweep(project, template, bea, Status.PENDING),
     )
+    for extension in EXTENSIONS:
+        extension.extend_world(built, monkeypatch)
+    return built
 
 
 @pytest.fixture(autouse=True)
