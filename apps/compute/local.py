@@ -8,6 +8,7 @@ exit.json is reported as failed ("worker restarted")."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -50,11 +51,22 @@ def tail_file(path: Path, lines: int) -> str:
 
 
 def _read_pid(folder: Path) -> tuple[int, int] | None:
+    """(runner pid, the command's process group) from the runner's pid file."""
     try:
         runner, group, *_ = (int(x) for x in (folder / "pid").read_text().split())
     except (OSError, ValueError):
         return None
     return runner, group
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -146,7 +158,7 @@ class LocalBackend:
         from apps.launches.models import Launch
 
         folder = launch_dir(launch)
-        if (folder / "pid").exists() or (folder / "exit.json").exists():
+        if (folder / "pid").exists() or (folder / "exit.json").exists() or (folder / "cancelled").exists():
             return
         busy = self._busy()
         if len(busy) >= self.max_concurrent:
@@ -208,7 +220,13 @@ class LocalBackend:
                 waiting.append(launch)
             else:
                 observations[launch.pk] = observation
-        for launch in sorted(waiting, key=lambda item: item.pk):  # first come, first served
+        startable = [launch for launch in waiting if launch.status in ("pending", "submitting")]
+        for launch in waiting:
+            if launch.status == "cancelling":  # cancelled while it waited for a slot: never start it
+                observations[launch.pk] = Observation("cancelled", "cancelled before it started")
+            elif launch not in startable:
+                observations[launch.pk] = Observation("failed", "no process was found for this launch")
+        for launch in sorted(startable, key=lambda item: item.pk):  # first come, first served
             try:
                 self.submit(launch)
             except BackendRejected as exc:
@@ -243,10 +261,10 @@ class LocalBackend:
             if cancelled:
                 return Observation("cancelled", "cancelled before it started")
             return None  # not started yet
-        runner, _group = pid
+        runner, group = pid
         if launch.local_host and launch.local_host != socket.gethostname():
             return Observation("running", f"running on {launch.local_host}")
-        if _alive(runner):
+        if _alive(runner) or _group_alive(group):
             return Observation("running", "", None, _ts((folder / "pid").stat().st_mtime))
         if cancelled:
             return Observation("cancelled", "cancelled", None, None, datetime.now(UTC))
@@ -266,7 +284,8 @@ class LocalBackend:
         return tail_file(launch_dir(launch) / "output.log", tail)
 
     def cancel(self, launch: Launch) -> None:
-        """Mark it cancelled, then end its whole process group: SIGTERM, SIGKILL after 5 s."""
+        """Mark it cancelled, then end the command's whole process group (its children too):
+        SIGTERM, SIGKILL after 5 s. The runner outlives it just long enough to record the end."""
         folder = launch_dir(launch)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "cancelled").touch()
@@ -278,12 +297,20 @@ class LocalBackend:
             try:
                 os.killpg(group, sig)
             except ProcessLookupError:
-                return
+                break
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not _alive(runner):
-                    return
+                if not _group_alive(group):
+                    break
                 time.sleep(0.05)
+            if not _group_alive(group):
+                break
+        deadline = time.monotonic() + 2.0
+        while _alive(runner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(runner):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runner, signal.SIGKILL)
 
     def inventory(self) -> list[GpuDevice]:
         return nvml_gpus()

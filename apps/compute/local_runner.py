@@ -25,12 +25,30 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def end_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
+    """SIGTERM the command's process group, SIGKILL it after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            return proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
+
+
 def run(launch_dir: Path, max_seconds: float, argv: list[str]) -> int:
     log_path = launch_dir / "output.log"
     reason = ""
     with open(log_path, "ab", buffering=0) as out:
         try:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # The command gets a process group of its own: cancel and the time limit end the
+            # whole group (the job's own children too) while the runner lives to record it.
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0
+            )
         except OSError as exc:
             out.write(f"plinth: could not start {argv[0]!r}: {exc}\n".encode())
             _write_atomic(
@@ -38,12 +56,11 @@ def run(launch_dir: Path, max_seconds: float, argv: list[str]) -> int:
                 json.dumps({"exit_code": 127, "reason": f"could not start: {exc}", "finished_at": time.time()}),
             )
             return 127
-        _write_atomic(launch_dir / "pid", f"{os.getpid()} {os.getpgid(0)} {proc.pid}\n")
+        _write_atomic(launch_dir / "pid", f"{os.getpid()} {proc.pid} {proc.pid}\n")
         try:
             code = proc.wait(timeout=max_seconds if max_seconds > 0 else None)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
+            code = end_group(proc)
             reason = f"exceeded the maximum run time of {int(max_seconds)} s"
     _write_atomic(
         launch_dir / "exit.json", json.dumps({"exit_code": code, "reason": reason, "finished_at": time.time()})

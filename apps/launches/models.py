@@ -208,6 +208,7 @@ class Sweep(models.Model):
     direction = models.CharField(max_length=3, default="max", choices=[("max", "max"), ("min", "min")])
     seed = models.BigIntegerField(default=0)
     status = models.CharField(max_length=16, choices=SweepStatus.choices, default=SweepStatus.RUNNING)
+    status_reason = models.TextField(blank=True)
     mlflow_parent_run_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)

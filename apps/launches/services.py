@@ -40,6 +40,22 @@ def _experiment_id(project: Project) -> str:
     return linked.mlflow_experiment_id
 
 
+class QuotaExceeded(Conflict):
+    """The project's GPU quota is full right now (it frees up as launches end)."""
+
+
+def check_local_gpus(project: Project, gpus: int) -> None:
+    """The local backend hands out the GPUs NVML reports on its host, and no more."""
+    if project.backend != "local" or not gpus:
+        return
+    available = len(get_backend("local").inventory())
+    if gpus > available:
+        raise Conflict(
+            f"{gpus} GPUs requested, but the local backend's host has {available} (as NVML reports). "
+            "Use a Kubernetes project for GPU work, or request 0 GPUs."
+        )
+
+
 def gpus_in_use(project: Project) -> int:
     return int(Launch.objects.filter(project=project, status__in=LIVE).aggregate(n=Sum("gpus"))["n"] or 0)
 
@@ -77,13 +93,7 @@ def create_launch(
     clean_params = clean_parameters(template, parameters)
     clean_res = clean_resources(template, resources)
     name = (name or "").strip()[:120]
-    if project.backend == "local" and clean_res["gpus"]:
-        available = len(get_backend("local").inventory())
-        if clean_res["gpus"] > available:
-            raise Conflict(
-                f"{clean_res['gpus']} GPUs requested, but the local backend's host has {available} "
-                "(as NVML reports). Use a Kubernetes project for GPU work, or request 0 GPUs."
-            )
+    check_local_gpus(project, clean_res["gpus"])
     run_id = ""
     client = gateway()
     try:
@@ -91,7 +101,7 @@ def create_launch(
             locked = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
             used = gpus_in_use(locked)
             if used + clean_res["gpus"] > locked.gpu_quota:
-                raise Conflict(
+                raise QuotaExceeded(
                     f"Project {locked.full_slug} has a GPU quota of {locked.gpu_quota}; its live launches "
                     f"hold {used}, so {clean_res['gpus']} more would exceed it."
                 )
@@ -242,7 +252,8 @@ def close_mlflow_run(launch: Launch) -> None:
     try:
         gateway().end_run(launch.mlflow_run_id, MLFLOW_END_STATUS[launch.status])
     except MlflowError as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+        # MLflow understood and refused (the run was deleted, or is no longer active):
+        # there is nothing left to close, and retrying would block the reconciler forever.
+        logger.info("MLflow run %s of %s not closed: %s", launch.mlflow_run_id, launch.job_name, exc.message)
     Launch.objects.filter(pk=launch.pk).update(mlflow_closed=True)
     launch.mlflow_closed = True

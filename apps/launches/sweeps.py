@@ -7,6 +7,7 @@ next ones — no task sleeps waiting for a slot."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -19,10 +20,17 @@ from apps.access import policies
 from apps.access.roles import Action
 from apps.accounts.models import User
 from apps.audit.services import record
-from apps.core.errors import Conflict, InvalidInput, NotAllowed
+from apps.core.errors import Conflict, InvalidInput, NotAllowed, ServiceError
 from apps.core.queue import enqueue_on_commit
 from apps.launches.models import LIVE, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
-from apps.launches.services import _experiment_id, cancel_launch, check_template_allowed, create_launch
+from apps.launches.services import (
+    QuotaExceeded,
+    _experiment_id,
+    cancel_launch,
+    check_local_gpus,
+    check_template_allowed,
+    create_launch,
+)
 from apps.launches.validation import check_value, clean_parameters, clean_resources
 from apps.projects.models import Project
 from apps.tracking.gateway import gateway
@@ -125,13 +133,15 @@ def create_sweep(
         raise InvalidInput("The sweep is not valid.", fields=errors)
     base = clean_parameters(template, parameters)
     clean_res = clean_resources(template, resources)
-    if clean_res["gpus"] * min(parallelism, max_trials) > project.gpu_quota:
-        raise Conflict(
-            f"{parallelism} trials at once with {clean_res['gpus']} GPUs each need "
-            f"{clean_res['gpus'] * parallelism} GPUs; project {project.full_slug} has a quota of {project.gpu_quota}."
-        )
+    check_local_gpus(project, clean_res["gpus"])
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     planned = plan_trials(strategy, clean_space, max_trials, seed)
+    at_once = min(parallelism, len(planned))
+    if clean_res["gpus"] * at_once > project.gpu_quota:
+        raise Conflict(
+            f"{at_once} trials at once with {clean_res['gpus']} GPUs each need {clean_res['gpus'] * at_once} GPUs; "
+            f"project {project.full_slug} has a quota of {project.gpu_quota}."
+        )
     experiment_id = _experiment_id(project)
     parent = gateway().create_run(
         experiment_id,
@@ -143,35 +153,45 @@ def create_sweep(
             "plinth.sweep.strategy": strategy,
         },
     )
-    with transaction.atomic():
-        sweep = Sweep.objects.create(
-            project=project,
-            template=template,
-            created_by=actor,
-            name=name.strip()[:120],
-            strategy=strategy,
-            space=clean_space,
-            base_parameters=base,
-            resources=clean_res,
-            planned=planned,
-            max_trials=len(planned),
-            parallelism=parallelism,
-            metric=metric.strip()[:120],
-            direction=direction,
-            seed=seed,
-            mlflow_parent_run_id=parent,
-        )
-        record(
-            actor,
-            "sweep.created",
-            sweep,
-            team=project.team,
-            project=project,
-            after={"template": template.slug, "strategy": strategy, "trials": len(planned), "parallelism": parallelism},
-        )
-        from apps.launches.tasks import advance_sweep
+    try:
+        with transaction.atomic():
+            sweep = Sweep.objects.create(
+                project=project,
+                template=template,
+                created_by=actor,
+                name=name.strip()[:120],
+                strategy=strategy,
+                space=clean_space,
+                base_parameters=base,
+                resources=clean_res,
+                planned=planned,
+                max_trials=len(planned),
+                parallelism=parallelism,
+                metric=metric.strip()[:120],
+                direction=direction,
+                seed=seed,
+                mlflow_parent_run_id=parent,
+            )
+            record(
+                actor,
+                "sweep.created",
+                sweep,
+                team=project.team,
+                project=project,
+                after={
+                    "template": template.slug,
+                    "strategy": strategy,
+                    "trials": len(planned),
+                    "parallelism": parallelism,
+                },
+            )
+            from apps.launches.tasks import advance_sweep
 
-        enqueue_on_commit(advance_sweep, sweep.pk)
+            enqueue_on_commit(advance_sweep, sweep.pk)
+    except Exception:
+        with contextlib.suppress(Exception):  # don't leave the parent run orphaned
+            gateway().delete_run(parent)
+        raise
     return sweep
 
 
@@ -203,8 +223,14 @@ def advance(sweep_pk: int) -> int:
                     name=f"{sweep.name or 'sweep'} #{sweep.pk} trial {launched + 1}",
                     sweep=sweep,
                 )
-            except Conflict:
-                break  # quota is full: the next trial that ends calls us again
+            except QuotaExceeded:
+                break  # the quota is full: a trial ending (or the reconciler's pass) calls us again
+            except ServiceError as exc:
+                # Permanent (template retired, creator lost the role, no GPUs here): plan no more.
+                sweep.planned = sweep.planned[:launched]
+                sweep.status_reason = f"stopped after {launched} trials: {exc.message}"
+                sweep.save(update_fields=["planned", "status_reason"])
+                break
             launched += 1
             live += 1
             started += 1

@@ -14,7 +14,7 @@ from django.utils import timezone
 from apps.compute.base import BackendRejected, BackendUnavailable
 from apps.compute.registry import get_backend
 from apps.launches import services
-from apps.launches.models import TERMINAL, Launch, Status
+from apps.launches.models import TERMINAL, Launch, Status, Sweep, SweepStatus
 from apps.tracking.gateway import MlflowUnavailable
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,12 @@ def sync_launches() -> dict[str, int]:
         "pk", flat=True
     ):
         submit_launch.delay(pk)
+    # Sweeps waiting for quota that other launches hold have no trial of their own to end
+    # and call them back: give every running sweep a chance each pass.
+    from apps.launches.sweeps import advance
+
+    for sweep_pk in Sweep.objects.filter(status=SweepStatus.RUNNING).values_list("pk", flat=True):
+        advance(sweep_pk)
     for launch in Launch.objects.filter(
         status__in=TERMINAL, mlflow_closed=False, finished_at__gt=now - timedelta(days=7)
     ):
