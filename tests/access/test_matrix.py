@@ -21,10 +21,10 @@ Where the code still differs from the matrix, KNOWN_BUGS holds the case as a str
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -280,9 +280,8 @@ MATRIX: dict[str, Route] = {
 # Apps added later bring their own entries (tests/<app>/matrix.py), so that work on
 # different apps never edits this file at the same time.
 EXTENSIONS = [
-    importlib.import_module(name)
-    for name in ("tests.tracking.matrix", "tests.registry.matrix", "tests.gpus.matrix")
-    if importlib.util.find_spec(name) is not None
+    importlib.import_module(f"tests.{path.parent.name}.matrix")
+    for path in sorted(Path(__file__).resolve().parents[1].glob("*/matrix.py"))
 ]
 for _extension in EXTENSIONS:
     MATRIX.update(_extension.MATRIX)
