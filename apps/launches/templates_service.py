@@ -106,7 +106,7 @@ def create_template(actor: User, team: Team | None, *, slug: str, **data: Any) -
 
 @transaction.atomic
 def update_template(actor: User, template: Template, **changes: Any) -> Template:
-    template = Template.objects.select_for_update().select_related("team").get(pk=template.pk)
+    template = Template.objects.select_for_update(of=("self",)).select_related("team").get(pk=template.pk)
     if not _can_manage(actor, template.team):
         raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
     before = {key: getattr(template, key) for key in FIELDS}
