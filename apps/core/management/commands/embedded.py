@@ -81,12 +81,16 @@ class Command(BaseCommand):
         start("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
 
         self._wait_for(f"http://127.0.0.1:{port}/healthz", 30)
+        # A new MLflow store takes a while to migrate; say so rather than look broken.
+        if not self._wait_for(f"{settings.MLFLOW_TRACKING_URI.rstrip('/')}/health", 90):
+            mlflow_note += " — still starting; pages show a banner and tasks retry until it answers"
         password = settings.PLINTH_DEMO_PASSWORD
         self.stdout.write(self.style.SUCCESS(f"\nPlinth is running at http://127.0.0.1:{port}/\n"))
         self.stdout.write(f"  MLflow:     {mlflow_note}\n  Data:       {data}\n")
         self.stdout.write(
-            f"  Demo logins (password {password!r}): lin (lead), ada (member), vic (viewer), "
-            "root (platform admin)\n  Ctrl-C stops everything.\n"
+            f"  Demo logins (password {password!r}): lin (lead of team demo), ada (member), root (platform admin),\n"
+            "              vic (not in a team yet: sign in as lin and add vic as a viewer from the team page)\n"
+            "  Ctrl-C stops everything.\n"
         )
         stopping = False
 
@@ -110,14 +114,15 @@ class Command(BaseCommand):
         if exit_code:
             sys.exit(exit_code)
 
-    def _wait_for(self, url: str, seconds: float) -> None:
+    def _wait_for(self, url: str, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own local URL
-                    return
+                    return True
             except OSError:
                 time.sleep(0.5)
+        return False
 
     def _stop_all(self, procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
         for _name, proc in reversed(procs):
