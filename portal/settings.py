@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.notifications",
     "apps.gpus",
+    "apps.console",
 ]
 
 MIDDLEWARE = [
@@ -113,6 +114,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -161,6 +163,39 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("PLINTH_HSTS_SECONDS", 60 * 60 * 24 * 365)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PLINTH_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("PLINTH_HSTS_PRELOAD", True)
+
+# --- cache: rate-limit counters (shared across replicas when Redis is configured) -----
+_cache_url = env_secret("PLINTH_CACHE_URL")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}
+        if _cache_url
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "plinth"}
+    )
+}
+
+# --- sign-in protection: failed attempts per address and per account ---------------------
+PLINTH_LOGIN_WINDOW_SECONDS = env_int("PLINTH_LOGIN_WINDOW_SECONDS", 15 * 60)
+PLINTH_LOGIN_FAILURES_PER_USER = env_int("PLINTH_LOGIN_FAILURES_PER_USER", 10)
+PLINTH_LOGIN_FAILURES_PER_IP = env_int("PLINTH_LOGIN_FAILURES_PER_IP", 50)
+
+# --- SSO: OpenID Connect (mozilla-django-oidc); off unless PLINTH_OIDC_CLIENT_ID is set ---
+OIDC_RP_CLIENT_ID = env_str("PLINTH_OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("PLINTH_OIDC_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("PLINTH_OIDC_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("PLINTH_OIDC_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("PLINTH_OIDC_USERINFO_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("PLINTH_OIDC_JWKS_ENDPOINT")
+OIDC_OP_LOGOUT_ENDPOINT = env_str("PLINTH_OIDC_LOGOUT_ENDPOINT")
+OIDC_RP_SIGN_ALGO = env_str("PLINTH_OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env_str("PLINTH_OIDC_SCOPES", "openid email profile groups")
+OIDC_TIMEOUT = env_float("PLINTH_OIDC_TIMEOUT", 5.0)
+OIDC_USE_PKCE = env_bool("PLINTH_OIDC_USE_PKCE", True)
+PLINTH_OIDC_USERNAME_CLAIM = env_str("PLINTH_OIDC_USERNAME_CLAIM", "preferred_username")
+PLINTH_OIDC_GROUPS_CLAIM = env_str("PLINTH_OIDC_GROUPS_CLAIM", "groups")
+PLINTH_OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID and OIDC_OP_AUTHORIZATION_ENDPOINT and OIDC_OP_TOKEN_ENDPOINT)
+if PLINTH_OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("apps.accounts.oidc.PlinthOIDCBackend")
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -213,6 +248,10 @@ CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "apps.core.tasks.heartbeat", "schedule": 30.0},
     "sync-mlflow-experiments": {"task": "apps.projects.tasks.sync_pending_experiments", "schedule": 60.0},
     "sync-launches": {"task": "apps.launches.tasks.sync_launches", "schedule": env_float("PLINTH_SYNC_SECONDS", 3.0)},
+    "sync-access": {
+        "task": "apps.console.tasks.reconcile_access",
+        "schedule": env_float("PLINTH_ACCESS_SYNC_SECONDS", 300.0),
+    },
 }
 PLINTH_WORKER_STALE_SECONDS = env_int("PLINTH_WORKER_STALE_SECONDS", 120)
 
@@ -222,6 +261,9 @@ MLFLOW_UI_URL = env_str("PLINTH_MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
 MLFLOW_TIMEOUT = env_float("PLINTH_MLFLOW_TIMEOUT", 5.0)
 MLFLOW_TRACKING_USERNAME = env_str("MLFLOW_TRACKING_USERNAME")
 MLFLOW_TRACKING_PASSWORD = env_secret("MLFLOW_TRACKING_PASSWORD")
+# MLflow permission sync (when MLflow runs `--app-name basic-auth`): an MLflow admin account.
+PLINTH_MLFLOW_ADMIN_USERNAME = env_str("PLINTH_MLFLOW_ADMIN_USERNAME")
+PLINTH_MLFLOW_ADMIN_PASSWORD = env_secret("PLINTH_MLFLOW_ADMIN_PASSWORD")
 
 # --- compute --------------------------------------------------------------------------
 PLINTH_DEFAULT_BACKEND = env_str("PLINTH_DEFAULT_BACKEND", "local")
@@ -233,6 +275,14 @@ PLINTH_KUBE_JOB_TTL = env_int("PLINTH_KUBE_JOB_TTL", 60 * 60 * 24)  # ttlSeconds
 PLINTH_KUBE_BACKOFF_LIMIT = env_int("PLINTH_KUBE_BACKOFF_LIMIT", 0)
 PLINTH_KUBE_MLFLOW_SECRET = env_str("PLINTH_KUBE_MLFLOW_SECRET", "plinth-mlflow")
 PLINTH_LOCAL_MAX_CONCURRENT = env_int("PLINTH_LOCAL_MAX_CONCURRENT", 2)
+# Access sync to the cluster: namespace, RoleBindings, ResourceQuota (and a Kueue
+# LocalQueue) per Kubernetes-backed project. On by default wherever a cluster is configured.
+PLINTH_KUBE_ACCESS_SYNC = env_bool("PLINTH_KUBE_ACCESS_SYNC", bool(PLINTH_KUBECONFIG or PLINTH_KUBE_IN_CLUSTER))
+PLINTH_KUBE_USER_PREFIX = env_str("PLINTH_KUBE_USER_PREFIX")  # e.g. "oidc:" (the API server's --oidc-username-prefix)
+PLINTH_KUBE_GROUP_PREFIX = env_str("PLINTH_KUBE_GROUP_PREFIX")  # e.g. "oidc:" (--oidc-groups-prefix)
+PLINTH_KUBE_VIEW_CLUSTERROLE = env_str("PLINTH_KUBE_VIEW_CLUSTERROLE", "view")
+PLINTH_KUBE_EDIT_CLUSTERROLE = env_str("PLINTH_KUBE_EDIT_CLUSTERROLE", "edit")
+PLINTH_KUEUE_CLUSTER_QUEUE = env_str("PLINTH_KUEUE_CLUSTER_QUEUE")  # empty: no LocalQueue
 # The tracking URI as jobs see it (inside a cluster it is often a different host name).
 PLINTH_JOB_MLFLOW_URI = env_str("PLINTH_JOB_MLFLOW_URI")
 

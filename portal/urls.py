@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -58,6 +59,7 @@ project_patterns = [
     path("new/", projects_views.ProjectCreateView.as_view(), name="create"),
     path("<slug:team>/<slug:slug>/", projects_views.ProjectDetailView.as_view(), name="detail"),
     path("<slug:team>/<slug:slug>/edit/", projects_views.ProjectEditView.as_view(), name="edit"),
+    path("<slug:team>/<slug:slug>/access/", projects_views.ProjectAccessView.as_view(), name="access-sync"),
 ]
 
 launch_patterns = [
@@ -73,7 +75,7 @@ launch_patterns = [
 
 urlpatterns = [
     path("", accounts_views.HomeView.as_view(), name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", accounts_views.PlinthLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", accounts_views.AccountView.as_view(), name="account"),
     path("account/tokens/<int:pk>/revoke/", accounts_views.TokenRevokeView.as_view(), name="token-revoke"),
@@ -84,9 +86,16 @@ urlpatterns = [
     path("models/", include("apps.registry.urls")),
     path("gpus/", include("apps.gpus.urls")),
     path("audit/", audit_views.AuditListView.as_view(), name="audit"),
+    path("audit/export.csv", audit_views.AuditExportView.as_view(), name="audit-export"),
+    path("console/", include("apps.console.urls")),
     path("status/", core_views.SystemStatusView.as_view(), name="status"),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("api/v1/", include((api_patterns, "api"))),
     path("admin/", admin.site.urls),
 ]
+if settings.PLINTH_OIDC_ENABLED:
+    # SSO: /oidc/authenticate/ (the login page's button), /oidc/callback/, /oidc/logout/.
+    # Mounted only when configured, so the authorization matrix of the default (local
+    # accounts) setup has no routes that cannot work.
+    urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))

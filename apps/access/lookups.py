@@ -93,3 +93,36 @@ def get_template_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW
         return template
     _check(user, action, template.team)
     return template
+
+
+def get_user_for_user(actor: Any, username: str, action: Action | str = Action.VIEW) -> Any:
+    """A person, for the console: platform admins see everyone; a lead sees the people of
+    the teams they lead (and themselves); anyone else is a 404. Changing an account
+    (anything beyond VIEW) needs a platform admin (403)."""
+    from apps.accounts.models import User
+
+    person = User.objects.filter(username=username).first()
+    if person is None:
+        raise Http404("No such user.")
+    if is_platform_admin(actor):
+        return person
+    led = Membership.objects.filter(user=actor, role="lead").values("team_id")
+    visible = (
+        person.pk == getattr(actor, "pk", None) or Membership.objects.filter(user=person, team_id__in=led).exists()
+    )
+    if not visible:
+        raise Http404("No such user.")
+    if action != Action.VIEW:
+        raise PermissionDenied("Only platform admins change accounts.")
+    return person
+
+
+def get_sso_mapping_for_user(user: Any, team: Team, pk: Any, action: Action | str = Action.ADMIN) -> Any:
+    """An SSO group mapping of `team` (the team was looked up for `user` already)."""
+    from apps.accounts.models import SsoGroupMapping
+
+    _check(user, action, team)
+    try:
+        return SsoGroupMapping.objects.select_related("team").get(pk=int(pk), team=team)
+    except (SsoGroupMapping.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such mapping.") from None

@@ -76,3 +76,15 @@ def actor_of(request: Any) -> User:
     if not isinstance(user, User) or not user.is_authenticated:
         raise PermissionError("actor_of() needs an authenticated request")
     return user
+
+
+def can_use_console(user: Any) -> bool:
+    """The admin console: platform admins see all of it; leads see the part about the
+    teams they lead (their members, projects, quotas, templates, audit log)."""
+    return can_view_audit(user)
+
+
+def can_manage_users(user: Any) -> bool:
+    """Creating, deactivating and reactivating accounts, revoking anyone's API tokens and
+    mapping SSO groups: platform admins only (a lead manages roles, not accounts)."""
+    return is_platform_admin(user)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from apps.accounts.models import ApiToken, Membership, Team, User
+from apps.accounts.models import ApiToken, Membership, SsoGroupMapping, Team, User
 
 
 @admin.register(User)
@@ -14,7 +14,7 @@ class PlinthUserAdmin(UserAdmin):  # type: ignore[type-arg]
 class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Membership
     extra = 0
-    readonly_fields = ["user", "role", "created_at"]
+    readonly_fields = ["user", "role", "source", "created_at"]
     can_delete = False
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
@@ -33,3 +33,15 @@ class TeamAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "user", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
     readonly_fields = ["user", "name", "prefix", "digest", "created_at", "expires_at", "last_used_at", "revoked_at"]
+
+
+@admin.register(SsoGroupMapping)
+class SsoGroupMappingAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only here: mappings change in the console (/console/teams/<team>/), audited."""
+
+    list_display = ["group", "team", "role", "created_at"]
+    search_fields = ["group", "team__slug"]
+    readonly_fields = ["group", "team", "role", "created_at"]
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

@@ -15,7 +15,7 @@ from apps.access.lookups import get_membership_for_user, get_team_for_user
 from apps.access.mixins import ScopedViewSet
 from apps.access.policies import actor_of
 from apps.access.roles import Action
-from apps.accounts import services
+from apps.accounts import ratelimit, services
 from apps.accounts.models import Membership, Team, User
 from apps.accounts.serializers import (
     AuthTokenRequestSerializer,
@@ -26,6 +26,7 @@ from apps.accounts.serializers import (
     TeamSerializer,
     TeamUpdateSerializer,
 )
+from apps.core.middleware import client_ip
 
 
 class AuthTokenView(APIView):
@@ -38,10 +39,20 @@ class AuthTokenView(APIView):
     def post(self, request: Request) -> Response:
         body = AuthTokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user = authenticate(request, username=body.validated_data["username"], password=body.validated_data["password"])
+        ip, username = client_ip(request), body.validated_data["username"]
+        lockout = ratelimit.check(ip, username)
+        if lockout is not None:
+            return Response(
+                {"detail": lockout.message},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(lockout.retry_after)},
+            )
+        user = authenticate(request, username=username, password=body.validated_data["password"])
         if user is None or not user.is_active:
+            ratelimit.record_failure(ip, username)
             return Response({"detail": "Wrong username or password."}, status=status.HTTP_400_BAD_REQUEST)
         assert isinstance(user, User)
+        ratelimit.reset(ip, username)
         token, key = services.create_api_token(user, name=body.validated_data.get("name") or "api login")
         return Response({"token": key, "name": token.name, "expires_at": token.expires_at})
 

@@ -74,12 +74,19 @@ class MembershipQuerySet(models.QuerySet["Membership"]):
         return self.filter(team__in=Team.objects.for_user(user, action))
 
 
+DIRECT = "direct"
+SSO_PREFIX = "sso:"
+
+
 class Membership(models.Model):
-    """One person's role in one team."""
+    """One person's role in one team. `source` says where it comes from: `direct` (a lead
+    or an admin added them) or `sso:<group>` (an identity-provider group mapped to this
+    team; applied at each SSO login, removed when the group is gone)."""
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    source = models.CharField(max_length=160, default=DIRECT)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = MembershipQuerySet.as_manager()
@@ -90,6 +97,29 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team} as {self.role}"
+
+    @property
+    def sso_group(self) -> str:
+        """The identity-provider group this membership comes from ("" when direct)."""
+        return self.source[len(SSO_PREFIX) :] if self.source.startswith(SSO_PREFIX) else ""
+
+
+class SsoGroupMapping(models.Model):
+    """An identity-provider group that grants a role in a team. Applied at every SSO login:
+    members of `group` get `role` in `team` (the strongest role wins when several of a
+    user's groups map to the same team; a direct membership is left alone)."""
+
+    group = models.CharField(max_length=150)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="sso_mappings")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team__slug", "group"]
+        constraints = [models.UniqueConstraint(fields=["group", "team"], name="one_mapping_per_group_and_team")]
+
+    def __str__(self) -> str:
+        return f"{self.group} -> {self.team} as {self.role}"
 
 
 def hash_token(key: str) -> str:

@@ -13,7 +13,17 @@ from django.utils import timezone
 
 from apps.access import policies
 from apps.access.roles import RANK, Role, is_valid_role
-from apps.accounts.models import ApiToken, Membership, Team, User, hash_token, slug_validator
+from apps.accounts.models import (
+    DIRECT,
+    SSO_PREFIX,
+    ApiToken,
+    Membership,
+    SsoGroupMapping,
+    Team,
+    User,
+    hash_token,
+    slug_validator,
+)
 from apps.audit.services import record
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 
@@ -24,6 +34,15 @@ def _forget_roles(*users: User) -> None:
     """Drop cached team roles after a change, so the same request sees the new rights."""
     for user in users:
         user.forget_team_roles()
+
+
+def _schedule_access_sync(*teams: Team | int) -> None:
+    """After commit, push the teams' changed memberships to the cluster and to MLflow
+    (only where a sync is configured: apps.console.scheduling decides)."""
+    from apps.console.scheduling import schedule_team_sync
+
+    for team in teams:
+        schedule_team_sync(team if isinstance(team, int) else team.pk)
 
 
 def _validate_role(role: object) -> str:
@@ -119,6 +138,7 @@ def add_member(actor: User, team: Team, *, username: str, role: str) -> Membersh
     membership = Membership.objects.create(team=team, user=user, role=role)
     _forget_roles(user, actor)
     record(actor, "team.member_added", membership, team=team, after={"user": user.username, "role": role})
+    _schedule_access_sync(team)
     return membership
 
 
@@ -145,6 +165,7 @@ def set_member_role(actor: User, membership: Membership, role: str) -> Membershi
     membership.save(update_fields=["role"])
     _forget_roles(membership.user, actor)
     record(actor, "team.role_changed", membership, team=team, before={"role": previous}, after={"role": role})
+    _schedule_access_sync(team)
     return membership
 
 
@@ -167,6 +188,7 @@ def remove_member(actor: User, membership: Membership) -> None:
     )
     membership.delete()
     _forget_roles(membership.user, actor)
+    _schedule_access_sync(team)
 
 
 @transaction.atomic
@@ -197,3 +219,195 @@ def revoke_api_token(actor: User, token: ApiToken) -> ApiToken:
         token.save(update_fields=["revoked_at"])
         record(actor, "token.revoked", token, before=token.as_audit())
     return token
+
+
+# --- users: created and deactivated by platform admins --------------------------------------
+def _user_audit(user: User) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "email": user.email,
+        "is_active": user.is_active,
+        "is_platform_admin": user.is_platform_admin,
+    }
+
+
+@transaction.atomic
+def create_user(
+    actor: User,
+    *,
+    username: str,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    password: str = "",
+    is_platform_admin: bool = False,
+) -> User:
+    """Create (invite) a user: platform admins only. Without a password the account has an
+    unusable one: the person signs in through SSO, or an admin sets one later."""
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins create users.")
+    username = (username or "").strip()
+    try:
+        User.username_validator(username)
+    except ValidationError as exc:
+        raise InvalidInput.field("username", exc.messages[0]) from None
+    if not username or len(username) > 150:
+        raise InvalidInput.field("username", "A username is 1-150 letters, digits and @.+-_ characters.")
+    if User.objects.filter(username__iexact=username).exists():
+        raise InvalidInput.field("username", f"A user called {username!r} already exists.")
+    user = User(username=username, email=email.strip(), first_name=first_name, last_name=last_name)
+    user.is_platform_admin = bool(is_platform_admin)
+    if password:
+        from django.contrib.auth.password_validation import validate_password
+
+        try:
+            validate_password(password, user)
+        except ValidationError as exc:
+            raise InvalidInput.field("password", " ".join(exc.messages)) from None
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.save()
+    record(actor, "user.created", user, after=_user_audit(user))
+    return user
+
+
+def _delete_sessions_of(user: User) -> int:
+    """Delete every stored session that belongs to `user` (database-backed sessions)."""
+    from django.contrib.auth import SESSION_KEY
+    from django.contrib.sessions.models import Session
+
+    doomed = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if str(session.get_decoded().get(SESSION_KEY)) == str(user.pk)
+    ]
+    Session.objects.filter(pk__in=doomed).delete()
+    return len(doomed)
+
+
+@transaction.atomic
+def deactivate_user(actor: User, user: User) -> User:
+    """Deactivate a user (platform admins; never oneself). It takes effect at once: their
+    sessions are deleted, their API tokens are revoked (and `ApiToken.objects.usable()`
+    refuses tokens of inactive users anyway), and Django's backends refuse inactive users
+    on every request. Memberships stay, so reactivating restores their roles."""
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins deactivate users.")
+    if actor.pk == user.pk:
+        raise Conflict("You cannot deactivate yourself; ask another platform admin.")
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if not user.is_active:
+        return user
+    before = _user_audit(user)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    sessions = _delete_sessions_of(user)
+    now = timezone.now()
+    tokens = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+    record(
+        actor,
+        "user.deactivated",
+        user,
+        before=before,
+        after={**_user_audit(user), "sessions_ended": sessions, "tokens_revoked": tokens},
+    )
+    _schedule_access_sync(*Membership.objects.filter(user=user).values_list("team_id", flat=True))
+    return user
+
+
+@transaction.atomic
+def reactivate_user(actor: User, user: User) -> User:
+    """Let a deactivated user sign in again (platform admins). Revoked tokens stay revoked."""
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins reactivate users.")
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_active:
+        return user
+    before = _user_audit(user)
+    user.is_active = True
+    user.save(update_fields=["is_active"])
+    record(actor, "user.reactivated", user, before=before, after=_user_audit(user))
+    _schedule_access_sync(*Membership.objects.filter(user=user).values_list("team_id", flat=True))
+    return user
+
+
+# --- SSO: identity-provider groups mapped to team roles ------------------------------------------
+@transaction.atomic
+def add_sso_mapping(actor: User, team: Team, *, group: str, role: str) -> SsoGroupMapping:
+    """Map an identity-provider group to a role in `team` (platform admins). It applies at
+    each member's next SSO login, and (as a Group subject) at once to the cluster."""
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins map SSO groups to teams.")
+    role = _validate_role(role)
+    group = (group or "").strip()
+    if not group or len(group) > 150:
+        raise InvalidInput.field("group", "Name the identity provider's group (at most 150 characters).")
+    if SsoGroupMapping.objects.filter(team=team, group=group).exists():
+        raise InvalidInput.field("group", f"The group {group!r} is already mapped to {team.slug}.")
+    mapping = SsoGroupMapping.objects.create(team=team, group=group, role=role)
+    record(actor, "sso.mapping_added", mapping, team=team, after={"group": group, "role": role})
+    _schedule_access_sync(team)
+    return mapping
+
+
+@transaction.atomic
+def remove_sso_mapping(actor: User, mapping: SsoGroupMapping) -> None:
+    """Remove a group mapping (platform admins). Memberships it granted go at each person's
+    next SSO login."""
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins map SSO groups to teams.")
+    team = mapping.team
+    record(actor, "sso.mapping_removed", mapping, team=team, before={"group": mapping.group, "role": mapping.role})
+    mapping.delete()
+    _schedule_access_sync(team)
+
+
+@transaction.atomic
+def apply_sso_groups(user: User, groups: list[str]) -> list[Membership]:
+    """Make `user`'s SSO-granted memberships match `groups` (the identity provider's claim
+    at this login). For each team some of the groups map to, the strongest mapped role
+    wins and the membership's source is `sso:<group>`; SSO memberships whose group is gone
+    are removed. Direct memberships are never touched: an admin's decision outranks the
+    identity provider's. Every change is an audit event by "system"."""
+    wanted: dict[int, SsoGroupMapping] = {}
+    for mapping in SsoGroupMapping.objects.filter(group__in=set(groups)).select_related("team").order_by("group"):
+        best = wanted.get(mapping.team_id)
+        if best is None or RANK[mapping.role] > RANK[best.role]:
+            wanted[mapping.team_id] = mapping
+    current = {m.team_id: m for m in Membership.objects.select_for_update().filter(user=user).select_related("team")}
+    changed: set[int] = set()
+    for team_id, mapping in wanted.items():
+        source = f"{SSO_PREFIX}{mapping.group}"
+        existing = current.get(team_id)
+        if existing is None:
+            created = Membership.objects.create(team=mapping.team, user=user, role=mapping.role, source=source)
+            record(
+                None,
+                "team.member_added",
+                created,
+                team=mapping.team,
+                after={"user": user.username, "role": mapping.role, "source": source},
+            )
+            changed.add(team_id)
+        elif existing.source != DIRECT and (existing.role, existing.source) != (mapping.role, source):
+            before = {"role": existing.role, "source": existing.source}
+            existing.role, existing.source = mapping.role, source
+            existing.save(update_fields=["role", "source"])
+            record(None, "team.role_changed", existing, team=existing.team, before=before, after={"role": mapping.role})
+            changed.add(team_id)
+    for team_id, existing in current.items():
+        if existing.source.startswith(SSO_PREFIX) and team_id not in wanted:
+            record(
+                None,
+                "team.member_removed",
+                existing,
+                team=existing.team,
+                before={"user": user.username, "role": existing.role, "source": existing.source},
+            )
+            existing.delete()
+            changed.add(team_id)
+    _forget_roles(user)
+    if changed:
+        _schedule_access_sync(*changed)
+    return list(Membership.objects.filter(user=user).select_related("team"))

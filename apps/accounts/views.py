@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.views import LoginView
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -19,11 +21,40 @@ from apps.access.lookups import get_membership_for_user, get_team_for_user
 from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
-from apps.accounts import services
+from apps.accounts import ratelimit, services
 from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TokenForm
 from apps.accounts.models import ApiToken, Membership, Team
+from apps.core.middleware import client_ip
 from apps.core.pages import paginate, run_service
 from apps.projects.models import ExperimentState, Project
+
+
+class PlinthLoginView(LoginView):
+    """Django's login page, rate-limited per address and per account (a 429 with a lockout
+    message, see apps.accounts.ratelimit), with a "Sign in with SSO" button when OIDC is on."""
+
+    redirect_authenticated_user = True
+    template_name = "accounts/login.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["oidc_enabled"] = settings.PLINTH_OIDC_ENABLED
+        return context
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        ip, username = client_ip(request), str(request.POST.get("username", ""))[:150]
+        lockout = ratelimit.check(ip, username)
+        if lockout is not None:
+            context = self.get_context_data(form=self.get_form(), lockout=lockout.message)
+            response = render(request, self.template_name, context, status=429)
+            response["Retry-After"] = str(lockout.retry_after)
+            return response
+        response = super().post(request, *args, **kwargs)
+        if getattr(request.user, "is_authenticated", False):
+            ratelimit.reset(ip, username)
+        else:
+            ratelimit.record_failure(ip, username)
+        return response
 
 
 class HomeView(LoginRequiredMixin, TemplateView):

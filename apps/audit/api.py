@@ -12,7 +12,7 @@ from apps.access import policies
 from apps.access.mixins import ScopedViewSet
 from apps.audit.models import AuditEvent
 from apps.audit.serializers import AuditEventSerializer
-from apps.audit.views import filtered_events
+from apps.audit.views import FILTERS, filtered_events
 
 
 class AuditEventViewSet(mixins.ListModelMixin, ScopedViewSet):
@@ -24,7 +24,7 @@ class AuditEventViewSet(mixins.ListModelMixin, ScopedViewSet):
     def get_queryset(self) -> Any:
         return filtered_events(self.request.user, self.request.query_params)
 
-    @extend_schema(parameters=[OpenApiParameter(p, str) for p in ("actor", "team", "project", "verb")])
+    @extend_schema(parameters=[OpenApiParameter(p, str) for p in FILTERS])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if not policies.can_view_audit(request.user):
             raise PermissionDenied("The audit log is for team leads and platform admins.")

@@ -38,6 +38,14 @@ def _check_quota_fits(team: Team, quota: int, *, excluding: Project | None = Non
         )
 
 
+def _schedule_access_sync(project: Project) -> None:
+    """Namespace, role bindings, quota (cluster) and permissions (MLflow), after commit,
+    wherever a sync is configured (apps.console.scheduling decides)."""
+    from apps.console.scheduling import schedule_project_sync
+
+    schedule_project_sync(project)
+
+
 def _schedule_experiment_link(project: Project) -> None:
     from apps.projects.tasks import ensure_project_experiment
 
@@ -94,6 +102,7 @@ def create_project(
     )
     record(actor, "project.created", project, team=team, project=project, after=project.as_audit())
     _schedule_experiment_link(project)
+    _schedule_access_sync(project)
     return project
 
 
@@ -130,6 +139,8 @@ def update_project(
     if after != before:
         project.save()
         record(actor, "project.updated", project, team=team, project=project, before=before, after=after)
+        if (before["gpu_quota"], before["backend"]) != (after["gpu_quota"], after["backend"]):
+            _schedule_access_sync(project)
     return project
 
 
@@ -176,4 +187,5 @@ def link_experiment(project_pk: int) -> Project | None:
                 project=project,
                 after={"mlflow_experiment_id": experiment_id, "name": project.mlflow_experiment_name},
             )
+            _schedule_access_sync(project)  # MLflow permissions need the experiment's id
     return project

@@ -107,6 +107,7 @@ class ProjectDetailView(ObjectAccessMixin, TemplateView):
             can_manage=policies.can_manage_team(self.request.user, team),
             quota_headroom=max(team.gpu_budget - siblings, 0),
             mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
+            **access_context(self.request, project),
             edit_form=ProjectEditForm(
                 initial={
                     "name": project.name,
@@ -149,3 +150,43 @@ class ProjectEditView(ObjectAccessMixin, View):
         context["edit_form"] = form
         context["edit_open"] = True
         return render(request, ProjectDetailView.template_name, context, status=status)
+
+
+def access_context(request: HttpRequest, project: Project, *, live: bool = False) -> dict[str, Any]:
+    """Where the project's access stands in the cluster and MLflow (the last sync pass), and,
+    when `live`, what the next pass would change in the cluster, read now."""
+    from apps.compute.base import BackendRejected, BackendUnavailable
+    from apps.console.models import SyncState
+    from apps.console.scheduling import cluster_sync_enabled, mlflow_sync_enabled
+    from apps.console.sync import live_cluster_plan
+
+    context: dict[str, Any] = {
+        "syncs": {s.target: s for s in SyncState.objects.filter(project=project)},
+        "cluster_sync": cluster_sync_enabled(project),
+        "mlflow_sync": mlflow_sync_enabled(),
+    }
+    if live and context["cluster_sync"]:
+        try:
+            context["pending_drift"] = live_cluster_plan(project)
+        except (BackendUnavailable, BackendRejected) as exc:
+            context["live_error"] = str(exc)
+    return context
+
+
+class ProjectAccessView(ObjectAccessMixin, TemplateView):
+    """The project page's access fragment (htmx): sync state of the cluster and MLflow;
+    `?check=1` (leads, admins) compares with the cluster now and lists any drift, which
+    the next reconciler pass repairs."""
+
+    template_name = "projects/detail.html#access"
+    lookup = get_project_by_slug_for_user
+    lookup_kwargs = ("team", "slug")
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        project: Project = self.object
+        can_manage = policies.can_manage_team(self.request.user, project.team)
+        live = can_manage and self.request.GET.get("check") == "1"
+        context.update(project=project, team=project.team, can_manage=can_manage)
+        context.update(access_context(self.request, project, live=live))
+        return context
