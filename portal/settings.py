@@ -247,6 +247,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "apps.core.tasks.heartbeat", "schedule": 30.0},
     "sync-mlflow-experiments": {"task": "apps.projects.tasks.sync_pending_experiments", "schedule": 60.0},
+    "registry-promotions": {
+        "task": "apps.registry.tasks.reconcile_promotions",
+        "schedule": env_float("PLINTH_PROMOTION_SYNC_SECONDS", 30.0),
+    },
+    "registry-aliases": {
+        "task": "apps.registry.tasks.reconcile_aliases",
+        "schedule": env_float("PLINTH_ALIAS_SYNC_SECONDS", 60.0),
+    },
+    "notifications-retry": {"task": "apps.notifications.tasks.retry_deliveries", "schedule": 30.0},
     "sync-launches": {"task": "apps.launches.tasks.sync_launches", "schedule": env_float("PLINTH_SYNC_SECONDS", 3.0)},
     "sync-access": {
         "task": "apps.console.tasks.reconcile_access",
@@ -285,6 +294,14 @@ PLINTH_KUBE_EDIT_CLUSTERROLE = env_str("PLINTH_KUBE_EDIT_CLUSTERROLE", "edit")
 PLINTH_KUEUE_CLUSTER_QUEUE = env_str("PLINTH_KUEUE_CLUSTER_QUEUE")  # empty: no LocalQueue
 # The tracking URI as jobs see it (inside a cluster it is often a different host name).
 PLINTH_JOB_MLFLOW_URI = env_str("PLINTH_JOB_MLFLOW_URI")
+
+# --- promotions and notifications ------------------------------------------------------
+PLINTH_BASE_URL = env_str("PLINTH_BASE_URL", "http://127.0.0.1:8000")  # links in emails and webhooks
+PLINTH_PROMOTION_APPLY_ATTEMPTS = env_int("PLINTH_PROMOTION_APPLY_ATTEMPTS", 5)
+PLINTH_PROMOTION_RETRY_SECONDS = env_int("PLINTH_PROMOTION_RETRY_SECONDS", 5)
+PLINTH_WEBHOOK_TIMEOUT = env_float("PLINTH_WEBHOOK_TIMEOUT", 5.0)
+PLINTH_NOTIFY_MAX_ATTEMPTS = env_int("PLINTH_NOTIFY_MAX_ATTEMPTS", 5)
+PLINTH_NOTIFY_RETRY_SECONDS = env_int("PLINTH_NOTIFY_RETRY_SECONDS", 30)
 
 # --- demo data ------------------------------------------------------------------------
 PLINTH_DEMO_PASSWORD = env_secret("PLINTH_DEMO_PASSWORD", "plinth-demo")

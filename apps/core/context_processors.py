@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from apps.access import policies
+from apps.registry.policies import pending_count
 
 # The sections of the portal, in navigation order. Sections whose pages arrive later are
 # shown (so people learn where things will live) but not linked.
@@ -15,7 +16,7 @@ SECTIONS = [
     ("projects", "Projects", "projects:list"),
     ("launches", "Launch", "launches:list"),
     ("runs", "Runs", None),
-    ("models", "Models", None),
+    ("registry", "Models", "registry:index"),
     ("gpus", "GPUs", None),
 ]
 
@@ -26,6 +27,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     return {
         "nav_sections": SECTIONS,
         "nav_is_admin": admin,
+        "nav_pending_approvals": pending_count(user) if user.is_authenticated else 0,
         "nav_can_audit": user.is_authenticated and policies.can_view_audit(user),
         "plinth_env": settings.PLINTH_ENV,
     }

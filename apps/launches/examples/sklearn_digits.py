@@ -67,6 +67,11 @@ def main() -> None:
             mlflow.sklearn.log_model(
                 model, name="model", registered_model_name=args.register_model, input_example=x_test[:2]
             )
+            # Tag the model with the launch's project so it shows up in Plinth at once (the
+            # registry's reconciler would adopt it within a minute anyway).
+            project = mlflow.get_run(run.info.run_id).data.tags.get("plinth.project")
+            if project:
+                mlflow.MlflowClient().set_registered_model_tag(args.register_model, "plinth.project", project)
             print(f"registered a new version of {args.register_model}", flush=True)
 
 

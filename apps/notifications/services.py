@@ -1,0 +1,193 @@
+"""Every change to notifications: queueing a notification (a row per delivery, sent by a
+task after commit), configuring a team's webhook, and sending one delivery."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.access import policies
+from apps.accounts.models import Team, User
+from apps.audit.services import record
+from apps.core.errors import InvalidInput, NotAllowed
+from apps.core.queue import enqueue_on_commit
+from apps.notifications import signing
+from apps.notifications.models import Channel, Delivery, DeliveryStatus, Notification, TeamWebhook
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=120)
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "PLINTH_NOTIFY_MAX_ATTEMPTS", 5))
+
+
+def backoff_seconds(attempts: int) -> int:
+    """30 s, 60 s, 120 s, ... at most an hour: a receiver down for a while still gets it."""
+    base = int(getattr(settings, "PLINTH_NOTIFY_RETRY_SECONDS", 30))
+    return int(min(base * 2 ** max(attempts - 1, 0), 3600))
+
+
+def absolute_url(path: str) -> str:
+    """Links in emails and webhooks need the portal's public address."""
+    base = str(getattr(settings, "PLINTH_BASE_URL", "http://127.0.0.1:8000")).rstrip("/")
+    return f"{base}{path}"
+
+
+def notify(
+    verb: str,
+    *,
+    team: Team | None,
+    users: Iterable[User],
+    subject: str,
+    body: str,
+    payload: dict[str, Any],
+    webhook: bool = True,
+) -> Notification:
+    """Queue a notification: an email to each of `users` that has an address, and a call of
+    the team's webhook when it has an active one. Call it inside the transaction of the
+    change it reports: the deliveries commit with it and are sent after the commit."""
+    notification = Notification.objects.create(
+        verb=verb, team=team, subject=subject[:200], body=body, payload={"event": verb, **payload}
+    )
+    deliveries: list[Delivery] = []
+    seen: set[str] = set()
+    for user in users:
+        address = (user.email or "").strip()
+        if address and user.is_active and address.lower() not in seen:
+            seen.add(address.lower())
+            deliveries.append(Delivery(notification=notification, channel=Channel.EMAIL, recipient=address, user=user))
+    if webhook and team is not None:
+        hook = TeamWebhook.objects.filter(team=team, is_active=True).first()
+        if hook is not None:
+            deliveries.append(Delivery(notification=notification, channel=Channel.WEBHOOK, recipient=hook.url))
+    for delivery in deliveries:
+        delivery.save()  # one by one: the primary keys are needed on every database
+        from apps.notifications.tasks import deliver
+
+        enqueue_on_commit(deliver, delivery.pk)
+    return notification
+
+
+@transaction.atomic
+def configure_webhook(
+    actor: User, team: Team, *, url: str, secret: str = "", is_active: bool = True
+) -> tuple[TeamWebhook, str]:
+    """Set the team's webhook (leads, platform admins). An empty `secret` keeps the current
+    one, or makes a new one for a first webhook. Returns the row and the secret when Plinth
+    made it (to be shown once), else ""."""
+    if not policies.can_manage_team(actor, team):
+        raise NotAllowed("Only the team's leads and platform admins configure its webhook.")
+    url = (url or "").strip()
+    if not url.startswith(("https://", "http://")):
+        raise InvalidInput.field("url", "Give the full http(s) address the notifications should be POSTed to.")
+    hook = TeamWebhook.objects.select_for_update().filter(team=team).first()
+    before = {"url": hook.url, "is_active": hook.is_active} if hook else None
+    made = "" if secret or hook is not None else signing.new_secret()
+    if hook is None:
+        hook = TeamWebhook(team=team, secret=secret or made)
+    elif secret:
+        hook.secret = secret
+    if len(hook.secret) < 16:
+        raise InvalidInput.field("secret", "Use a secret of at least 16 characters (or leave it empty for a new one).")
+    hook.url, hook.is_active, hook.updated_by, hook.updated_at = url, is_active, actor, timezone.now()
+    hook.save()
+    after = {"url": hook.url, "is_active": hook.is_active, "secret_changed": bool(secret or made)}
+    record(actor, "team.webhook_configured", hook, team=team, before=before, after=after)
+    return hook, made
+
+
+# -- sending ----------------------------------------------------------------------------
+def claim(delivery_pk: int) -> Delivery | None:
+    """pending (and due) → sending, or a `sending` row whose claimant vanished. None when
+    another worker has it, it is not due yet, or it is done."""
+    now = timezone.now()
+    claimed = (
+        Delivery.objects.filter(pk=delivery_pk, next_attempt_at__lte=now)
+        .filter(status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING])
+        .exclude(status=DeliveryStatus.SENDING, lease_until__gt=now)
+        .update(status=DeliveryStatus.SENDING, lease_until=now + LEASE, attempts=F("attempts") + 1, updated_at=now)
+    )
+    if not claimed:
+        return None
+    return Delivery.objects.select_related("notification__team").get(pk=delivery_pk)
+
+
+def _send_email(delivery: Delivery) -> None:
+    note = delivery.notification
+    EmailMessage(note.subject, note.body, settings.DEFAULT_FROM_EMAIL, [delivery.recipient]).send()
+
+
+def _send_webhook(delivery: Delivery) -> None:
+    note = delivery.notification
+    hook = TeamWebhook.objects.filter(team=note.team, is_active=True).first() if note.team_id else None
+    if hook is None:
+        raise RuntimeError("the team's webhook was removed or switched off")
+    body = json.dumps(
+        {"id": note.pk, "delivery": delivery.pk, "created_at": note.created_at, **note.payload},
+        cls=DjangoJSONEncoder,
+        sort_keys=True,
+    ).encode()
+    timestamp = str(int(time.time()))
+    response = requests.post(
+        hook.url,
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "Plinth-Webhook/1",
+            "X-Plinth-Event": note.verb,
+            "X-Plinth-Delivery": str(delivery.pk),
+            "X-Plinth-Timestamp": timestamp,
+            "X-Plinth-Signature": signing.sign(hook.secret, timestamp, body),
+        },
+        timeout=float(getattr(settings, "PLINTH_WEBHOOK_TIMEOUT", 5.0)),
+        allow_redirects=False,
+    )
+    if not 200 <= response.status_code < 300:
+        raise RuntimeError(f"the webhook answered {response.status_code}")
+
+
+def send(delivery: Delivery) -> tuple[str, int | None]:
+    """Send a claimed delivery; record the outcome. Returns ("sent" | "retry" | "failed",
+    seconds until the next attempt for "retry")."""
+    try:
+        if delivery.channel == Channel.EMAIL:
+            _send_email(delivery)
+        else:
+            _send_webhook(delivery)
+    except Exception as exc:  # any failure of the receiver is recorded and retried
+        reason = f"{type(exc).__name__}: {exc}"[:1000]
+        now = timezone.now()
+        if delivery.attempts >= max_attempts():
+            Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
+                status=DeliveryStatus.FAILED, last_error=reason, lease_until=None, updated_at=now
+            )
+            logger.warning("notification delivery %s failed for good: %s", delivery.pk, reason)
+            return "failed", None
+        delay = backoff_seconds(delivery.attempts)
+        Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.PENDING,
+            last_error=reason,
+            lease_until=None,
+            next_attempt_at=now + timedelta(seconds=delay),
+            updated_at=now,
+        )
+        return "retry", delay
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.SENT, sent_at=now, last_error="", lease_until=None, updated_at=now
+    )
+    return "sent", None

@@ -1,0 +1,106 @@
+"""Named rules of promotions. Services, pages, the API and the inbox ask these; none
+re-implements them. Each rule has a test per clause in tests/registry/test_policy.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from apps.access.policies import can, is_platform_admin, team_role
+from apps.access.roles import Action, Role
+from apps.accounts.models import Membership
+from apps.projects.models import Project
+from apps.registry.models import PromotionPolicy, PromotionRequest, Status
+
+
+def policy_for(project: Project) -> PromotionPolicy:
+    """The project's policy, or an unsaved one holding the defaults when none was edited."""
+    found = PromotionPolicy.objects.filter(project=project).prefetch_related("approvers").first()
+    return found if found is not None else PromotionPolicy(project=project)
+
+
+def can_request_promotion(user: Any, project: Project) -> bool:
+    """Members and leads of the owning team (and platform admins) ask for promotions and
+    rollbacks; viewers only watch."""
+    return can(user, Action.LAUNCH, project.team)
+
+
+def is_eligible_approver(user: Any, project: Project, policy: PromotionPolicy | None = None) -> bool:
+    """Who may decide a project's requests: the approvers the policy names (each still a
+    member or lead of the team), or by default the team's leads. Platform admins may always
+    decide. Eligibility alone is not enough to approve a given request: see can_approve."""
+    if is_platform_admin(user):
+        return True
+    role = team_role(user, project.team)
+    if role is None:
+        return False
+    named = (policy or policy_for(project)).approver_ids()
+    if named:
+        return user.pk in named and role in (Role.MEMBER, Role.LEAD)
+    return role == Role.LEAD
+
+
+def can_approve(user: Any, request: PromotionRequest, policy: PromotionPolicy | None = None) -> bool:
+    """An eligible approver may approve, except the person who made the request: nobody
+    approves their own request, platform admins included; this is not configurable."""
+    if not getattr(user, "is_authenticated", False) or user.pk == request.requested_by_id:
+        return False
+    return is_eligible_approver(user, request.project, policy)
+
+
+def can_reject(user: Any, request: PromotionRequest, policy: PromotionPolicy | None = None) -> bool:
+    """The same people who may approve may reject; one rejection rejects. The requester
+    withdraws instead."""
+    return can_approve(user, request, policy)
+
+
+def can_withdraw(user: Any, request: PromotionRequest) -> bool:
+    """The requester withdraws their own request; the team's leads and platform admins may
+    withdraw anyone's (to clear a stale one)."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return user.pk == request.requested_by_id or can(user, Action.MANAGE, request.project.team)
+
+
+def can_edit_policy(user: Any, project: Project) -> bool:
+    """The team's leads and platform admins edit a project's promotion policy (audited)."""
+    return can(user, Action.MANAGE, project.team)
+
+
+def can_attach_model(user: Any, project: Project) -> bool:
+    """The team's leads and platform admins attach a model registered outside Plinth."""
+    return can(user, Action.MANAGE, project.team)
+
+
+def can_emergency_rollback(user: Any, project: Project) -> bool:
+    """A lead of the team (or a platform admin) may roll an alias back at once, skipping
+    the quorum — not the record: the request, its audit event and the history row are
+    written as for any other move."""
+    return can(user, Action.MANAGE, project.team)
+
+
+def awaiting_decision(user: Any) -> QuerySet[PromotionRequest]:
+    """The pending, unexpired requests `user` may decide, other than their own: the
+    inbox. The same rule as is_eligible_approver, as one query."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return PromotionRequest.objects.none()
+    pending = PromotionRequest.objects.filter(status=Status.PENDING, expires_at__gt=timezone.now()).exclude(
+        requested_by=user
+    )
+    if is_platform_admin(user):
+        return pending
+    with_named = PromotionPolicy.objects.filter(approvers__isnull=False).values("project_id")
+    named_me = PromotionPolicy.objects.filter(approvers=user).values("project_id")
+    led = Membership.objects.filter(user=user, role=Role.LEAD).values("team_id")
+    member = Membership.objects.filter(user=user, role__in=[Role.MEMBER, Role.LEAD]).values("team_id")
+    return pending.filter(
+        (Q(project__team_id__in=led) & ~Q(project_id__in=with_named))
+        | (Q(project_id__in=named_me) & Q(project__team_id__in=member))
+    )
+
+
+def pending_count(user: Any) -> int:
+    """How many requests wait for `user`'s decision (the navigation's badge): one query."""
+    return awaiting_decision(user).count()
