@@ -35,8 +35,10 @@ pytest: install
 
 test: lint typecheck pytest
 
+# Each benchmark sets up its own throwaway database and servers, and prints a table.
 bench: install
 	$(PY) -m tests.bench
+	$(PY) -m tests.bench_gpus
 
 clean:
 	rm -rf $(VENV) staticfiles static/vendor .pytest_cache .mypy_cache .ruff_cache

@@ -295,6 +295,29 @@ PLINTH_KUEUE_CLUSTER_QUEUE = env_str("PLINTH_KUEUE_CLUSTER_QUEUE")  # empty: no 
 # The tracking URI as jobs see it (inside a cluster it is often a different host name).
 PLINTH_JOB_MLFLOW_URI = env_str("PLINTH_JOB_MLFLOW_URI")
 
+# --- GPUs: sources (each optional), sampling, idle policy --------------------------------
+PLINTH_PROMETHEUS_URL = env_str("PLINTH_PROMETHEUS_URL")
+PLINTH_PROMETHEUS_TOKEN = env_secret("PLINTH_PROMETHEUS_TOKEN")
+PLINTH_PROMETHEUS_TIMEOUT = env_float("PLINTH_PROMETHEUS_TIMEOUT", 10.0)
+PLINTH_PROMETHEUS_POD_LABELS = env_str("PLINTH_PROMETHEUS_POD_LABELS", "auto")
+PLINTH_GPU_KUBERNETES = env_bool("PLINTH_GPU_KUBERNETES", True)
+PLINTH_GPU_NVML = env_bool("PLINTH_GPU_NVML", True)
+PLINTH_GPU_SAMPLE_SECONDS = env_int("PLINTH_GPU_SAMPLE_SECONDS", 60)
+PLINTH_GPU_RAW_RETENTION_DAYS = env_int("PLINTH_GPU_RAW_RETENTION_DAYS", 7)
+PLINTH_GPU_HOURLY_RETENTION_DAYS = env_int("PLINTH_GPU_HOURLY_RETENTION_DAYS", 400)
+PLINTH_GPU_IDLE_THRESHOLD = env_float("PLINTH_GPU_IDLE_THRESHOLD", 5.0)
+PLINTH_GPU_IDLE_WINDOW_MINUTES = env_int("PLINTH_GPU_IDLE_WINDOW_MINUTES", 30)
+PLINTH_GPU_IDLE_GRACE_MINUTES = env_int("PLINTH_GPU_IDLE_GRACE_MINUTES", 60)
+PLINTH_GPU_HEATMAP_HOURS = env_int("PLINTH_GPU_HEATMAP_HOURS", 24)
+PLINTH_GPU_PRICE_CURRENCY = env_str("PLINTH_GPU_PRICE_CURRENCY", "USD")
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "gpus-sample": {"task": "apps.gpus.tasks.sample_gpus", "schedule": float(PLINTH_GPU_SAMPLE_SECONDS)},
+        "gpus-detect-idle": {"task": "apps.gpus.tasks.detect_idle_gpus", "schedule": 60.0},
+        "gpus-roll-up": {"task": "apps.gpus.tasks.roll_up_gpu_samples", "schedule": 300.0},
+    }
+)
+
 # --- promotions and notifications ------------------------------------------------------
 PLINTH_BASE_URL = env_str("PLINTH_BASE_URL", "http://127.0.0.1:8000")  # links in emails and webhooks
 PLINTH_PROMOTION_APPLY_ATTEMPTS = env_int("PLINTH_PROMOTION_APPLY_ATTEMPTS", 5)

@@ -17,7 +17,7 @@ SECTIONS = [
     ("launches", "Launch", "launches:list"),
     ("runs", "Runs", None),
     ("registry", "Models", "registry:index"),
-    ("gpus", "GPUs", None),
+    ("gpus", "GPUs", "gpus:index"),
 ]
 
 
