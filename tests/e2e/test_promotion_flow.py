@@ -123,7 +123,7 @@ def test_member_asks_for_champion_lead_approves_from_the_inbox_and_mlflow_follow
     assert registered.alias(name, "champion") == 2  # MLflow's own client agrees
 
     # The model page: the alias now, who asked, who approved, and the history.
-    page.get_by_role("link", name="Model").click()
+    page.get_by_role("link", name="Model", exact=True).click()
     card = page.locator('[data-alias="champion"]')
     expect(card).to_contain_text("version 2")
     expect(card).to_contain_text("ada")
