@@ -39,6 +39,7 @@ test: lint typecheck pytest
 bench: install
 	$(PY) -m tests.bench
 	$(PY) -m tests.bench_gpus
+	$(PY) -m tests.bench_runs
 
 clean:
 	rm -rf $(VENV) staticfiles static/vendor .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@ SECTIONS = [
     ("teams", "Teams", "teams:list"),
     ("projects", "Projects", "projects:list"),
     ("launches", "Launch", "launches:list"),
-    ("runs", "Runs", None),
+    ("tracking", "Runs", "tracking:index"),
     ("registry", "Models", "registry:index"),
     ("gpus", "GPUs", "gpus:index"),
 ]

@@ -4,7 +4,12 @@ ROUTES: (prefix, viewset, basename) for the router; PATHS: extra path() entries.
 
 from typing import Any
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
+
+from apps.tracking import api
 
 ROUTES: list[tuple[str, Any, str]] = []
-PATHS: list[URLPattern] = []
+PATHS: list[URLPattern] = [
+    path("runs/", api.RunListView.as_view(), name="run-list"),
+    path("runs/compare/", api.RunCompareView.as_view(), name="run-compare"),
+]

@@ -26,21 +26,41 @@ class MlflowError(ServiceError):
         self.http_status = http_status
 
 
+# What MLflow's get-history-bulk answers at most per call (its MAX_HISTORY_RESULTS).
+HISTORY_BULK_LIMIT = 25_000
+
+
 class MlflowGateway:
     def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
         self.base_url = (base_url or settings.MLFLOW_TRACKING_URI).rstrip("/")
         self.timeout = timeout if timeout is not None else settings.MLFLOW_TIMEOUT
+        # Reading 25,000 points takes MLflow about a second, several when it is busy: a
+        # longer read timeout for history and artifact reads, the usual one to connect.
+        self.history_timeout = max(self.timeout, float(getattr(settings, "PLINTH_MLFLOW_HISTORY_TIMEOUT", 120.0)))
         self.session = requests.Session()
         if settings.MLFLOW_TRACKING_USERNAME:
             self.session.auth = (settings.MLFLOW_TRACKING_USERNAME, settings.MLFLOW_TRACKING_PASSWORD)
 
     # -- plumbing ----------------------------------------------------------------------
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        url = f"{self.base_url}/api/2.0/mlflow/{path}"
-        try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise MlflowUnavailable(f"MLflow at {self.base_url} is unreachable ({type(exc).__name__}).") from exc
+    def _send(
+        self, method: str, url: str, *, timeout: Any = None, retries: int = 0, **kwargs: Any
+    ) -> requests.Response:
+        """`retries`: for reads only, how often a timeout or a dropped connection is tried
+        again (a busy MLflow answering one slow history read should not fail a compare)."""
+        for attempt in range(retries + 1):
+            try:
+                return self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if attempt < retries:
+                    continue
+                raise MlflowUnavailable(f"MLflow at {self.base_url} is unreachable ({type(exc).__name__}).") from exc
+            except requests.RequestException as exc:
+                raise MlflowUnavailable(f"MLflow at {self.base_url} is unreachable ({type(exc).__name__}).") from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _call(self, method: str, path: str, *, api: str = "api", timeout: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """One REST call; `api="ajax-api"` reaches the endpoints MLflow's own UI uses."""
+        response = self._send(method, f"{self.base_url}/{api}/2.0/mlflow/{path}", timeout=timeout, **kwargs)
         if response.status_code >= 500:
             raise MlflowUnavailable(f"MLflow at {self.base_url} answered {response.status_code}.")
         try:
@@ -136,18 +156,94 @@ class MlflowGateway:
         order_by: list[str] | None = None,
         max_results: int = 1000,
         page_token: str = "",
+        run_view_type: str = "ACTIVE_ONLY",
     ) -> tuple[list[dict[str, Any]], str]:
-        """One page of runs (MLflow's filter syntax) and the next page token ("" at the end)."""
+        """One page of runs (MLflow's filter syntax) and the next page token ("" at the end).
+        `run_view_type`: ACTIVE_ONLY, DELETED_ONLY or ALL. A bad filter or order_by is an
+        MlflowError with MLflow's message (400)."""
         payload: dict[str, Any] = {
             "experiment_ids": experiment_ids,
             "filter": filter_string,
             "max_results": max_results,
             "order_by": order_by or [],
+            "run_view_type": run_view_type,
         }
         if page_token:
             payload["page_token"] = page_token
         body = self._call("POST", "runs/search", json=payload)
         return body.get("runs", []), body.get("next_page_token", "")
+
+    # -- metric histories ----------------------------------------------------------------
+    def get_history_bulk(
+        self, run_ids: list[str], key: str, max_results: int = HISTORY_BULK_LIMIT
+    ) -> list[dict[str, Any]]:
+        """Every logged point of metric `key` of up to 100 runs in one call, at most
+        `max_results` (25,000) points in all, ordered by run id, then timestamp and step:
+        when the answer is full, its last run may be cut short. This is the endpoint behind
+        MLflow's own charts (one SQL query for all the runs), much cheaper per point than
+        `metrics/get-history`. Points are dicts: run_id, key, step, timestamp, value (NaN
+        comes back as float('nan'))."""
+        body = self._call(
+            "GET",
+            "metrics/get-history-bulk",
+            api="ajax-api",
+            timeout=(self.timeout, self.history_timeout),
+            retries=1,
+            params={"run_id": run_ids, "metric_key": key, "max_results": max_results},
+        )
+        metrics: list[dict[str, Any]] = body.get("metrics", [])
+        return metrics
+
+    def get_metric_history(
+        self, run_id: str, key: str, max_results: int = HISTORY_BULK_LIMIT, page_token: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of one run's history of `key` and the next page token ("" at the end)."""
+        params: dict[str, Any] = {"run_id": run_id, "metric_key": key, "max_results": max_results}
+        if page_token:
+            params["page_token"] = page_token
+        body = self._call(
+            "GET", "metrics/get-history", timeout=(self.timeout, self.history_timeout), retries=1, params=params
+        )
+        return body.get("metrics", []), body.get("next_page_token", "")
+
+    def get_history_bulk_interval(self, run_ids: list[str], key: str, max_results: int = 320) -> list[dict[str, Any]]:
+        """MLflow's UI sampling: up to `max_results` points a run (first and last kept,
+        evenly spaced between, no extremes) for up to 100 runs."""
+        body = self._call(
+            "GET",
+            "metrics/get-history-bulk-interval",
+            api="ajax-api",
+            timeout=(self.timeout, self.history_timeout),
+            params={"run_ids": run_ids, "metric_key": key, "max_results": max_results},
+        )
+        metrics: list[dict[str, Any]] = body.get("metrics", [])
+        return metrics
+
+    # -- artifacts -----------------------------------------------------------------------
+    def list_artifacts(self, run_id: str, path: str = "") -> list[dict[str, Any]]:
+        """The files and folders directly under `path` ("" = the run's artifact root):
+        [{path, is_dir, file_size}]. A missing folder is an empty list."""
+        params = {"run_id": run_id, **({"path": path} if path else {})}
+        files: list[dict[str, Any]] = self._call("GET", "artifacts/list", params=params).get("files", [])
+        return files
+
+    def open_artifact(self, run_id: str, path: str) -> requests.Response:
+        """A streamed download of one artifact file (the caller closes it). MlflowError 404
+        when there is no such file (or `path` is a folder)."""
+        response = self._send(
+            "GET",
+            f"{self.base_url}/get-artifact",
+            params={"run_uuid": run_id, "path": path},
+            stream=True,
+            timeout=(self.timeout, self.history_timeout),
+        )
+        if response.status_code >= 500:
+            response.close()
+            raise MlflowUnavailable(f"MLflow at {self.base_url} answered {response.status_code}.")
+        if response.status_code >= 400:
+            response.close()
+            raise MlflowError("No such artifact.", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404)
+        return response
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,0 +1,182 @@
+"""MLflow runs as Plinth shows them: read from MLflow's runs/search, tied to the project
+whose experiment holds them and to the launch that started them, if any."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.launches.models import Launch
+from apps.projects.models import Project
+from apps.tracking.gateway import gateway
+
+# MLflow's run statuses that mean "it will log nothing more" (unless someone resumes it).
+TERMINAL_STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})
+# Page sizes of the runs table and the API (MLflow's search answers at most 50,000 a page).
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+DEFAULT_ORDER = "attributes.start_time DESC"
+
+
+def to_number(value: Any) -> float | None:
+    """A metric value from MLflow's JSON as a finite float, or None (NaN and infinities
+    arrive as floats or as the strings "NaN", "Infinity"; JSON cannot carry them onward)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass(frozen=True)
+class Latest:
+    """MLflow's latest value of a metric in a run (the point with the highest step)."""
+
+    step: int
+    timestamp: int
+    value: float | None
+
+
+@dataclass
+class Run:
+    """One MLflow run, as read from runs/search or runs/get."""
+
+    run_id: str
+    name: str
+    experiment_id: str
+    status: str
+    lifecycle_stage: str
+    start_time: int | None
+    end_time: int | None
+    user: str
+    params: dict[str, str]
+    latest: dict[str, Latest]
+    tags: dict[str, str]
+    artifact_uri: str
+    project: Project | None = None
+    launch_id: int | None = None
+    launch_author: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mlflow(cls, raw: dict[str, Any]) -> Run:
+        info = raw.get("info", {})
+        data = raw.get("data", {})
+        tags = {t["key"]: t.get("value", "") for t in data.get("tags", [])}
+        latest = {
+            m["key"]: Latest(int(m.get("step", 0) or 0), int(m.get("timestamp", 0) or 0), to_number(m.get("value")))
+            for m in data.get("metrics", [])
+        }
+        end_time = info.get("end_time")
+        return cls(
+            run_id=str(info.get("run_id") or info.get("run_uuid")),
+            name=str(info.get("run_name") or tags.get("mlflow.runName", "")),
+            experiment_id=str(info.get("experiment_id", "")),
+            status=str(info.get("status", "")),
+            lifecycle_stage=str(info.get("lifecycle_stage", "active")),
+            start_time=int(info["start_time"]) if info.get("start_time") else None,
+            end_time=int(end_time) if end_time else None,
+            user=tags.get("mlflow.user") or str(info.get("user_id") or ""),
+            params={p["key"]: p.get("value", "") for p in data.get("params", [])},
+            latest=latest,
+            tags=tags,
+            artifact_uri=str(info.get("artifact_uri", "")),
+        )
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.lifecycle_stage == "deleted"
+
+    @property
+    def is_finished(self) -> bool:
+        """Finished for good: a terminal status and an end time. A resumed run goes back to
+        RUNNING, and ends again with a new end time."""
+        return self.status in TERMINAL_STATUSES and self.end_time is not None
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return {key: latest.value for key, latest in self.latest.items()}
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.start_time is None or self.end_time is None:
+            return None
+        return max(0.0, (self.end_time - self.start_time) / 1000)
+
+    @property
+    def author(self) -> str:
+        """Who ran it: the launch's creator for runs launched through Plinth, otherwise the
+        user MLflow recorded (the `mlflow.user` tag of the client that logged it)."""
+        return self.launch_author or ("" if self.user == "unknown" else self.user)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.run_id[:12]
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "experiment_id": self.experiment_id,
+            "project": self.project.full_slug if self.project is not None else None,
+            "launch": self.launch_id,
+            "author": self.author,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "duration_seconds": self.duration_seconds,
+            "params": self.params,
+            "metrics": self.metrics,
+            "tags": {k: v for k, v in self.tags.items() if not k.startswith("mlflow.")},
+        }
+
+
+def attach(runs: list[Run], projects: dict[str, Project]) -> None:
+    """Set each run's project (by experiment id) and its launch: one query for all runs."""
+    for run in runs:
+        run.project = projects.get(run.experiment_id)
+    project_ids = {run.project.pk for run in runs if run.project is not None}
+    if not runs or not project_ids:
+        return
+    launches = (
+        Launch.objects.filter(mlflow_run_id__in=[run.run_id for run in runs], project_id__in=project_ids)
+        .values_list("mlflow_run_id", "pk", "created_by__username")
+        .order_by("pk")
+    )
+    found = {run_id: (pk, username) for run_id, pk, username in launches}
+    for run in runs:
+        if run.run_id in found:
+            run.launch_id, run.launch_author = found[run.run_id]
+
+
+@dataclass
+class RunPage:
+    runs: list[Run]
+    next_page_token: str
+    param_keys: list[str]
+    metric_keys: list[str]
+
+
+def search_project_runs(
+    project: Project,
+    *,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    page_token: str = "",
+    max_results: int = DEFAULT_PAGE_SIZE,
+) -> RunPage:
+    """One page of the runs of `project`'s experiment, in MLflow's filter syntax. A bad
+    filter or order_by is MLflow's 400 (MlflowError); MLflow down is MlflowUnavailable."""
+    raw, token = gateway().search_runs(
+        [project.mlflow_experiment_id],
+        filter_string,
+        order_by=order_by or [DEFAULT_ORDER],
+        max_results=max_results,
+        page_token=page_token,
+    )
+    runs = [Run.from_mlflow(r) for r in raw]
+    attach(runs, {project.mlflow_experiment_id: project})
+    params = sorted({key for run in runs for key in run.params})
+    metrics = sorted({key for run in runs for key in run.latest})
+    return RunPage(runs, token, params, metrics)
