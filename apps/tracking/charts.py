@@ -22,6 +22,7 @@ PALETTE = [
     "#393b79", "#ad494a", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
 ]  # fmt: skip
 CONFIG = {"responsive": True, "displaylogo": False}
+MARKERS_UP_TO = 50
 
 
 def for_script(text: str) -> str:
@@ -58,7 +59,9 @@ def line_charts(
                 continue
             head = {
                 "type": "scatter",
-                "mode": "lines",
+                # A short series gets markers too: a metric logged once is a dot, not nothing.
+                "mode": "lines" if found.points > MARKERS_UP_TO else "lines+markers",
+                "marker": {"size": 5},
                 "name": names[run.run_id],
                 "legendgroup": run.run_id,
                 "line": {"color": color(index), "width": 1.5},
@@ -137,6 +140,9 @@ def scatter(runs: list[Run], param: str, metric: str) -> dict[str, Any] | None:
     xs: list[Any] = [run.params[param] for run in shown]
     with contextlib.suppress(ValueError):  # numbers when every value is one, else categories
         xs = [float(x) for x in xs]
+    numeric = all(isinstance(x, float) for x in xs)
+    # Learning rates and the like span decades: a log axis when the values do.
+    log = numeric and min(xs) > 0 and max(xs) / min(xs) >= 100
     return {
         "data": [
             {
@@ -153,7 +159,7 @@ def scatter(runs: list[Run], param: str, metric: str) -> dict[str, Any] | None:
         "layout": {
             "height": 380,
             "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
-            "xaxis": {"title": {"text": param}},
+            "xaxis": {"title": {"text": param}, "type": "log" if log else "-"},
             "yaxis": {"title": {"text": metric}},
         },
     }
