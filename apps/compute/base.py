@@ -23,6 +23,11 @@ class BackendRejected(Conflict):
     """The backend understood the request and refused it for good (fail the launch)."""
 
 
+class BackendDisabled(BackendRejected):
+    """The backend is switched off on this installation (e.g. `local` in production
+    without PLINTH_LOCAL_BACKEND_ENABLED): new launches on it are refused with a 409."""
+
+
 @dataclass(frozen=True)
 class Observation:
     """What a backend sees of one launch.

@@ -4,7 +4,13 @@ Each launch gets a folder under <data dir>/launches/<id>/ holding output.log, pi
 ("<runner pid> <process group> <command pid>"), exit.json when the command ended, and
 cancelled when someone cancelled it. The state of a launch is read from those files and
 the process table, so it survives worker restarts: a process that is gone without an
-exit.json is reported as failed ("worker restarted")."""
+exit.json is reported as failed ("worker restarted").
+
+The command runs in <launch dir>/work (its working directory, with HOME and TMPDIR inside
+it) with an allow-listed environment (`job_process_env`), never the worker's own. That is
+all the isolation there is: the job runs as the worker's OS user, with its file permissions
+and network, limited only by the template's maximum run time. It is for a trusted team and
+for development; in production it is off unless PLINTH_LOCAL_BACKEND_ENABLED is set."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,16 +31,79 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from apps.compute.base import BackendRejected, GpuDevice, Observation
+from apps.compute.registry import check_enabled
 from apps.launches.runenv import job_argv, job_env
 
 if TYPE_CHECKING:
     from apps.launches.models import Launch
 
 LOG_LINES_IN_REASON = 15
+# What a job may see of the worker's environment: where programs are, locale and time zone.
+HOST_ENV_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
+HOST_ENV_PREFIXES = ("LC_",)
+PORTAL_PYTHON = frozenset({"python", "python3"})
 
 
 def launch_dir(launch: Launch) -> Path:
     return Path(settings.DATA_DIR) / "launches" / str(launch.pk)
+
+
+def work_dir(launch: Launch) -> Path:
+    """The job's working directory: <data dir>/launches/<id>/work (never the portal's tree)."""
+    return launch_dir(launch) / "work"
+
+
+def job_process_env(
+    launch: Launch,
+    *,
+    workdir: Path,
+    gpu_devices: Sequence[int] = (),
+    portal_python: bool = False,
+    host_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The complete environment of a local job: an allow-list, never the worker's environment
+    (which holds PLINTH_SECRET_KEY, DATABASE_URL, MLflow and OIDC credentials).
+
+    From the worker (`host_env`, default os.environ) only PATH, LANG, LANGUAGE, LC_* and TZ.
+    Of its own: HOME=<workdir>/.home and TMPDIR=<workdir>/.tmp (the caller creates them);
+    the job's variables from `runenv.job_env` (MLFLOW_TRACKING_URI without credentials,
+    MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID, PLINTH_LAUNCH_ID, PLINTH_PROJECT, PLINTH_PARAM_*);
+    PYTHONUNBUFFERED=1; CUDA_VISIBLE_DEVICES (the GPU indexes it was given, "" for none);
+    and, when the command runs on the portal's interpreter (`portal_python`) inside a
+    virtualenv, VIRTUAL_ENV and that environment's bin folder first on PATH. The local
+    backend has no per-project MLflow credentials, so none are set (the portal's are never
+    passed on). Rule: the hardening issue's allow-list, and ARCHITECTURE.md "Jobs and model
+    servers get an allow-listed environment, never the portal's secrets"."""
+    host = os.environ if host_env is None else host_env
+    env = {name: value for name, value in host.items() if name in HOST_ENV_NAMES or name.startswith(HOST_ENV_PREFIXES)}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = str(workdir / ".home")
+    env["TMPDIR"] = str(workdir / ".tmp")
+    if portal_python and sys.prefix != sys.base_prefix:
+        env["VIRTUAL_ENV"] = sys.prefix
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    env.update(job_env(launch))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device) for device in gpu_devices)
+    return env
+
+
+def local_argv(launch: Launch) -> tuple[list[str], bool]:
+    """The command as the local backend runs it, and whether it uses the portal's interpreter.
+
+    `python`/`python3` become the portal's own interpreter (the local backend's
+    environment). A relative script right after it (`python apps/.../train.py`) names a file
+    of the portal's tree, as it names one in the image's WORKDIR on Kubernetes: it is made
+    absolute, since the job now runs in a folder of its own."""
+    argv = job_argv(launch)
+    if not argv or argv[0] not in PORTAL_PYTHON:
+        return argv, False
+    argv[0] = sys.executable
+    if len(argv) > 1 and not argv[1].startswith("-") and not os.path.isabs(argv[1]):
+        script = Path(settings.BASE_DIR) / argv[1]
+        if script.is_file():
+            argv[1] = str(script)
+    return argv, True
 
 
 def tail_file(path: Path, lines: int) -> str:
@@ -142,7 +211,9 @@ class LocalBackend:
     def submit(self, launch: Launch) -> None:
         """Start the process now when a slot (and the GPUs) are free; otherwise leave it
         waiting: `poll` starts it when a slot frees up. Idempotent: a started launch is
-        never started twice (its pid file is the proof)."""
+        never started twice (its pid file is the proof). Raises BackendDisabled (a
+        BackendRejected: the launch fails) when the local backend is switched off."""
+        check_enabled(self.name)
         root = Path(settings.DATA_DIR) / "launches"
         root.mkdir(parents=True, exist_ok=True)
         # One host-wide lock around "is it started? is a slot free? start it": two reconciler
@@ -171,16 +242,11 @@ class LocalBackend:
             if len(free) < launch.gpus:
                 return  # wait for GPUs held by other launches
             devices = free[: launch.gpus]
-        folder.mkdir(parents=True, exist_ok=True)
-        argv = job_argv(launch)
-        if argv and argv[0] in {"python", "python3"}:
-            argv[0] = sys.executable  # the project's environment: the portal's own interpreter
-        env = {
-            **os.environ,
-            **job_env(launch),
-            "PYTHONUNBUFFERED": "1",
-            "CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices),
-        }
+        workdir = work_dir(launch)
+        for path in (workdir / ".home", workdir / ".tmp"):
+            path.mkdir(parents=True, exist_ok=True)
+        argv, portal_python = local_argv(launch)
+        env = job_process_env(launch, workdir=workdir, gpu_devices=devices, portal_python=portal_python)
         starter = subprocess.Popen(
             [
                 sys.executable,
@@ -188,9 +254,12 @@ class LocalBackend:
                 "apps.compute.local_runner",
                 str(folder),
                 str(launch.max_runtime_seconds),
+                str(workdir),
                 "--",
                 *argv,
             ],
+            # The runner itself is imported from the portal's tree (`-m`); the command it
+            # starts runs in `workdir`.
             cwd=settings.BASE_DIR,
             env=env,
             start_new_session=True,

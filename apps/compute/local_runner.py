@@ -1,11 +1,12 @@
 """Runs one launch's command on the worker host, detached from the Celery worker.
 
-    python -m apps.compute.local_runner <launch dir> <max seconds> -- <argv...>
+    python -m apps.compute.local_runner <launch dir> <max seconds> <work dir> -- <argv...>
 
 The runner double-forks so the worker never has to reap it (no zombies, and the job keeps
 running across a worker restart), starts the command in its own process group (the one
-`cancel` kills), streams output to <launch dir>/output.log, and writes <launch dir>/exit.json
-when the command ends. No shell is involved: argv is executed as given.
+`cancel` kills) with <work dir> as its working directory and the runner's own environment
+(the allow-list the backend built), streams output to <launch dir>/output.log, and writes
+<launch dir>/exit.json when the command ends. No shell is involved: argv is executed as given.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def end_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
     return proc.wait()
 
 
-def run(launch_dir: Path, max_seconds: float, argv: list[str]) -> int:
+def run(launch_dir: Path, max_seconds: float, argv: list[str], workdir: Path | None = None) -> int:
+    """Run `argv` in `workdir` (default: the runner's own), record its pid and exit; see the
+    module docstring. Returns 0 (the command's own exit code goes to exit.json)."""
     log_path = launch_dir / "output.log"
     reason = ""
     with open(log_path, "ab", buffering=0) as out:
@@ -47,7 +50,7 @@ def run(launch_dir: Path, max_seconds: float, argv: list[str]) -> int:
             # The command gets a process group of its own: cancel and the time limit end the
             # whole group (the job's own children too) while the runner lives to record it.
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0
+                argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0
             )
         except OSError as exc:
             out.write(f"plinth: could not start {argv[0]!r}: {exc}\n".encode())
@@ -69,12 +72,12 @@ def run(launch_dir: Path, max_seconds: float, argv: list[str]) -> int:
 
 
 def main() -> None:
-    launch_dir, max_seconds, sep, *argv = sys.argv[1:]
-    assert sep == "--" and argv, "usage: local_runner <dir> <max seconds> -- <argv...>"
+    launch_dir, max_seconds, workdir, sep, *argv = sys.argv[1:]
+    assert sep == "--" and argv, "usage: local_runner <dir> <max seconds> <work dir> -- <argv...>"
     if os.fork() > 0:  # the first child returns at once; the grandchild is adopted by init
         os._exit(0)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sys.exit(run(Path(launch_dir), float(max_seconds), argv))
+    sys.exit(run(Path(launch_dir), float(max_seconds), argv, Path(workdir)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from apps.access.roles import Action
 from apps.accounts.models import User
 from apps.audit.services import record
 from apps.compute.base import Observation
-from apps.compute.registry import get_backend
+from apps.compute.registry import check_enabled, get_backend
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
 from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, Template
@@ -45,7 +45,9 @@ class QuotaExceeded(Conflict):
 
 
 def check_local_gpus(project: Project, gpus: int) -> None:
-    """The local backend hands out the GPUs NVML reports on its host, and no more."""
+    """The local backend hands out the GPUs NVML reports on its host, and no more; and
+    nothing at all when it is disabled (BackendDisabled, 409: see `compute.registry`)."""
+    check_enabled(project.backend)
     if project.backend != "local" or not gpus:
         return
     available = len(get_backend("local").inventory())

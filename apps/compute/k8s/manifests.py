@@ -58,7 +58,13 @@ def build_job_manifest(launch: Launch) -> dict[str, Any]:
 
     The command is an argument list (never a shell string): the first item becomes the
     container's `command`, the rest its `args`, so a parameter such as `; rm -rf /` reaches
-    the program as one literal argument."""
+    the program as one literal argument.
+
+    The environment is the job's own (`runenv.job_env`: MLflow run variables without
+    credentials, the launch's identity, PLINTH_PARAM_*) plus, through `envFrom`, only the
+    project namespace's MLflow Secret (PLINTH_KUBE_MLFLOW_SECRET): nothing from the
+    portal's environment or its Secret, no volumes, no service account token, no service
+    links."""
     project = launch.project
     template = launch.template
     labels = job_labels(launch)
@@ -89,6 +95,8 @@ def build_job_manifest(launch: Launch) -> dict[str, Any]:
         "containers": [container],
         # Training code has no business with the Kubernetes API.
         "automountServiceAccountToken": False,
+        # No *_SERVICE_HOST/_PORT variables for every Service in the namespace.
+        "enableServiceLinks": False,
     }
     gpus = int((launch.resources or {}).get("gpus") or 0)
     gpu_model = str((launch.resources or {}).get("gpu_model") or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 NS_PER_SECOND = 1_000_000_000
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,88 @@ class RateLimiter:
             self._peak = 0
 
 
+class SharedRateLimiter(RateLimiter):
+    """The same limit, one budget for every process: web, workers and beat on every host.
+
+    The cluster sees the sum of what all of Plinth's processes send, so a per-process
+    bucket of `qps` lets N processes send N * `qps`. This one counts requests in a moving
+    window in shared storage (the `limits` library; Redis in production): no window of
+    `window_seconds` ever holds more than `qps * window_seconds` requests from all of them
+    together. When the storage does not answer, the process falls back to its own
+    per-process bucket (logged) rather than stop talking to the cluster.
+
+    `storage_uri`: a `limits` storage URI ("redis://host:6379/0"); `key`: the budget's
+    name (processes sharing a key share a budget)."""
+
+    def __init__(
+        self,
+        qps: float,
+        storage_uri: str,
+        *,
+        key: str = "plinth:kube-api",
+        window_seconds: int = 1,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.storage import storage_from_string
+        from limits.strategies import MovingWindowRateLimiter
+
+        super().__init__(qps, sleep=sleep)
+        self.storage_uri = storage_uri
+        self.key = key
+        self.window_seconds = window_seconds
+        # Rounded down: a request fewer per window is harmless, one more is not.
+        self._item = RateLimitItemPerSecond(max(1, math.floor(qps * window_seconds + 1e-9)), window_seconds)
+        self._strategy = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self._fallback_logged = False
+
+    @property
+    def mode(self) -> str:
+        """The limit in words, for the status page (the storage without credentials)."""
+        return f"{self.qps:g} requests/s shared by all processes ({self.storage_uri.split('@')[-1]}, moving window)"
+
+    def try_acquire(self) -> bool:
+        """Take one request from the shared budget if there is one now; never waits."""
+        with self._lock:
+            return self._try_take(self._clock()) == 0
+
+    def _try_take(self, now: int) -> int:
+        if self._interval == 0:
+            return 0
+        try:
+            if self._strategy.hit(self._item, self.key):
+                return 0
+            reset_at = self._strategy.get_window_stats(self._item, self.key).reset_time
+        except Exception:  # storage down: keep the cluster safe from this process at least
+            if not self._fallback_logged:
+                logger.warning("rate-limit storage %s unavailable; limiting per process", self.storage_uri)
+                self._fallback_logged = True
+            return super()._try_take(now)
+        # Poll at least every 50 ms: the moving window frees one slot at a time.
+        return max(1_000_000, min(int((reset_at - time.time()) * NS_PER_SECOND), 50_000_000))
+
+
 _shared: dict[float, RateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
+def limiter_mode(limiter: RateLimiter) -> str:
+    """How `limiter` enforces its rate, in words, for the status page."""
+    if isinstance(limiter, SharedRateLimiter):
+        return limiter.mode
+    if limiter.qps <= 0:
+        return "off (PLINTH_KUBE_QPS is 0)"
+    return f"{limiter.qps:g} requests/s per process (no shared storage configured: PLINTH_KUBE_RATELIMIT_STORAGE)"
+
+
 def shared_limiter(qps: float | None = None) -> RateLimiter:
     """One limiter per process and rate: every gateway built from settings draws on it, so
-    the limit holds however many backend objects a process makes."""
+    the limit holds however many backend objects a process makes. With
+    `PLINTH_KUBE_RATELIMIT_STORAGE` set (it defaults to a configured Redis cache or broker)
+    the budget is shared by all processes (`SharedRateLimiter`); else it is per process."""
     rate = float(settings.PLINTH_KUBE_QPS if qps is None else qps)
     with _shared_lock:
         if rate not in _shared:
-            _shared[rate] = RateLimiter(rate)
+            storage = settings.PLINTH_KUBE_RATELIMIT_STORAGE
+            _shared[rate] = SharedRateLimiter(rate, storage) if storage and rate > 0 else RateLimiter(rate)
         return _shared[rate]
