@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,6 +27,7 @@ from apps.accounts.serializers import (
     TeamUpdateSerializer,
 )
 from apps.core.middleware import client_ip
+from apps.core.schema import TOO_MANY, ErrorSerializer
 
 
 class AuthTokenView(APIView):
@@ -35,12 +36,15 @@ class AuthTokenView(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(request=AuthTokenRequestSerializer, responses={200: AuthTokenResponseSerializer})
+    @extend_schema(
+        request=AuthTokenRequestSerializer,
+        responses={200: AuthTokenResponseSerializer, 429: OpenApiResponse(ErrorSerializer, TOO_MANY)},
+    )
     def post(self, request: Request) -> Response:
         body = AuthTokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         ip, username = client_ip(request), body.validated_data["username"]
-        lockout = ratelimit.check(ip, username)
+        lockout = ratelimit.begin(ip, username)  # counted before the password is checked
         if lockout is not None:
             return Response(
                 {"detail": lockout.message},
@@ -49,11 +53,16 @@ class AuthTokenView(APIView):
             )
         user = authenticate(request, username=username, password=body.validated_data["password"])
         if user is None or not user.is_active:
-            ratelimit.record_failure(ip, username)
             return Response({"detail": "Wrong username or password."}, status=status.HTTP_400_BAD_REQUEST)
         assert isinstance(user, User)
-        ratelimit.reset(ip, username)
-        token, key = services.create_api_token(user, name=body.validated_data.get("name") or "api login")
+        ratelimit.succeeded(ip, username)
+        name = body.validated_data.get("name")
+        token, key = services.create_api_token(
+            user,
+            name=name or "api login",
+            expires_at=body.validated_data.get("expires_at"),
+            number_if_taken=not name,
+        )
         return Response({"token": key, "name": token.name, "expires_at": token.expires_at})
 
 

@@ -18,10 +18,21 @@ class ApiTokenAuthentication(authentication.TokenAuthentication):
     keyword = "Token"
 
     def authenticate_credentials(self, key: str) -> tuple[Any, ApiToken]:
-        token = ApiToken.objects.usable().select_related("user").filter(digest=hash_token(key)).first()
-        if token is None:
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        """The token's user, or AuthenticationFailed (401) saying why: unknown, revoked,
+        expired (with when), or its owner deactivated. Only the key's digest is looked up."""
+        token = ApiToken.objects.select_related("user").filter(digest=hash_token(key)).first()
         now = timezone.now()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This token was revoked; create a new one on your account page.")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise exceptions.AuthenticationFailed(
+                f"This token expired at {token.expires_at.isoformat(timespec='seconds')}; "
+                "create a new one on your account page."
+            )
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("This token's account is deactivated.")
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
             token.last_used_at = now

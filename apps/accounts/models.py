@@ -26,6 +26,25 @@ class User(AbstractUser):
     it grants every action everywhere and the admin console."""
 
     is_platform_admin = models.BooleanField(default=False)
+    # The identity-provider identity this account signs in as (OpenID Connect `iss` + `sub`,
+    # which the provider promises never to reassign). Both empty: no SSO link. Usernames are
+    # never used to match an SSO sign-in to an account (see apps.accounts.oidc).
+    sso_issuer = models.CharField(max_length=255, blank=True, default="")
+    sso_subject = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # keeps verbose_name
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sso_issuer", "sso_subject"],
+                condition=~models.Q(sso_subject=""),
+                name="one_account_per_sso_identity",
+            )
+        ]
+
+    @property
+    def has_sso_link(self) -> bool:
+        """Whether an identity-provider identity is linked to this account."""
+        return bool(self.sso_subject)
 
     def team_roles(self) -> dict[int, str]:
         """team id -> role, loaded once per user object (a request's user lives one request)."""
@@ -150,6 +169,15 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # A name says where a token is used; two live tokens with one name can't be told
+            # apart when one of them has to be revoked. Revoked tokens free their name.
+            models.UniqueConstraint(
+                fields=["user", "name"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="one_live_token_name_per_user",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -191,9 +191,26 @@ def remove_member(actor: User, membership: Membership) -> None:
     _schedule_access_sync(team)
 
 
+def _free_token_name(user: User, base: str) -> str:
+    """`base`, or `base (2)`, `base (3)`… whichever `user` holds no live token called."""
+    taken = set(ApiToken.objects.filter(user=user, revoked_at__isnull=True).values_list("name", flat=True))
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base[:70]} ({n})"
+    return name
+
+
 @transaction.atomic
-def create_api_token(actor: User, *, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
-    """Create a token for `actor`. Returns the row and the key; the key is never stored."""
+def create_api_token(
+    actor: User, *, name: str, expires_at: datetime | None = None, number_if_taken: bool = False
+) -> tuple[ApiToken, str]:
+    """Create a token for `actor`. Returns the row and the key; only the key's SHA-256
+    digest is stored, so the key is shown once and never again. `expires_at` (aware
+    datetime, optional) must be in the future; the authentication class refuses the token
+    after it. A user's live (unrevoked) tokens have distinct names: a taken name is an
+    InvalidInput on `name`, unless `number_if_taken` (the password exchange's default name),
+    which picks `name (2)`, `name (3)`…"""
     name = (name or "").strip()
     if not name:
         raise InvalidInput.field("name", "Give the token a name, e.g. the laptop or pipeline that uses it.")
@@ -201,10 +218,23 @@ def create_api_token(actor: User, *, name: str, expires_at: datetime | None = No
         raise InvalidInput.field("name", "Keep the name under 80 characters.")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput.field("expires_at", "The expiry must be in the future.")
+    if number_if_taken:
+        name = _free_token_name(actor, name)
+    taken = f"You already have a token called {name!r}: choose another name, or revoke that token first."
+    if ApiToken.objects.filter(user=actor, name=name, revoked_at__isnull=True).exists():
+        raise InvalidInput.field("name", taken)
     key = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=actor, name=name, prefix=key[: len(TOKEN_PREFIX) + 6], digest=hash_token(key), expires_at=expires_at
-    )
+    try:
+        with transaction.atomic():
+            token = ApiToken.objects.create(
+                user=actor,
+                name=name,
+                prefix=key[: len(TOKEN_PREFIX) + 6],
+                digest=hash_token(key),
+                expires_at=expires_at,
+            )
+    except IntegrityError:  # the same name created at the same moment (constraint one_live_token_name_per_user)
+        raise InvalidInput.field("name", taken) from None
     record(actor, "token.created", token, after=token.as_audit())
     return token, key
 
@@ -329,6 +359,122 @@ def reactivate_user(actor: User, user: User) -> User:
     user.save(update_fields=["is_active"])
     record(actor, "user.reactivated", user, before=before, after=_user_audit(user))
     _schedule_access_sync(*Membership.objects.filter(user=user).values_list("team_id", flat=True))
+    return user
+
+
+@transaction.atomic
+def unlock_sign_in(actor: User, user: User) -> int:
+    """Lift every sign-in lock on `user`'s account (platform admins): the per-address locks
+    and the account's ceiling (apps.accounts.ratelimit.unlock). Returns how many attempts
+    were counted against the account; audited as `user.sign_in_unlocked`."""
+    from apps.accounts import ratelimit
+
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins unlock sign-in.")
+    counted = ratelimit.unlock(user.username)
+    record(actor, "user.sign_in_unlocked", user, after={"username": user.username, "attempts_counted": counted})
+    return counted
+
+
+# --- SSO: accounts keyed on the identity provider's issuer + subject ----------------------------
+def _sso_audit(user: User) -> dict[str, Any]:
+    return {"username": user.username, "issuer": user.sso_issuer, "subject": user.sso_subject}
+
+
+def _clean_identity(issuer: str, subject: str) -> tuple[str, str]:
+    issuer, subject = (issuer or "").strip(), (subject or "").strip()
+    if not issuer or len(issuer) > 255:
+        raise InvalidInput.field("issuer", "Give the identity provider's issuer URL (the `iss` claim).")
+    if not subject or len(subject) > 255:
+        raise InvalidInput.field("subject", "Give the person's subject at the identity provider (the `sub` claim).")
+    return issuer, subject
+
+
+@transaction.atomic
+def create_sso_user(
+    *, issuer: str, subject: str, username: str, email: str = "", first_name: str = "", last_name: str = ""
+) -> User:
+    """Sign up a person the identity provider vouched for (called by apps.accounts.oidc at a
+    first SSO sign-in): a new account keyed on `issuer` + `subject`, without a password. The
+    username is the provider's; if any account already has it (case-insensitively: a local
+    account, a platform admin, another provider's user), this is a Conflict and nothing is
+    created: an account is never taken over by a name, and a platform admin links an
+    existing account explicitly (`link_sso_identity`). `email` is only passed when the
+    provider marked it verified. Audited as `user.sso_signed_up` (actor: the new user)."""
+    issuer, subject = _clean_identity(issuer, subject)
+    username = (username or "").strip()[:150]
+    try:
+        User.username_validator(username)
+    except ValidationError:
+        raise InvalidInput.field(
+            "username", f"The identity provider's username {username!r} is not usable here."
+        ) from None
+    if User.objects.filter(sso_issuer=issuer, sso_subject=subject).exists():
+        raise Conflict("This identity provider account already has a Plinth account.")
+    if not username or User.objects.filter(username__iexact=username).exists():
+        raise Conflict(
+            f"An account called {username!r} already exists in Plinth. Ask a platform admin to link it to your "
+            "single sign-on identity."
+        )
+    user = User(
+        username=username,
+        email=email,
+        first_name=first_name[:150],
+        last_name=last_name[:150],
+        sso_issuer=issuer,
+        sso_subject=subject,
+    )
+    user.set_unusable_password()
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:  # the same person's first sign-in twice at once, or the name just taken
+        raise Conflict("That account was created at the same moment; sign in again.") from None
+    record(user, "user.sso_signed_up", user, after={**_sso_audit(user), "email": user.email})
+    return user
+
+
+@transaction.atomic
+def link_sso_identity(actor: User | None, user: User, *, issuer: str, subject: str) -> User:
+    """Link an existing account to an identity-provider identity (`issuer` + `subject`), so
+    that SSO signs that person in as `user`. Platform admins only (`actor` None: an operator
+    at the command line, `manage.py link_sso`). Refused (Conflict) for a platform admin's
+    account (break-glass admins stay local; make an SSO account an admin instead), for an
+    inactive account, and when the identity is already linked to another account. Audited
+    as `user.sso_linked` with the previous link, if any."""
+    if actor is not None and not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins link accounts to SSO identities.")
+    issuer, subject = _clean_identity(issuer, subject)
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_platform_admin:
+        raise Conflict(f"{user.username} is a platform admin: platform admin accounts are never linked to SSO.")
+    if not user.is_active:
+        raise Conflict(f"{user.username} is deactivated; reactivate the account first.")
+    other = User.objects.filter(sso_issuer=issuer, sso_subject=subject).exclude(pk=user.pk).first()
+    if other is not None:
+        raise Conflict(f"That identity is already linked to {other.username}; unlink it there first.")
+    if (user.sso_issuer, user.sso_subject) == (issuer, subject):
+        return user
+    before = _sso_audit(user)
+    user.sso_issuer, user.sso_subject = issuer, subject
+    user.save(update_fields=["sso_issuer", "sso_subject"])
+    record(actor, "user.sso_linked", user, before=before, after=_sso_audit(user))
+    return user
+
+
+@transaction.atomic
+def unlink_sso_identity(actor: User | None, user: User) -> User:
+    """Remove `user`'s SSO link (platform admins, or an operator when `actor` is None): SSO
+    no longer signs anyone in as this account. Audited as `user.sso_unlinked`."""
+    if actor is not None and not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins unlink accounts from SSO identities.")
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if not user.has_sso_link:
+        return user
+    before = _sso_audit(user)
+    user.sso_issuer = user.sso_subject = ""
+    user.save(update_fields=["sso_issuer", "sso_subject"])
+    record(actor, "user.sso_unlinked", user, before=before, after=_sso_audit(user))
     return user
 
 

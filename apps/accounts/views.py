@@ -13,6 +13,7 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views import View
 from django.views.generic import TemplateView
 
@@ -42,8 +43,10 @@ class PlinthLoginView(LoginView):
         return context
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Counted before the password is checked, so simultaneous guesses cannot all slip
+        # under the limit (apps.accounts.ratelimit).
         ip, username = client_ip(request), str(request.POST.get("username", ""))[:150]
-        lockout = ratelimit.check(ip, username)
+        lockout = ratelimit.begin(ip, username)
         if lockout is not None:
             context = self.get_context_data(form=self.get_form(), lockout=lockout.message)
             response = render(request, self.template_name, context, status=429)
@@ -51,9 +54,7 @@ class PlinthLoginView(LoginView):
             return response
         response = super().post(request, *args, **kwargs)
         if getattr(request.user, "is_authenticated", False):
-            ratelimit.reset(ip, username)
-        else:
-            ratelimit.record_failure(ip, username)
+            ratelimit.succeeded(ip, username)
         return response
 
 
@@ -81,7 +82,7 @@ class HomeView(LoginRequiredMixin, TemplateView):
         managed = {m.team_id for m in memberships if m.role == Role.LEAD}
         for project in projects:
             manages = policies.is_platform_admin(user) or project.team_id in managed
-            if project.mlflow_state == ExperimentState.FAILED and manages:
+            if project.mlflow_state in (ExperimentState.FAILED, ExperimentState.REFUSED) and manages:
                 items.append(
                     {
                         "level": "error",
@@ -272,6 +273,9 @@ class MemberChangeView(ObjectAccessMixin, View):
         return _render_members(request, team, status=status, member_error=error)
 
 
+NEW_TOKEN_SESSION_KEY = "plinth_new_api_token"
+
+
 class AccountView(LoginRequiredMixin, View):
     """My account: memberships and API tokens (create shows the key once; revoke)."""
 
@@ -288,7 +292,17 @@ class AccountView(LoginRequiredMixin, View):
         return context
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return render(request, self.template_name, self.context(request))
+        # A key just created is handed over through the session once (post/redirect/get):
+        # popped here, so a refresh or the back button never shows it again.
+        extra: dict[str, Any] = {}
+        fresh = request.session.pop(NEW_TOKEN_SESSION_KEY, None)
+        if isinstance(fresh, dict) and isinstance(fresh.get("id"), int):
+            token = ApiToken.objects.filter(pk=fresh["id"], user=actor_of(request)).first()
+            if token is not None:
+                extra = {"new_key": str(fresh.get("key", "")), "new_token": token}
+        response = render(request, self.template_name, self.context(request, **extra))
+        add_never_cache_headers(response)
+        return response
 
     def post(self, request: HttpRequest) -> HttpResponse:
         form = TokenForm(request.POST)
@@ -303,7 +317,8 @@ class AccountView(LoginRequiredMixin, View):
         if result is None:
             return render(request, self.template_name, self.context(request, form=form), status=status)
         token, key = result
-        return render(request, self.template_name, self.context(request, new_key=key, new_token=token), status=201)
+        request.session[NEW_TOKEN_SESSION_KEY] = {"id": token.pk, "key": key}
+        return redirect("account")
 
 
 class TokenRevokeView(LoginRequiredMixin, View):

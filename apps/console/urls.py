@@ -12,6 +12,7 @@ urlpatterns = [
     path("users/<str:username>/", views.UserDetailView.as_view(), name="user-detail"),
     path("users/<str:username>/deactivate/", views.UserActiveView.as_view(), name="user-deactivate"),
     path("users/<str:username>/reactivate/", views.UserActiveView.as_view(activate=True), name="user-reactivate"),
+    path("users/<str:username>/unlock/", views.UserUnlockView.as_view(), name="user-unlock"),
     path("tokens/<int:pk>/revoke/", views.TokenRevokeView.as_view(), name="token-revoke"),
     path("teams/", views.TeamListView.as_view(), name="team-list"),
     path("teams/<slug:slug>/", views.TeamDetailView.as_view(), name="team-detail"),

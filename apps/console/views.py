@@ -28,6 +28,7 @@ from apps.access.lookups import (
 )
 from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
+from apps.accounts import ratelimit
 from apps.accounts import services as account_services
 from apps.accounts.models import ApiToken, SsoGroupMapping, Team
 from apps.console import selectors
@@ -140,6 +141,8 @@ class UserDetailView(ConsoleMixin, TemplateView):
             access=selectors.user_access(person, viewer),
             is_admin=is_admin,
             tokens=list(ApiToken.objects.filter(user=person).order_by("-created_at")) if is_admin else [],
+            sso_linked=person.has_sso_link,
+            sign_in_failures=ratelimit.failures(person.username) if is_admin else 0,
         )
         return context
 
@@ -161,6 +164,18 @@ class UserActiveView(ConsoleMixin, View):
                 messages.success(request, f"{username} is deactivated: their sessions and API tokens ended.")
         except Conflict as exc:
             messages.error(request, exc.message)
+        return redirect("console:user-detail", username=username)
+
+
+class UserUnlockView(ConsoleMixin, View):
+    """POST: a platform admin lifts the sign-in locks on an account (audited)."""
+
+    admin_only = True
+
+    def post(self, request: HttpRequest, username: str) -> HttpResponse:
+        person = get_user_for_user(request.user, username, Action.ADMIN)
+        counted = account_services.unlock_sign_in(actor_of(request), person)
+        messages.success(request, f"Sign-in unlocked for {username} ({counted} recent attempts forgotten).")
         return redirect("console:user-detail", username=username)
 
 

@@ -30,6 +30,7 @@ class OidcProvider:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
         self.jwks = {"keys": [{**jwk, "kid": KID, "alg": "RS256", "use": "sig"}]}
         self.next_login: dict[str, Any] = {}
+        self.userinfo_overrides: dict[str, Any] = {}  # claims userinfo answers differently from the ID token
         self.codes: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
         self.token_requests: list[dict[str, str]] = []
@@ -121,4 +122,4 @@ class OidcProvider:
         claims = self.tokens.get(token)
         if claims is None:
             return self.json({"error": "invalid_token"}, 401)
-        return self.json(claims)
+        return self.json({**claims, **self.userinfo_overrides})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -104,15 +105,97 @@ def test_a_token_needs_a_name_and_a_future_expiry(ada: User) -> None:
 
 
 def test_the_account_page_shows_a_new_key_once(ada: User) -> None:
+    """Post/redirect/get: the POST answers a redirect (so refreshing the page that shows the
+    key repeats a GET, not the creation), the next GET shows the key, later ones never."""
     client = client_for(ada)
     created = client.post("/account/", {"name": "notebook", "expires_in_days": "30"})
-    assert created.status_code == 201
+    assert created.status_code == 302 and created["Location"] == "/account/"
+    assert key_not_in_response(created)
+    shown = client.get("/account/")
+    key = shown.context["new_key"]
     token = ApiToken.objects.get(user=ada)
-    key = created.context["new_key"]
-    assert key.encode() in created.content
+    assert token.digest == hash_token(key) and key.encode() in shown.content
+    assert "no-store" in shown["Cache-Control"]
     assert token.expires_at is not None
-    assert key.encode() not in client.get("/account/").content
+    assert timedelta(days=29) < token.expires_at - timezone.now() <= timedelta(days=30)
+    refreshed = client.get("/account/")
+    assert key.encode() not in refreshed.content and "new_key" not in refreshed.context
+    assert ApiToken.objects.filter(user=ada).count() == 1
+    assert with_token(key).get("/api/v1/me/").status_code == 200
     revoked = client.post(f"/account/tokens/{token.pk}/revoke/")
     assert revoked.status_code == 302
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def key_not_in_response(response: Any) -> bool:
+    return b"plt_" not in response.content
+
+
+def test_the_new_key_is_shown_only_to_the_session_that_created_it(ada: User) -> None:
+    creator, other_browser = client_for(ada), client_for(ada)
+    creator.post("/account/", {"name": "notebook"})
+    assert "new_key" not in other_browser.get("/account/").context
+    assert "new_key" in creator.get("/account/").context
+
+
+def test_a_duplicate_token_name_is_a_400_on_the_page_and_in_the_api(ada: User) -> None:
+    client = client_for(ada)
+    client.post("/account/", {"name": "laptop"})
+    again = client.post("/account/", {"name": "laptop"})
+    assert again.status_code == 400
+    assert "already have a token called 'laptop'" in again.context["form"].errors["name"][0]
+    api = APIClient().post(
+        "/api/v1/auth/token/", {"username": "ada", "password": PASSWORD, "name": "laptop"}, format="json"
+    )
+    assert api.status_code == 400 and "already have a token" in api.json()["name"][0]
+    assert ApiToken.objects.filter(user=ada, name="laptop").count() == 1
+
+
+def test_a_revoked_tokens_name_can_be_used_again_and_other_users_names_are_theirs(ada: User, lin: User) -> None:
+    token, _ = services.create_api_token(ada, name="laptop")
+    services.create_api_token(lin, name="laptop")
+    services.revoke_api_token(ada, token)
+    services.create_api_token(ada, name="laptop")
+    assert ApiToken.objects.filter(user=ada, name="laptop").count() == 2
+
+
+def test_two_password_exchanges_without_a_name_get_numbered_names(ada: User) -> None:
+    for _ in range(2):
+        response = APIClient().post("/api/v1/auth/token/", {"username": "ada", "password": PASSWORD}, format="json")
+        assert response.status_code == 200
+    assert set(ApiToken.objects.filter(user=ada).values_list("name", flat=True)) == {"api login", "api login (2)"}
+
+
+def test_the_api_sets_an_expiry_and_an_expired_token_is_a_401_that_says_so(ada: User) -> None:
+    when = (timezone.now() + timedelta(days=7)).replace(microsecond=0)
+    response = APIClient().post(
+        "/api/v1/auth/token/",
+        {"username": "ada", "password": PASSWORD, "name": "ci", "expires_at": when.isoformat()},
+        format="json",
+    )
+    assert response.status_code == 200
+    token = ApiToken.objects.get(user=ada, name="ci")
+    assert token.expires_at == when
+    key = response.json()["token"]
+    assert with_token(key).get("/api/v1/me/").status_code == 200
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    expired = with_token(key).get("/api/v1/me/")
+    assert expired.status_code == 401 and "This token expired at" in expired.json()["detail"]
+
+
+def test_an_expiry_in_the_past_is_a_400_and_creates_nothing(ada: User) -> None:
+    response = APIClient().post(
+        "/api/v1/auth/token/",
+        {"username": "ada", "password": PASSWORD, "expires_at": "2001-01-01T00:00:00Z"},
+        format="json",
+    )
+    assert response.status_code == 400 and "future" in response.json()["expires_at"][0]
+    assert not ApiToken.objects.exists()
+
+
+def test_a_revoked_token_is_a_401_that_says_so(ada: User) -> None:
+    token, key = services.create_api_token(ada, name="laptop")
+    services.revoke_api_token(ada, token)
+    response = with_token(key).get("/api/v1/me/")
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]

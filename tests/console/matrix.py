@@ -45,6 +45,7 @@ MATRIX: dict[str, Route] = {
     "console:user-detail": route(VIC, Op("GET", "lin", too_weak="ada", outsider=403)),
     "console:user-deactivate": route(VIC, Op("POST", "root", ok=302, too_weak="lin", outsider=403)),
     "console:user-reactivate": route(VIC, Op("POST", "root", ok=302, too_weak="lin", outsider=403)),
+    "console:user-unlock": route(VIC, Op("POST", "root", ok=302, too_weak="lin", outsider=403)),
     # Platform admins revoke anyone's token (the owner does it from their account page).
     "console:token-revoke": route(
         lambda w: {"pk": w.ada_token.pk}, Op("POST", "root", ok=302, too_weak="lin", outsider=403)
