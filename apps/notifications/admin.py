@@ -50,4 +50,4 @@ class DeliveryAdmin(ReadOnlyAdmin):
 class TeamWebhookAdmin(ReadOnlyAdmin):
     # The secret never appears here: it signs the team's webhook calls.
     list_display = ["team", "url", "is_active", "updated_at", "updated_by"]
-    fields = ["team", "url", "is_active", "created_at", "updated_at", "updated_by"]
+    fields = ["team", "url", "is_active", "secret_set_at", "created_at", "updated_at", "updated_by"]

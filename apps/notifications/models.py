@@ -18,8 +18,10 @@ class TeamWebhook(models.Model):
 
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="webhook")
     url = models.URLField(max_length=500)
-    # Stored as given: the portal needs it to sign. Shown once, then only its first characters.
+    # Stored as given: the portal needs it to sign. Shown once when Plinth makes it, never again.
     secret = models.CharField(max_length=128)
+    # When the secret was last set (made, rotated or typed in): the page shows this instead.
+    secret_set_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -1,5 +1,6 @@
 """Every change to notifications: queueing a notification (a row per delivery, sent by a
-task after commit), configuring a team's webhook, and sending one delivery."""
+task after commit), configuring a team's webhook and rotating its secret, and sending one
+delivery. Webhook URLs go through apps.core.outbound both when saved and when called."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.serializers.json import DjangoJSONEncoder
@@ -21,7 +21,8 @@ from django.utils import timezone
 from apps.access import policies
 from apps.accounts.models import Team, User
 from apps.audit.services import record
-from apps.core.errors import InvalidInput, NotAllowed
+from apps.core import outbound
+from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
 from apps.notifications import signing
 from apps.notifications.models import Channel, Delivery, DeliveryStatus, Notification, TeamWebhook
@@ -88,12 +89,18 @@ def configure_webhook(
 ) -> tuple[TeamWebhook, str]:
     """Set the team's webhook (leads, platform admins). An empty `secret` keeps the current
     one, or makes a new one for a first webhook. Returns the row and the secret when Plinth
-    made it (to be shown once), else ""."""
+    made it (to be shown once), else "".
+
+    The URL must be http(s) without credentials, and its host must not resolve to a loopback,
+    private, link-local, metadata or other non-public address unless a platform admin
+    allow-listed it (`PLINTH_OUTBOUND_ALLOWED_HOSTS`; the rule is apps.core.outbound's).
+    Raises NotAllowed (403), InvalidInput (400) naming the refused address and why."""
     if not policies.can_manage_team(actor, team):
         raise NotAllowed("Only the team's leads and platform admins configure its webhook.")
-    url = (url or "").strip()
-    if not url.startswith(("https://", "http://")):
-        raise InvalidInput.field("url", "Give the full http(s) address the notifications should be POSTed to.")
+    try:
+        url = outbound.validate_url(url or "")
+    except outbound.RefusedURL as exc:
+        raise InvalidInput.field("url", webhook_refusal(exc)) from exc
     hook = TeamWebhook.objects.select_for_update().filter(team=team).first()
     before = {"url": hook.url, "is_active": hook.is_active} if hook else None
     made = "" if secret or hook is not None else signing.new_secret()
@@ -104,9 +111,35 @@ def configure_webhook(
     if len(hook.secret) < 16:
         raise InvalidInput.field("secret", "Use a secret of at least 16 characters (or leave it empty for a new one).")
     hook.url, hook.is_active, hook.updated_by, hook.updated_at = url, is_active, actor, timezone.now()
+    if secret or made:
+        hook.secret_set_at = hook.updated_at
     hook.save()
     after = {"url": hook.url, "is_active": hook.is_active, "secret_changed": bool(secret or made)}
     record(actor, "team.webhook_configured", hook, team=team, before=before, after=after)
+    return hook, made
+
+
+def webhook_refusal(exc: outbound.RefusedURL) -> str:
+    """The sentence a lead reads when a webhook URL is refused."""
+    hint = " Ask a platform admin to allow-list the host if it is meant." if "resolves to" in exc.reason else ""
+    return f"The webhook URL {exc.reason}.{hint}"
+
+
+@transaction.atomic
+def rotate_webhook_secret(actor: User, team: Team) -> tuple[TeamWebhook, str]:
+    """Replace the team's webhook secret with a new one Plinth makes (leads, platform admins).
+    Returns the row and the new secret, to be shown once. The audit event records the
+    rotation, never the secret. Raises NotAllowed (403), Conflict (409) with no webhook."""
+    if not policies.can_manage_team(actor, team):
+        raise NotAllowed("Only the team's leads and platform admins rotate its webhook secret.")
+    hook = TeamWebhook.objects.select_for_update().filter(team=team).first()
+    if hook is None:
+        raise Conflict("The team has no webhook yet: add one first.")
+    made = signing.new_secret()
+    now = timezone.now()
+    hook.secret, hook.secret_set_at, hook.updated_by, hook.updated_at = made, now, actor, now
+    hook.save(update_fields=["secret", "secret_set_at", "updated_by", "updated_at"])
+    record(actor, "team.webhook_secret_rotated", hook, team=team, after={"secret_set_at": now.isoformat()})
     return hook, made
 
 
@@ -142,7 +175,7 @@ def _send_webhook(delivery: Delivery) -> None:
         sort_keys=True,
     ).encode()
     timestamp = str(int(time.time()))
-    response = requests.post(
+    reply = outbound.post(
         hook.url,
         data=body,
         headers={
@@ -154,24 +187,30 @@ def _send_webhook(delivery: Delivery) -> None:
             "X-Plinth-Signature": signing.sign(hook.secret, timestamp, body),
         },
         timeout=float(getattr(settings, "PLINTH_WEBHOOK_TIMEOUT", 5.0)),
-        allow_redirects=False,
     )
-    if not 200 <= response.status_code < 300:
-        raise RuntimeError(f"the webhook answered {response.status_code}")
+    if not 200 <= reply.status < 300:
+        raise RuntimeError(f"the webhook answered {reply.status}")
 
 
 def send(delivery: Delivery) -> tuple[str, int | None]:
     """Send a claimed delivery; record the outcome. Returns ("sent" | "retry" | "failed",
-    seconds until the next attempt for "retry")."""
+    seconds until the next attempt for "retry"). A webhook URL refused by apps.core.outbound
+    (a non-public address, a redirect) fails at once with the reason: no retry changes it."""
+    refused = False
     try:
         if delivery.channel == Channel.EMAIL:
             _send_email(delivery)
         else:
             _send_webhook(delivery)
+    except outbound.RefusedURL as exc:
+        refused, reason = True, f"Refused: {webhook_refusal(exc)}"[:1000]
     except Exception as exc:  # any failure of the receiver is recorded and retried
         reason = f"{type(exc).__name__}: {exc}"[:1000]
+    else:
+        reason = ""
+    if reason:
         now = timezone.now()
-        if delivery.attempts >= max_attempts():
+        if refused or delivery.attempts >= max_attempts():
             Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
                 status=DeliveryStatus.FAILED, last_error=reason, lease_until=None, updated_at=now
             )
