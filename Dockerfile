@@ -28,4 +28,5 @@ USER 10001
 EXPOSE 8000
 # Liveness only: readiness (/readyz) is the orchestrator's business.
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+# Worker timeout = PLINTH_WEB_TIMEOUT, from the settings (portal/gunicorn.py).
+CMD ["gunicorn", "-c", "python:portal.gunicorn", "portal.wsgi:application"]

@@ -1,4 +1,5 @@
-"""Checks of the parts Plinth depends on, shared by /readyz and the system status page."""
+"""Checks of the parts Plinth depends on: `readiness` for /readyz (can this process serve?),
+`system_status` for the status page and `/readyz?full=1` (is everything up?)."""
 
 from __future__ import annotations
 
@@ -93,9 +94,57 @@ def check_cluster() -> Check:
     return _timed("cluster", run, required=False)
 
 
+def check_reconciler() -> Check:
+    """How long the last `sync_launches` pass took against its period (apps.core.leases):
+    "attention" when it or another reconciler's last pass took longer than its period, or
+    no pass has finished yet."""
+
+    def run() -> str:
+        from apps.core.models import ReconcilerPass
+
+        row = ReconcilerPass.objects.filter(name="sync_launches").first()
+        if row is None or row.last_duration_seconds is None:
+            raise RuntimeError("No reconciler pass has finished yet. Is `celery beat` running?")
+        took = f"last reconciler pass took {row.last_duration_seconds:.1f} s (every {row.period_seconds:g} s"
+        took += f", finished {row.last_finished_at:%H:%M:%S} UTC; {row.skipped} skipped while one ran)"
+        if row.too_slow:
+            raise RuntimeError(f"{took}: slower than its period, so launches update late")
+        slow = [r for r in ReconcilerPass.objects.exclude(name="sync_launches") if r.too_slow]
+        if slow:
+            names = ", ".join(f"{r.name} ({r.last_duration_seconds:.1f} s, every {r.period_seconds:g} s)" for r in slow)
+            raise RuntimeError(f"{took}; slower than their period: {names}")
+        return took
+
+    return _timed("reconciler", run, required=False)
+
+
+def check_kube_rate_limit() -> Check:
+    """Which Kubernetes API rate limit applies: shared by all processes, or per process."""
+
+    def run() -> str:
+        from apps.compute.k8s.ratelimit import limiter_mode, shared_limiter
+
+        return limiter_mode(shared_limiter())
+
+    return _timed("cluster rate limit", run, required=False)
+
+
 def readiness() -> list[Check]:
-    return [check_database(), check_broker(), check_mlflow()]
+    """What decides whether this web process gets traffic: only what it needs to serve a
+    page (the database). MLflow, the broker and the cluster being down show on pages as
+    banners and 503s; taking every web pod out of the Service for them would turn a
+    partial outage into a full one."""
+    return [check_database()]
 
 
 def system_status() -> list[Check]:
-    return [check_database(), check_broker(), check_worker(), check_mlflow(), check_cluster()]
+    """Everything Plinth depends on, for the status page and `/readyz?full=1`."""
+    return [
+        check_database(),
+        check_broker(),
+        check_worker(),
+        check_mlflow(),
+        check_cluster(),
+        check_reconciler(),
+        check_kube_rate_limit(),
+    ]

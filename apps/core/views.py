@@ -18,9 +18,13 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 @never_cache
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: database, broker and MLflow answer; 503 naming what is down."""
-    checks = health.readiness()
-    down = [c for c in checks if not c.ok]
+    """Readiness: this process can serve (its database answers); 503 naming what is down.
+    `?full=1`: every dependency (database, broker, worker, MLflow, cluster, reconciler,
+    rate limit), 503 when a required one (database, broker, MLflow) is down — for
+    monitoring, not for the load balancer."""
+    full = request.GET.get("full") in ("1", "true", "yes")
+    checks = health.system_status() if full else health.readiness()
+    down = [c for c in checks if not c.ok and c.required]
     body = {
         "status": "ok" if not down else "unavailable",
         "checks": {c.name: {"ok": c.ok, "detail": c.detail, "ms": c.millis} for c in checks},

@@ -100,7 +100,19 @@ def _after_end(launch: Launch) -> None:
 def sync_launches() -> dict[str, int]:
     """The reconciler (beat, every few seconds): poll each backend in bulk, apply what it
     sees, end MLflow runs, resubmit or fail launches stuck in `submitting`, re-send queued
-    launches whose message was lost, and retry cancels."""
+    launches whose message was lost, and retry cancels. One pass at a time across all
+    workers (apps.core.leases): a pass that finds another running returns {"skipped": 1}."""
+    from django.conf import settings
+
+    from apps.core.leases import single_pass
+
+    with single_pass("sync_launches", float(settings.PLINTH_SYNC_SECONDS)) as mine:
+        if not mine:
+            return {"skipped": 1}
+        return _sync_launches_pass()
+
+
+def _sync_launches_pass() -> dict[str, int]:
     counts = {"polled": 0, "ended": 0, "resubmitted": 0}
     now = timezone.now()
     live = Launch.objects.select_related("project__team", "template").filter(

@@ -26,8 +26,29 @@ def test_healthz_answers_without_touching_dependencies(client: object) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_is_503_and_names_mlflow_when_it_is_down(client: object) -> None:
+def test_readiness_stays_200_while_mlflow_is_down(client: object) -> None:
     response = client.get("/readyz")  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.json()
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] is True
+    assert "mlflow" not in checks
+
+
+def test_readiness_is_503_when_the_database_does_not_answer(client: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    def refuse(self: object) -> None:
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "cursor", refuse)
+    response = client.get("/readyz")  # type: ignore[attr-defined]
+    assert response.status_code == 503
+    database = response.json()["checks"]["database"]
+    assert (database["ok"], database["detail"]) == (False, "database is gone")
+
+
+def test_the_full_check_is_503_and_names_mlflow_when_it_is_down(client: object) -> None:
+    response = client.get("/readyz?full=1")  # type: ignore[attr-defined]
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["database"]["ok"] is True
@@ -38,7 +59,7 @@ def test_readyz_is_503_and_names_mlflow_when_it_is_down(client: object) -> None:
 
 @pytest.mark.mlflow
 def test_readyz_is_200_when_everything_answers(client: object, mlflow_up: str) -> None:
-    response = client.get("/readyz")  # type: ignore[attr-defined]
+    response = client.get("/readyz?full=1")  # type: ignore[attr-defined]
     assert response.status_code == 200, response.json()
     assert response.json()["status"] == "ok"
 
@@ -80,9 +101,10 @@ def test_the_status_page_is_for_platform_admins(root: User, lin: User) -> None:
     response = client_for(root).get("/status/")
     assert response.status_code == 200
     names = [c.name for c in response.context["checks"]]
-    assert names == ["database", "broker", "worker", "mlflow", "cluster"]
+    assert names == ["database", "broker", "worker", "mlflow", "cluster", "reconciler", "cluster rate limit"]
     by_name = {c.name: c for c in response.context["checks"]}
     assert by_name["database"].ok and not by_name["mlflow"].ok
+    assert '<td>mlflow</td><td><span class="state state-failed">down</span>' in response.content.decode()
     assert "No worker has ever answered" in by_name["worker"].detail
     assert "not configured" in by_name["cluster"].detail
 
