@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from apps.core.chart_text import chart_text, chart_texts
 from apps.gpus.usage import UsageRow
 
 ALLOCATED = "#9aa5b1"
@@ -32,7 +33,7 @@ def heatmap_figure(columns: list[datetime], labels: list[str], rows: list[list[f
             {
                 "type": "heatmap",
                 "x": columns,
-                "y": labels,
+                "y": chart_texts(labels),
                 "z": rows,
                 "zmin": 0,
                 "zmax": 100,
@@ -52,7 +53,7 @@ def heatmap_figure(columns: list[datetime], labels: list[str], rows: list[list[f
 
 def usage_figure(rows: list[UsageRow]) -> dict[str, Any]:
     """GPU-hours allocated versus used, one pair of bars per team or project."""
-    keys = [r.key for r in rows]
+    keys = chart_texts(r.key for r in rows)
     return {
         "data": [
             {
@@ -101,12 +102,13 @@ def launch_figure(series: dict[str, Any]) -> dict[str, Any]:
     """Utilization (top) and memory used (bottom) of each GPU a launch held."""
     data: list[dict[str, Any]] = []
     for label, trace in series["gpus"].items():
-        data.append({"type": "scatter", "mode": "lines", "name": f"{label} util", "x": trace["t"], "y": trace["util"]})
+        name = chart_text(label)
+        data.append({"type": "scatter", "mode": "lines", "name": f"{name} util", "x": trace["t"], "y": trace["util"]})
         data.append(
             {
                 "type": "scatter",
                 "mode": "lines",
-                "name": f"{label} memory",
+                "name": f"{name} memory",
                 "x": trace["t"],
                 "y": trace["mem"],
                 "yaxis": "y2",

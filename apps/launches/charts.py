@@ -6,6 +6,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from apps.core.chart_text import chart_text, chart_texts
 from apps.launches.models import Launch, Sweep
 from apps.tracking.gateway import gateway
 
@@ -41,19 +42,19 @@ def sweep_figure(sweep: Sweep, trials: list[Launch], metrics: dict[int, dict[str
         values = [t.parameters.get(name) for t in scored]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             log = isinstance(sweep.space[name], dict) and sweep.space[name].get("log")
-            dimensions.append({"label": name + (" (log)" if log else ""), "values": values})
+            dimensions.append({"label": chart_text(name + (" (log)" if log else "")), "values": values})
         else:
             labels = sorted({str(v) for v in values})
             dimensions.append(
                 {
-                    "label": name,
+                    "label": chart_text(name),
                     "values": [labels.index(str(v)) for v in values],
                     "tickvals": list(range(len(labels))),
-                    "ticktext": labels,
+                    "ticktext": chart_texts(labels),
                 }
             )
     scores = [metrics[t.pk][sweep.metric] for t in scored]
-    dimensions.append({"label": sweep.metric, "values": scores})
+    dimensions.append({"label": chart_text(sweep.metric), "values": scores})
     figure = go.Figure(
         go.Parcoords(
             line={

@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from apps.accounts.models import Team
-from apps.projects.models import Backend
+from apps.projects.models import Backend, default_backend
 
 
 class ProjectCreateForm(forms.Form):
@@ -14,15 +14,28 @@ class ProjectCreateForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     gpu_quota = forms.IntegerField(min_value=0, initial=0, label="GPU quota")
-    backend = forms.ChoiceField(choices=Backend.choices, initial=Backend.LOCAL)
+    backend = forms.ChoiceField(choices=Backend.choices, initial=default_backend)
     namespace = forms.CharField(max_length=63, required=False, help_text="Default: plinth-<team>-<project>.")
     mlflow_experiment = forms.CharField(
-        max_length=250, required=False, help_text="Default: <team>/<project>; an existing experiment is attached."
+        max_length=250,
+        required=False,
+        help_text="A new experiment Plinth creates. Default: <team>/<project>.",
+    )
+    attach_existing = forms.BooleanField(
+        required=False,
+        label="Attach the existing experiment of that name",
+        help_text="Platform admins only: link an experiment that already exists in MLflow.",
     )
 
-    def __init__(self, *args: Any, teams: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, teams: Any = None, is_admin: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = teams if teams is not None else Team.objects.none()  # type: ignore[attr-defined]
+        if not is_admin:
+            del self.fields["attach_existing"]
+
+
+class ExperimentAttachForm(forms.Form):
+    experiment = forms.CharField(max_length=250, help_text="The MLflow experiment's id or name.")
 
 
 class ProjectEditForm(forms.Form):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from apps.accounts.serializers import MAX_COUNT, slug_field
 from apps.projects.models import Backend, Project
 
 
@@ -33,17 +34,34 @@ class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
 class ProjectCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     team = serializers.CharField(help_text="The owning team's slug.")
-    slug = serializers.CharField(max_length=40)
+    slug = slug_field()
     name = serializers.CharField(max_length=120)
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    gpu_quota = serializers.IntegerField(min_value=0, default=0)
-    backend = serializers.ChoiceField(choices=Backend.choices, default=Backend.LOCAL)
+    gpu_quota = serializers.IntegerField(min_value=0, max_value=MAX_COUNT, default=0)
+    backend = serializers.ChoiceField(
+        choices=Backend.choices, required=False, help_text="Default: the platform's PLINTH_DEFAULT_BACKEND."
+    )
     namespace = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
-    mlflow_experiment = serializers.CharField(max_length=250, required=False, allow_blank=True, default="")
+    mlflow_experiment = serializers.CharField(
+        max_length=250,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Name of the NEW experiment Plinth creates (default <team>/<project>).",
+    )
+    attach_existing = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Platform admins only: link the experiment of that name that already exists in MLflow.",
+    )
+
+
+class ExperimentAttachSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    experiment = serializers.CharField(max_length=250, help_text="The MLflow experiment's id or name.")
 
 
 class ProjectUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(max_length=120, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
-    gpu_quota = serializers.IntegerField(min_value=0, required=False)
+    gpu_quota = serializers.IntegerField(min_value=0, max_value=MAX_COUNT, required=False)
     backend = serializers.ChoiceField(choices=Backend.choices, required=False)

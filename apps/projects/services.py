@@ -6,14 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from apps.access import policies
 from apps.accounts.models import Team, User, slug_validator
 from apps.audit.services import record
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
-from apps.projects.models import Backend, ExperimentState, Project, namespace_validator
+from apps.projects.models import (
+    EXPERIMENT_PROJECT_TAG,
+    EXPERIMENT_TEAM_TAG,
+    Backend,
+    ExperimentState,
+    Project,
+    default_backend,
+    namespace_validator,
+)
 
 
 def _validated(validator: Any, field: str, value: str) -> str:
@@ -52,7 +60,67 @@ def _schedule_experiment_link(project: Project) -> None:
     enqueue_on_commit(ensure_project_experiment, project.pk)
 
 
-@transaction.atomic
+def experiment_refusal(
+    experiment: dict[str, Any],
+    *,
+    team_slug: str,
+    slug: str,
+    attach_existing: bool,
+    project_pk: int | None = None,
+) -> tuple[str, str] | None:
+    """Why the MLflow experiment `experiment` (MLflow's dict: experiment_id, name, tags,
+    lifecycle_stage) may not be linked to the project `team_slug/slug`, as (state, sentence),
+    or None when it may.
+
+    The rule (the hardening issue on cross-team experiments): a project reaches MLflow only
+    through its experiment's id, and one id belongs to at most one project; an experiment
+    Plinth created for this very project (it carries the project's `plinth.team` and
+    `plinth.project` tags) is linked; any other existing experiment is linked only when a
+    platform admin allowed it (`attach_existing`); a deleted one never."""
+    experiment_id = str(experiment.get("experiment_id", ""))
+    name = str(experiment.get("name", ""))
+    holders = Project.objects.filter(mlflow_experiment_id=experiment_id)
+    if project_pk is not None:
+        holders = holders.exclude(pk=project_pk)
+    if experiment_id and holders.exists():
+        return (
+            ExperimentState.REFUSED,
+            f"The MLflow experiment {name!r} (id {experiment_id}) belongs to another Plinth project; "
+            "one experiment belongs to at most one project. Pick another name.",
+        )
+    tags = {t.get("key"): t.get("value") for t in experiment.get("tags", []) or []}
+    ours = tags.get(EXPERIMENT_TEAM_TAG) == team_slug and tags.get(EXPERIMENT_PROJECT_TAG) == slug
+    if not ours and not attach_existing:
+        return (
+            ExperimentState.REFUSED,
+            f"An MLflow experiment called {name!r} already exists and Plinth did not create it for this "
+            "project: pick another name, or ask a platform admin to attach that experiment.",
+        )
+    if experiment.get("lifecycle_stage") == "deleted":
+        return ExperimentState.FAILED, f"The MLflow experiment {name!r} exists but is deleted; restore it in MLflow."
+    return None
+
+
+def _check_experiment_name(team: Team, slug: str, name: str, *, attach_existing: bool) -> None:
+    """At creation, while MLflow answers: refuse at once (409) a name that belongs to an
+    experiment this project may not have. MLflow down: the link task checks later."""
+    from apps.tracking.gateway import MlflowError, MlflowUnavailable, gateway
+
+    try:
+        existing = gateway().get_experiment_by_name(name)
+    except (MlflowUnavailable, MlflowError):
+        return
+    if existing is None:
+        if attach_existing:
+            raise InvalidInput.field(
+                "mlflow_experiment", f"MLflow has no experiment called {name!r} to attach; leave attach unset."
+            )
+        return
+    refusal = experiment_refusal(existing, team_slug=team.slug, slug=slug, attach_existing=attach_existing)
+    if refusal is not None:
+        raise Conflict(refusal[1], fields={"mlflow_experiment": [refusal[1]]})
+
+
 def create_project(
     actor: User,
     team: Team,
@@ -61,13 +129,54 @@ def create_project(
     name: str,
     description: str = "",
     gpu_quota: int = 0,
-    backend: str = Backend.LOCAL,
+    backend: str | None = None,
     namespace: str = "",
     mlflow_experiment: str = "",
+    attach_existing: bool = False,
 ) -> Project:
-    """Create a project in `team` (its leads, platform admins). The MLflow experiment is
-    created (or attached when it exists) by a task after commit, so creating a project
-    succeeds while MLflow is down."""
+    """Create a project in `team` (its leads, platform admins). `backend` defaults to
+    `PLINTH_DEFAULT_BACKEND`. The MLflow experiment is created by a task after commit, so
+    creating a project succeeds while MLflow is down.
+
+    `mlflow_experiment` names a NEW experiment (default `<team>/<project>`). A name taken in
+    MLflow by an experiment Plinth did not create for this project is a 409 (checked now when
+    MLflow answers, and again when the task links it: the project is then `refused`).
+    `attach_existing` (platform admins only, else 403) links the existing experiment of that
+    name instead; the decision is part of the audited `project.created` event. Raises
+    InvalidInput (400), NotAllowed (403), Conflict (409: budget, experiment)."""
+    if attach_existing and not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins attach an MLflow experiment that already exists; a lead gets a new one.")
+    experiment = (mlflow_experiment or Project.default_experiment(team.slug, slug)).strip()
+    if policies.can_manage_team(actor, team) and slug and not Project.objects.filter(team=team, slug=slug).exists():
+        _check_experiment_name(team, slug, experiment, attach_existing=attach_existing)
+    return _create_project(
+        actor,
+        team,
+        slug=slug,
+        name=name,
+        description=description,
+        gpu_quota=gpu_quota,
+        backend=default_backend() if backend is None or backend == "" else backend,
+        namespace=namespace,
+        mlflow_experiment=experiment,
+        attach_existing=attach_existing,
+    )
+
+
+@transaction.atomic
+def _create_project(
+    actor: User,
+    team: Team,
+    *,
+    slug: str,
+    name: str,
+    description: str,
+    gpu_quota: int,
+    backend: str,
+    namespace: str,
+    mlflow_experiment: str,
+    attach_existing: bool,
+) -> Project:
     team = Team.objects.select_for_update().get(pk=team.pk)
     if not policies.can_manage_team(actor, team):
         raise NotAllowed("Only the team's leads and platform admins create projects.")
@@ -84,11 +193,11 @@ def create_project(
         raise InvalidInput.field("slug", f"Team {team.slug} already has a project called {slug!r}.")
     if Project.objects.filter(namespace=namespace).exists():
         raise InvalidInput.field("namespace", f"The namespace {namespace!r} is already used by another project.")
-    mlflow_experiment = (mlflow_experiment or Project.default_experiment(team.slug, slug)).strip()
+    if not mlflow_experiment:
+        raise InvalidInput.field("mlflow_experiment", "Name the MLflow experiment, or leave it for the default.")
     if Project.objects.filter(mlflow_experiment_name=mlflow_experiment).exists():
-        raise InvalidInput.field(
-            "mlflow_experiment", f"The experiment {mlflow_experiment!r} belongs to another project."
-        )
+        message = f"The experiment {mlflow_experiment!r} belongs to another project; pick another name."
+        raise Conflict(message, fields={"mlflow_experiment": [message]})
     _check_quota_fits(team, gpu_quota)
     project = Project.objects.create(
         team=team,
@@ -99,6 +208,7 @@ def create_project(
         backend=backend,
         namespace=namespace,
         mlflow_experiment_name=mlflow_experiment,
+        mlflow_attach_existing=attach_existing,
     )
     record(actor, "project.created", project, team=team, project=project, after=project.as_audit())
     _schedule_experiment_link(project)
@@ -144,39 +254,74 @@ def update_project(
     return project
 
 
+def _mark_unlinked(project: Project, state: str, message: str) -> Project:
+    """Record that the link failed (`failed`) or was refused (`refused`), with the reason,
+    and audit it; the project keeps no experiment id."""
+    with transaction.atomic():
+        Project.objects.filter(pk=project.pk).exclude(mlflow_state=ExperimentState.LINKED).update(
+            mlflow_state=state, mlflow_error=message[:500]
+        )
+        project.refresh_from_db()
+        verb = "project.experiment_refused" if state == ExperimentState.REFUSED else "project.experiment_failed"
+        record(None, verb, project, team=project.team, project=project, after={"error": message[:500]})
+    return project
+
+
 def link_experiment(project_pk: int) -> Project | None:
-    """Create or attach the project's MLflow experiment. Raises MlflowUnavailable when
-    MLflow is down (the caller retries); records a refusal (e.g. a deleted experiment) on
-    the row. Idempotent: a linked project is left alone."""
+    """Create the project's MLflow experiment (or, when a platform admin allowed it at
+    creation, attach the existing one of that name) and store its id. Raises
+    MlflowUnavailable when MLflow is down (the caller retries). An existing experiment the
+    project may not have (see `experiment_refusal`) is never attached: the project becomes
+    `refused` with the reason; MLflow refusing is `failed`. Idempotent: a linked project is
+    left alone, and an experiment this task created before a crash is recognised by its tags."""
     from apps.tracking.gateway import MlflowError, gateway
 
     project = Project.objects.select_related("team").filter(pk=project_pk).first()
     if project is None or project.mlflow_state == ExperimentState.LINKED:
         return project
     Project.objects.filter(pk=project.pk).update(mlflow_attempts=project.mlflow_attempts + 1)
+    client = gateway()
+    name = project.mlflow_experiment_name
+    tags = {**project.experiment_owner_tags, "plinth.project_id": str(project.pk)}
     try:
-        experiment_id = gateway().ensure_experiment(
-            project.mlflow_experiment_name, tags={"plinth.team": project.team.slug, "plinth.project": project.slug}
-        )
-    except MlflowError as exc:
-        with transaction.atomic():
-            Project.objects.filter(pk=project.pk).update(mlflow_state=ExperimentState.FAILED, mlflow_error=exc.message)
-            project.refresh_from_db()
-            record(
-                None,
-                "project.experiment_failed",
-                project,
-                team=project.team,
-                project=project,
-                after={"error": exc.message},
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            try:
+                experiment_id = client.create_experiment(name, tags)
+            except MlflowError as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                existing = client.get_experiment_by_name(name)  # created meanwhile by someone else
+                if existing is None:
+                    raise
+        if existing is not None:
+            refusal = experiment_refusal(
+                existing,
+                team_slug=project.team.slug,
+                slug=project.slug,
+                attach_existing=project.mlflow_attach_existing,
+                project_pk=project.pk,
             )
-        return project
-    with transaction.atomic():
-        updated = (
-            Project.objects.filter(pk=project.pk)
-            .exclude(mlflow_state=ExperimentState.LINKED)
-            .update(mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.LINKED, mlflow_error="")
+            if refusal is not None:
+                return _mark_unlinked(project, *refusal)
+            experiment_id = str(existing["experiment_id"])
+    except MlflowError as exc:
+        return _mark_unlinked(project, ExperimentState.FAILED, exc.message)
+    try:
+        with transaction.atomic():
+            updated = (
+                Project.objects.filter(pk=project.pk)
+                .exclude(mlflow_state=ExperimentState.LINKED)
+                .update(mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.LINKED, mlflow_error="")
+            )
+    except IntegrityError:  # another project took this id between the check and now
+        return _mark_unlinked(
+            project,
+            ExperimentState.REFUSED,
+            f"The MLflow experiment {name!r} (id {experiment_id}) belongs to another Plinth project; "
+            "one experiment belongs to at most one project. Pick another name.",
         )
+    with transaction.atomic():
         project.refresh_from_db()
         if updated:
             record(
@@ -185,7 +330,140 @@ def link_experiment(project_pk: int) -> Project | None:
                 project,
                 team=project.team,
                 project=project,
-                after={"mlflow_experiment_id": experiment_id, "name": project.mlflow_experiment_name},
+                after={
+                    "mlflow_experiment_id": experiment_id,
+                    "name": project.mlflow_experiment_name,
+                    "attached_existing": existing is not None,
+                },
             )
             _schedule_access_sync(project)  # MLflow permissions need the experiment's id
+    return project
+
+
+RENAME_PAGES = 10  # experiments/search pages read per pass (1,000 experiments a page)
+
+
+def refresh_experiment_names() -> int:
+    """Follow renames made in MLflow: every linked project's display name becomes its
+    experiment's current name, found by id (names are for display; the id is the link).
+    Reads experiments/search page by page (at most RENAME_PAGES); each change is audited
+    as `project.experiment_renamed`. Returns how many names changed; MlflowUnavailable
+    propagates (the caller tries again later)."""
+    from apps.tracking.gateway import gateway
+
+    linked = dict(
+        Project.objects.filter(mlflow_state=ExperimentState.LINKED)
+        .exclude(mlflow_experiment_id="")
+        .values_list("mlflow_experiment_id", "mlflow_experiment_name")
+    )
+    if not linked:
+        return 0
+    current: dict[str, str] = {}
+    token = ""
+    for _ in range(RENAME_PAGES):
+        page, token = gateway().search_experiments(token)
+        for experiment in page:
+            current[str(experiment.get("experiment_id"))] = str(experiment.get("name", ""))
+        if not token:
+            break
+    changed = 0
+    for experiment_id, name in linked.items():
+        new = current.get(experiment_id)
+        if not new or new == name or len(new) > 250:
+            continue
+        with transaction.atomic():
+            project = Project.objects.select_for_update().select_related("team").get(mlflow_experiment_id=experiment_id)
+            before = project.mlflow_experiment_name
+            Project.objects.filter(pk=project.pk).update(mlflow_experiment_name=new)
+            record(
+                None,
+                "project.experiment_renamed",
+                project,
+                team=project.team,
+                project=project,
+                before={"name": before},
+                after={"name": new, "mlflow_experiment_id": experiment_id},
+            )
+        changed += 1
+    return changed
+
+
+def attach_experiment(actor: User, project: Project, experiment: str) -> Project:
+    """Platform admins only (403 otherwise): link `project` to an experiment that already
+    exists in MLflow, named by id or by name, e.g. one created outside Plinth, after its
+    owners agreed. 400 when MLflow has no such experiment; 409 when it is deleted, another
+    project holds it, or the project is already linked to a different one; 503 while MLflow
+    is down. Audited as `project.experiment_attached`; repeating it is a no-op."""
+    from apps.tracking.gateway import gateway
+
+    if not policies.is_platform_admin(actor):
+        raise NotAllowed("Only platform admins attach an existing MLflow experiment to a project.")
+    wanted = (experiment or "").strip()
+    if not wanted:
+        raise InvalidInput.field("experiment", "Name the MLflow experiment by id or by name.")
+    if len(wanted) > 250:
+        raise InvalidInput.field("experiment", "An MLflow experiment name is at most 250 characters.")
+    if project.mlflow_state == ExperimentState.LINKED and project.mlflow_experiment_id:
+        if wanted in (project.mlflow_experiment_id, project.mlflow_experiment_name):
+            return project
+        raise Conflict(
+            f"{project.full_slug} is already linked to MLflow experiment {project.mlflow_experiment_id}; "
+            "its runs live there, so it cannot be moved to another experiment."
+        )
+    client = gateway()
+    found = client.get_experiment(wanted) if wanted.isdigit() else None
+    if found is None:
+        found = client.get_experiment_by_name(wanted)
+    if found is None:
+        raise InvalidInput.field("experiment", f"MLflow has no experiment {wanted!r} (by id or name).")
+    experiment_id, name = str(found["experiment_id"]), str(found.get("name", ""))
+    if found.get("lifecycle_stage") == "deleted":
+        raise Conflict(f"The MLflow experiment {name!r} is deleted; restore it in MLflow first.")
+    try:
+        with transaction.atomic():
+            project = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
+            if project.mlflow_state == ExperimentState.LINKED and project.mlflow_experiment_id == experiment_id:
+                return project
+            if project.mlflow_state == ExperimentState.LINKED and project.mlflow_experiment_id:
+                raise Conflict(
+                    f"{project.full_slug} is already linked to MLflow experiment {project.mlflow_experiment_id}; "
+                    "its runs live there, so it cannot be moved to another experiment."
+                )
+            holder = Project.objects.filter(mlflow_experiment_id=experiment_id).exclude(pk=project.pk).first()
+            if holder is not None:
+                raise Conflict(
+                    f"The MLflow experiment {name!r} (id {experiment_id}) belongs to {holder.full_slug}; "
+                    "one experiment belongs to at most one project."
+                )
+            before = {**project.as_audit(), "mlflow_experiment_id": project.mlflow_experiment_id}
+            project.mlflow_experiment_id = experiment_id
+            project.mlflow_experiment_name = name or project.mlflow_experiment_name
+            project.mlflow_state = ExperimentState.LINKED
+            project.mlflow_error = ""
+            project.mlflow_attach_existing = True
+            project.save(
+                update_fields=[
+                    "mlflow_experiment_id",
+                    "mlflow_experiment_name",
+                    "mlflow_state",
+                    "mlflow_error",
+                    "mlflow_attach_existing",
+                ]
+            )
+            after = {**project.as_audit(), "mlflow_experiment_id": experiment_id}
+            record(
+                actor,
+                "project.experiment_attached",
+                project,
+                team=project.team,
+                project=project,
+                before=before,
+                after=after,
+            )
+            _schedule_access_sync(project)
+    except IntegrityError:
+        raise Conflict(
+            f"The MLflow experiment {name!r} (id {experiment_id}) belongs to another project; "
+            "one experiment belongs to at most one project."
+        ) from None
     return project

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 from celery import shared_task
 
 from apps.projects.models import ExperimentState, Project
@@ -24,15 +26,18 @@ def ensure_project_experiment(self: object, project_pk: int) -> None:
 
 @shared_task
 def sync_pending_experiments() -> int:
-    """Reconciler: link every project still waiting for its MLflow experiment."""
-    from apps.projects.services import link_experiment
+    """Reconciler: link every project still waiting for its MLflow experiment, then follow
+    renames made in MLflow (a linked project shows its experiment's current name)."""
+    from apps.projects.services import link_experiment, refresh_experiment_names
 
     linked = 0
     for pk in Project.objects.filter(mlflow_state=ExperimentState.PENDING).values_list("pk", flat=True)[:100]:
         try:
             project = link_experiment(pk)
         except MlflowUnavailable:
-            break  # MLflow is down: try again on the next beat
+            return linked  # MLflow is down: try again on the next beat
         if project is not None and project.mlflow_state == ExperimentState.LINKED:
             linked += 1
+    with contextlib.suppress(MlflowUnavailable):  # the next beat tries again
+        refresh_experiment_names()
     return linked

@@ -21,8 +21,8 @@ from apps.access.roles import Action
 from apps.accounts.models import Team
 from apps.core.pages import paginate, run_service
 from apps.projects import services
-from apps.projects.forms import ProjectCreateForm, ProjectEditForm
-from apps.projects.models import Backend, Project
+from apps.projects.forms import ExperimentAttachForm, ProjectCreateForm, ProjectEditForm
+from apps.projects.models import Backend, ExperimentState, Project
 from apps.tracking.gateway import gateway
 
 
@@ -64,10 +64,13 @@ class ProjectCreateView(LoginRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         teams = self.teams(request)
         initial = {"team": request.GET.get("team")} if request.GET.get("team") else {}
-        return render(request, self.template_name, {"form": ProjectCreateForm(teams=teams, initial=initial)})
+        form = ProjectCreateForm(teams=teams, initial=initial, is_admin=policies.is_platform_admin(request.user))
+        return render(request, self.template_name, {"form": form})
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        form = ProjectCreateForm(request.POST, teams=self.teams(request))
+        form = ProjectCreateForm(
+            request.POST, teams=self.teams(request), is_admin=policies.is_platform_admin(request.user)
+        )
         status = 400
         if form.is_valid():
             data = form.cleaned_data
@@ -83,6 +86,7 @@ class ProjectCreateView(LoginRequiredMixin, View):
                     backend=data["backend"],
                     namespace=data["namespace"],
                     mlflow_experiment=data["mlflow_experiment"],
+                    attach_existing=bool(data.get("attach_existing")),
                 ),
             )
             if project is not None:
@@ -107,6 +111,8 @@ class ProjectDetailView(ObjectAccessMixin, TemplateView):
             can_manage=policies.can_manage_team(self.request.user, team),
             quota_headroom=max(team.gpu_budget - siblings, 0),
             mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
+            can_attach=policies.is_platform_admin(self.request.user) and project.mlflow_state != ExperimentState.LINKED,
+            attach_form=ExperimentAttachForm(),
             **access_context(self.request, project),
             edit_form=ProjectEditForm(
                 initial={
@@ -149,6 +155,33 @@ class ProjectEditView(ObjectAccessMixin, View):
         context = view.get_context_data()
         context["edit_form"] = form
         context["edit_open"] = True
+        return render(request, ProjectDetailView.template_name, context, status=status)
+
+
+class ExperimentAttachView(ObjectAccessMixin, View):
+    """Platform admins attach an MLflow experiment that already exists (by id or name) to a
+    project that has none yet (audited; see services.attach_experiment)."""
+
+    lookup = get_project_by_slug_for_user
+    lookup_kwargs = ("team", "slug")
+
+    def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
+        project: Project = self.object
+        if not policies.is_platform_admin(request.user):
+            raise PermissionDenied("Only platform admins attach an existing MLflow experiment.")
+        form = ExperimentAttachForm(request.POST)
+        status = 400
+        if form.is_valid():
+            attached, status = run_service(
+                form, lambda: services.attach_experiment(actor_of(request), project, form.cleaned_data["experiment"])
+            )
+            if attached is not None:
+                messages.success(request, f"MLflow experiment {attached.mlflow_experiment_id} attached.")
+                return redirect("projects:detail", team=team, slug=slug)
+        view = ProjectDetailView(request=request, kwargs={"team": team, "slug": slug}, args=())
+        view.object = project
+        context = view.get_context_data()
+        context["attach_form"] = form
         return render(request, ProjectDetailView.template_name, context, status=status)
 
 

@@ -19,7 +19,9 @@ from apps.core.errors import InvalidInput
 from apps.projects.models import Project
 from apps.tracking.fetch import in_parallel
 from apps.tracking.gateway import MlflowError, gateway
-from apps.tracking.runs import Run, attach
+from apps.tracking.runs import Run, attach, run_in_project
+
+__all__ = ["get_project_run_for_user", "get_run_for_user", "get_run_in_project", "get_runs_for_user", "run_in_project"]
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # runs/search with `run_id IN (...)`: this many ids a call keeps the filter short.
@@ -80,10 +82,12 @@ def get_runs_for_user(user: Any, run_ids: list[str]) -> RunSet:
         return runs
 
     found: dict[str, Run] = {}
+    wanted = set(run_ids)
     for raw_runs in in_parallel(search, chunks):
         for raw in raw_runs:
             run = Run.from_mlflow(raw)
-            found[run.run_id] = run
+            if run.run_id in wanted and run_in_project(projects.get(run.experiment_id), run.experiment_id):
+                found[run.run_id] = run
     unknown = [run_id for run_id in run_ids if run_id not in found]
     if unknown:
         raise Http404(f"No such run: {unknown[0]}.")
@@ -121,7 +125,7 @@ def get_run_in_project(project: Project, run_id: str) -> Run:
         run = Run.from_mlflow(gateway().get_run(run_id))
     except MlflowError:
         raise Http404("No such run.") from None
-    if run.experiment_id != project.mlflow_experiment_id or run.is_deleted:
+    if not run_in_project(project, run.experiment_id) or run.is_deleted:
         raise Http404("No such run.")
     attach([run], {project.mlflow_experiment_id: project})
     return run

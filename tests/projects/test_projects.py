@@ -131,10 +131,12 @@ def test_the_experiment_is_created_in_a_real_mlflow_once_it_answers(project: Pro
 
 
 @pytest.mark.mlflow
-def test_an_existing_experiment_is_attached_not_duplicated(lin: User, team: Team, mlflow_up: str) -> None:
+def test_an_existing_experiment_is_attached_not_duplicated_when_a_platform_admin_says_so(
+    root: User, team: Team, mlflow_up: str
+) -> None:
     existing_id = MlflowGateway(mlflow_up).create_experiment("shared/legacy-experiment")
     project = services.create_project(
-        lin, team, slug="legacy", name="Legacy", mlflow_experiment="shared/legacy-experiment"
+        root, team, slug="legacy", name="Legacy", mlflow_experiment="shared/legacy-experiment", attach_existing=True
     )
     services.link_experiment(project.pk)
     project.refresh_from_db()

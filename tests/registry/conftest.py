@@ -10,6 +10,7 @@ import pytest
 
 from apps.access.roles import Role
 from apps.accounts.models import Membership, Team, User
+from apps.projects.models import ExperimentState, Project
 from apps.registry.mlflow import MlflowError
 from portal.celery import app
 from tests.conftest import make_user
@@ -33,9 +34,12 @@ def bea(team: Team) -> User:
 
 
 @pytest.fixture
-def fake_registry(monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
+def fake_registry(monkeypatch: pytest.MonkeyPatch, project: Project) -> FakeRegistry:
     """MLflow's registry as a stateful fake, with model `digits` of demo/demo: version 1
-    (accuracy 0.90) and version 2 (accuracy 0.95)."""
+    (accuracy 0.90) and version 2 (accuracy 0.95), made from runs in demo/demo's experiment
+    (the fake's runs live in experiment "1", which demo/demo is linked to)."""
+    Project.objects.filter(pk=project.pk).update(mlflow_experiment_id="1", mlflow_state=ExperimentState.LINKED)
+    project.refresh_from_db()
     fake = install(monkeypatch)
     fake.add_model("digits", "demo/demo", [{"accuracy": 0.90, "f1": 0.89}, {"accuracy": 0.95, "f1": 0.94}])
     return fake
@@ -75,7 +79,17 @@ class Registered:
 
     def version(self, name: str, metrics: dict[str, float], experiment: str = "outside") -> int:
         found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        team_slug, _, slug = experiment.partition("/")
+        # Tagged as Plinth tags the experiment it creates for project team/slug, and that
+        # project (if any) linked to it by id, as Plinth's link task would have.
+        experiment_id = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(experiment, tags={"plinth.team": team_slug, "plinth.project": slug})
+        )
+        Project.objects.filter(team__slug=team_slug, slug=slug).exclude(mlflow_experiment_id=experiment_id).update(
+            mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.LINKED
+        )
         run = self.client.create_run(experiment_id)
         for key, value in metrics.items():
             self.client.log_metric(run.info.run_id, key, value)

@@ -256,7 +256,9 @@ def test_a_model_registered_elsewhere_is_attached_by_a_lead(
     assert registered.client.get_registered_model(name).tags["plinth.project"] == "demo/demo"
     body = api_for(ada).get(f"/api/v1/models/{name}/").json()
     assert body["project"] == "demo/demo"
-    assert body["versions"][0]["run"]["metrics"] == {"accuracy": 0.9}
+    # Its run is in no experiment of demo/demo: shown as outside the project, without data.
+    assert body["versions"][0]["run"]["outside_project"] is True
+    assert body["versions"][0]["run"]["metrics"] == {}
     assert AuditEvent.objects.filter(verb="model.attached", actor=lin).count() == 1
 
 
