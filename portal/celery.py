@@ -36,6 +36,6 @@ def _reconciler_periods() -> dict[str, float]:
     return {e["task"]: float(e["schedule"]) for e in schedule.values() if e["task"] not in unleased}
 
 
-app = Celery("plinth", task_cls=PlinthTask)
+app: Celery = Celery("plinth", task_cls=PlinthTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -58,15 +59,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.deadline.RequestBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.core.timezones.TimezoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "apps.core.input.NulCharacterMiddleware",
     "apps.core.middleware.ServiceErrorMiddleware",
 ]
 
@@ -86,6 +90,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.core.context_processors.navigation",
             ],
+            # `|when`: every time on a page, in the viewer's zone and labelled.
+            "builtins": ["apps.core.templatetags.when"],
         },
     }
 ]
@@ -178,6 +184,8 @@ CACHES = {
 PLINTH_LOGIN_WINDOW_SECONDS = env_int("PLINTH_LOGIN_WINDOW_SECONDS", 15 * 60)
 PLINTH_LOGIN_FAILURES_PER_USER = env_int("PLINTH_LOGIN_FAILURES_PER_USER", 10)
 PLINTH_LOGIN_FAILURES_PER_IP = env_int("PLINTH_LOGIN_FAILURES_PER_IP", 50)
+# Per account from every address together: far above the per-address limit (see apps.accounts.ratelimit).
+PLINTH_LOGIN_ACCOUNT_CEILING = env_int("PLINTH_LOGIN_ACCOUNT_CEILING", 100)
 
 # --- SSO: OpenID Connect (mozilla-django-oidc); off unless PLINTH_OIDC_CLIENT_ID is set ---
 OIDC_RP_CLIENT_ID = env_str("PLINTH_OIDC_CLIENT_ID")
@@ -204,10 +212,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Strict JSON with NaN/inf metrics: they are written as "NaN"/"Infinity"/"-Infinity".
+    "DEFAULT_RENDERER_CLASSES": [
+        "apps.core.renderers.NumberSafeJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PAGINATION_CLASS": "apps.core.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.PlinthAutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -225,9 +238,17 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery ---------------------------------------------------------------------------
-CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", "filesystem://")
+# Embedded default: kombu's SQLAlchemy transport on a SQLite file of its own. A consumer
+# claims a message inside one `BEGIN IMMEDIATE` transaction, so a message is never handed
+# out twice nor read half-written (the filesystem transport could hand a worker a file
+# that was created but not yet written, and the worker died on it). Redis in production.
+CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")
 CELERY_BROKER_DIR = DATA_DIR / "broker"
-if CELERY_BROKER_URL.startswith("filesystem://"):
+if CELERY_BROKER_URL.startswith("sqla+sqlite"):
+    # Passed to SQLAlchemy's create_engine: wait for the write lock rather than fail at
+    # once; the worker, beat and the web processes all write to this file.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"connect_args": {"timeout": 30}}
+elif CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),
         "data_folder_out": str(CELERY_BROKER_DIR / "out"),
@@ -244,8 +265,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE = {
+PLINTH_SYNC_SECONDS = env_float("PLINTH_SYNC_SECONDS", 3.0)  # the launch reconciler's period
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "worker-heartbeat": {"task": "apps.core.tasks.heartbeat", "schedule": 30.0},
+    "broker-prune": {"task": "apps.core.tasks.prune_broker_messages", "schedule": 3600.0},
     "sync-mlflow-experiments": {"task": "apps.projects.tasks.sync_pending_experiments", "schedule": 60.0},
     "registry-promotions": {
         "task": "apps.registry.tasks.reconcile_promotions",
@@ -256,18 +279,52 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("PLINTH_ALIAS_SYNC_SECONDS", 60.0),
     },
     "notifications-retry": {"task": "apps.notifications.tasks.retry_deliveries", "schedule": 30.0},
-    "sync-launches": {"task": "apps.launches.tasks.sync_launches", "schedule": env_float("PLINTH_SYNC_SECONDS", 3.0)},
+    "sync-launches": {"task": "apps.launches.tasks.sync_launches", "schedule": PLINTH_SYNC_SECONDS},
     "sync-access": {
         "task": "apps.console.tasks.reconcile_access",
         "schedule": env_float("PLINTH_ACCESS_SYNC_SECONDS", 300.0),
     },
 }
 PLINTH_WORKER_STALE_SECONDS = env_int("PLINTH_WORKER_STALE_SECONDS", 120)
+# How long one reconciler pass may hold its lease before another may start (a pass that
+# crashed frees it after this); see apps.core.leases.
+PLINTH_RECONCILER_LEASE_SECONDS = env_int("PLINTH_RECONCILER_LEASE_SECONDS", 120)
 
 # --- MLflow ---------------------------------------------------------------------------
 MLFLOW_TRACKING_URI = env_str("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{env_int('PLINTH_MLFLOW_PORT', 5000)}")
 MLFLOW_UI_URL = env_str("PLINTH_MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
 MLFLOW_TIMEOUT = env_float("PLINTH_MLFLOW_TIMEOUT", 5.0)
+# History and artifact reads may take this long each (workers; web requests are capped below).
+PLINTH_MLFLOW_HISTORY_TIMEOUT = env_float("PLINTH_MLFLOW_HISTORY_TIMEOUT", 120.0)
+# MLflow's backend store, read-only (a SQLAlchemy URL, e.g. a read replica): metric histories
+# in one SQL query and exact cache checks (apps.tracking.store); empty: REST only.
+PLINTH_MLFLOW_STORE_URI = env_secret("PLINTH_MLFLOW_STORE_URI")
+# REST only: how long a cached cut history is served before it is read again (seconds).
+PLINTH_METRIC_CACHE_MAX_AGE = env_float("PLINTH_METRIC_CACHE_MAX_AGE", 3600.0)
+# Cut histories of runs that ended are computed in the background: every SCAN seconds, runs of
+# linked experiments that ended in the last LOOKBACK seconds (apps.tracking.tasks).
+PLINTH_METRIC_CACHE_SCAN_SECONDS = env_float("PLINTH_METRIC_CACHE_SCAN_SECONDS", 60.0)
+PLINTH_METRIC_CACHE_LOOKBACK_SECONDS = env_float("PLINTH_METRIC_CACHE_LOOKBACK_SECONDS", 900.0)
+CELERY_BEAT_SCHEDULE["metric-cache-finished-runs"] = {
+    "task": "apps.tracking.tasks.cache_finished_runs",
+    "schedule": PLINTH_METRIC_CACHE_SCAN_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["metric-cache-prune"] = {"task": "apps.tracking.tasks.prune_metric_cache", "schedule": 3600.0}
+# The runs table's column picker: an experiment's param/metric keys are cached this long
+# (seconds; 0 reads them on every page).
+PLINTH_RUN_KEYS_CACHE_SECONDS = env_int("PLINTH_RUN_KEYS_CACHE_SECONDS", 60)
+
+# --- web requests: one time budget ------------------------------------------------------
+# gunicorn's --timeout (portal/gunicorn.py) is PLINTH_WEB_TIMEOUT; the MLflow calls of one
+# web request together get what is left after a margin for rendering the answer, so a slow
+# MLflow yields a 503 page rather than a worker killed mid-request (apps.core.deadline).
+PLINTH_WEB_TIMEOUT = env_int("PLINTH_WEB_TIMEOUT", 60)
+PLINTH_WEB_MLFLOW_BUDGET = PLINTH_WEB_TIMEOUT - max(5.0, PLINTH_WEB_TIMEOUT / 6)
+if PLINTH_WEB_MLFLOW_BUDGET < MLFLOW_TIMEOUT:
+    raise RuntimeError(
+        f"PLINTH_WEB_TIMEOUT={PLINTH_WEB_TIMEOUT} leaves {PLINTH_WEB_MLFLOW_BUDGET:g} s for MLflow calls, "
+        f"less than PLINTH_MLFLOW_TIMEOUT={MLFLOW_TIMEOUT:g}: raise it"
+    )
 MLFLOW_TRACKING_USERNAME = env_str("MLFLOW_TRACKING_USERNAME")
 MLFLOW_TRACKING_PASSWORD = env_secret("MLFLOW_TRACKING_PASSWORD")
 # MLflow permission sync (when MLflow runs `--app-name basic-auth`): an MLflow admin account.
@@ -275,15 +332,24 @@ PLINTH_MLFLOW_ADMIN_USERNAME = env_str("PLINTH_MLFLOW_ADMIN_USERNAME")
 PLINTH_MLFLOW_ADMIN_PASSWORD = env_secret("PLINTH_MLFLOW_ADMIN_PASSWORD")
 
 # --- compute --------------------------------------------------------------------------
-PLINTH_DEFAULT_BACKEND = env_str("PLINTH_DEFAULT_BACKEND", "local")
+# New projects land where launches may run: the local backend is off in production by default.
+PLINTH_DEFAULT_BACKEND = env_str("PLINTH_DEFAULT_BACKEND", "kubernetes" if PRODUCTION else "local")
 PLINTH_KUBECONFIG = env_str("PLINTH_KUBECONFIG", os.environ.get("KUBECONFIG", ""))
 PLINTH_KUBE_IN_CLUSTER = env_bool("PLINTH_KUBE_IN_CLUSTER", False)
 PLINTH_KUBE_TIMEOUT = env_float("PLINTH_KUBE_TIMEOUT", 5.0)
 PLINTH_KUBE_QPS = env_float("PLINTH_KUBE_QPS", 20.0)  # client-side rate limit towards the API server
+# Where all processes count that rate together (a `limits` storage URI); empty: per process.
+PLINTH_KUBE_RATELIMIT_STORAGE = env_secret(
+    "PLINTH_KUBE_RATELIMIT_STORAGE",
+    next((url for url in (_cache_url, CELERY_BROKER_URL) if url.startswith(("redis://", "rediss://"))), ""),
+)
 PLINTH_KUBE_JOB_TTL = env_int("PLINTH_KUBE_JOB_TTL", 60 * 60 * 24)  # ttlSecondsAfterFinished
 PLINTH_KUBE_BACKOFF_LIMIT = env_int("PLINTH_KUBE_BACKOFF_LIMIT", 0)
 PLINTH_KUBE_MLFLOW_SECRET = env_str("PLINTH_KUBE_MLFLOW_SECRET", "plinth-mlflow")
 PLINTH_LOCAL_MAX_CONCURRENT = env_int("PLINTH_LOCAL_MAX_CONCURRENT", 2)
+# The local backend runs jobs as the worker's own OS user (no isolation beyond a clean
+# environment and a working folder): off in production unless an operator opts in.
+PLINTH_LOCAL_BACKEND_ENABLED = env_bool("PLINTH_LOCAL_BACKEND_ENABLED", not PRODUCTION)
 # Access sync to the cluster: namespace, RoleBindings, ResourceQuota (and a Kueue
 # LocalQueue) per Kubernetes-backed project. On by default wherever a cluster is configured.
 PLINTH_KUBE_ACCESS_SYNC = env_bool("PLINTH_KUBE_ACCESS_SYNC", bool(PLINTH_KUBECONFIG or PLINTH_KUBE_IN_CLUSTER))
@@ -317,6 +383,11 @@ CELERY_BEAT_SCHEDULE.update(
         "gpus-roll-up": {"task": "apps.gpus.tasks.roll_up_gpu_samples", "schedule": 300.0},
     }
 )
+# A periodic message not started within its period is dropped (`expire_seconds` is how
+# django-celery-beat's scheduler spells Celery's `expires`): a worker that was down or busy
+# does not come back to a pile of stale passes that all run at once.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry.setdefault("options", {})["expire_seconds"] = max(int(float(_entry["schedule"])), 1)
 
 # --- promotions and notifications ------------------------------------------------------
 PLINTH_BASE_URL = env_str("PLINTH_BASE_URL", "http://127.0.0.1:8000")  # links in emails and webhooks
@@ -325,6 +396,9 @@ PLINTH_PROMOTION_RETRY_SECONDS = env_int("PLINTH_PROMOTION_RETRY_SECONDS", 5)
 PLINTH_WEBHOOK_TIMEOUT = env_float("PLINTH_WEBHOOK_TIMEOUT", 5.0)
 PLINTH_NOTIFY_MAX_ATTEMPTS = env_int("PLINTH_NOTIFY_MAX_ATTEMPTS", 5)
 PLINTH_NOTIFY_RETRY_SECONDS = env_int("PLINTH_NOTIFY_RETRY_SECONDS", 30)
+# Hosts (name or IP, optionally :port) and CIDR networks that user-set outbound URLs (team
+# webhooks) may reach although they resolve to non-public addresses (apps.core.outbound).
+PLINTH_OUTBOUND_ALLOWED_HOSTS = env_list("PLINTH_OUTBOUND_ALLOWED_HOSTS")
 
 # --- demo data ------------------------------------------------------------------------
 PLINTH_DEMO_PASSWORD = env_secret("PLINTH_DEMO_PASSWORD", "plinth-demo")

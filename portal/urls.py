@@ -60,6 +60,21 @@ project_patterns = [
     path("<slug:team>/<slug:slug>/", projects_views.ProjectDetailView.as_view(), name="detail"),
     path("<slug:team>/<slug:slug>/edit/", projects_views.ProjectEditView.as_view(), name="edit"),
     path("<slug:team>/<slug:slug>/access/", projects_views.ProjectAccessView.as_view(), name="access-sync"),
+    path(
+        "<slug:team>/<slug:slug>/attach-experiment/",
+        projects_views.ExperimentAttachView.as_view(),
+        name="attach-experiment",
+    ),
+    path(
+        "<slug:team>/<slug:slug>/restore-experiment/",
+        projects_views.ExperimentRestoreView.as_view(),
+        name="restore-experiment",
+    ),
+    path(
+        "<slug:team>/<slug:slug>/replace-experiment/",
+        projects_views.ExperimentReplaceView.as_view(),
+        name="replace-experiment",
+    ),
 ]
 
 launch_patterns = [
@@ -78,6 +93,7 @@ urlpatterns = [
     path("login/", accounts_views.PlinthLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", accounts_views.AccountView.as_view(), name="account"),
+    path("account/time-zone/", accounts_views.AccountTimeZoneView.as_view(), name="account-time-zone"),
     path("account/tokens/<int:pk>/revoke/", accounts_views.TokenRevokeView.as_view(), name="token-revoke"),
     path("teams/", include((team_patterns, "teams"))),
     path("projects/", include((project_patterns, "projects"))),
@@ -99,3 +115,6 @@ if settings.PLINTH_OIDC_ENABLED:
     # Mounted only when configured, so the authorization matrix of the default (local
     # accounts) setup has no routes that cannot work.
     urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))
+
+# An unknown path under /api/ answers JSON like every other API error; pages keep Django's.
+handler404 = "apps.core.api.not_found"

@@ -137,9 +137,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The SQLAlchemy URL of each test server's backend store, by server URL (for the tests of
+# direct store reads, apps.tracking.store).
+MLFLOW_STORES: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mlflow server` on a fresh SQLite store; yields its URL."""
+    """`mlflow server` on a fresh SQLite store; yields its URL (its store: MLFLOW_STORES)."""
     root_dir = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -177,6 +182,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             log.close()
             raise RuntimeError("mlflow server did not start:\n" + (root_dir / "server.log").read_text()[-3000:])
         time.sleep(0.5)
+    MLFLOW_STORES[url] = f"sqlite:///{root_dir / 'mlflow.db'}"
     try:
         yield url
     finally:

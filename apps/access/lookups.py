@@ -3,14 +3,15 @@ object does not exist or is invisible to the user, 403 when visible but not allo
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from apps.access.policies import can, is_platform_admin
 from apps.access.roles import Action
-from apps.accounts.models import Membership, Team
+from apps.accounts.models import Membership, Team, slug_validator
 from apps.projects.models import Project
 
 
@@ -21,8 +22,14 @@ def _check(user: Any, action: Action | str, team: Any) -> None:
         raise PermissionDenied("Your role in this team does not allow that.")
 
 
+def _is_slug(value: Any) -> bool:
+    """Whether `value` can be a team or project slug at all: anything else (a NUL, which
+    PostgreSQL refuses in a query, or 10,000 characters) is a 404 without a query."""
+    return isinstance(value, str) and cast("re.Pattern[str]", slug_validator.regex).fullmatch(value) is not None
+
+
 def get_team_for_user(user: Any, slug: str, action: Action | str = Action.VIEW) -> Team:
-    team = Team.objects.filter(slug=slug).first()
+    team = Team.objects.filter(slug=slug).first() if _is_slug(slug) else None
     if team is None:
         raise Http404("No such team.")
     _check(user, action, team)
@@ -39,7 +46,8 @@ def get_project_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW)
 
 
 def get_project_by_slug_for_user(user: Any, team_slug: str, slug: str, action: Action | str = Action.VIEW) -> Project:
-    project = Project.objects.select_related("team").filter(team__slug=team_slug, slug=slug).first()
+    found = Project.objects.select_related("team").filter(team__slug=team_slug, slug=slug)
+    project = found.first() if _is_slug(team_slug) and _is_slug(slug) else None
     if project is None:
         raise Http404("No such project.")
     _check(user, action, project.team)

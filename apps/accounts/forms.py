@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from apps.access.roles import Role
@@ -25,3 +27,17 @@ class TeamForm(forms.Form):
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=80, help_text="Where the token is used, e.g. 'laptop' or 'ci-pipeline'.")
     expires_in_days = forms.IntegerField(min_value=1, max_value=3650, required=False, label="Expires in (days)")
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        required=False,
+        label="Time zone",
+        help_text="Times on every page are shown in this zone, labelled; the API answers ISO 8601 with an offset.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from apps.core.timezones import zone_choices
+
+        super().__init__(*args, **kwargs)
+        self.fields["time_zone"].choices = zone_choices()  # type: ignore[attr-defined]

@@ -31,6 +31,9 @@ class User(AbstractUser):
     # never used to match an SSO sign-in to an account (see apps.accounts.oidc).
     sso_issuer = models.CharField(max_length=255, blank=True, default="")
     sso_subject = models.CharField(max_length=255, blank=True, default="")
+    # An IANA zone (e.g. "Europe/Paris") pages show times in; empty: the browser's zone
+    # (apps.core.timezones), else the server's TIME_ZONE.
+    time_zone = models.CharField(max_length=64, blank=True, default="")
 
     class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # keeps verbose_name
         constraints = [

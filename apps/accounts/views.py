@@ -22,11 +22,13 @@ from apps.access.lookups import get_membership_for_user, get_team_for_user
 from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
-from apps.accounts import ratelimit, services
-from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TokenForm
+from apps.accounts import preferences, ratelimit, services
+from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TimeZoneForm, TokenForm
 from apps.accounts.models import ApiToken, Membership, Team
 from apps.core.middleware import client_ip
 from apps.core.pages import paginate, run_service
+from apps.core.timezones import COOKIE as TZ_COOKIE
+from apps.core.timezones import valid_zone
 from apps.projects.models import ExperimentState, Project
 
 
@@ -287,6 +289,9 @@ class AccountView(LoginRequiredMixin, View):
             "tokens": tokens,
             "memberships": Membership.objects.filter(user=actor_of(request)).select_related("team"),
             "form": TokenForm(),
+            "tz_form": TimeZoneForm(initial={"time_zone": actor_of(request).time_zone}),
+            "shown_zone": timezone.get_current_timezone_name(),
+            "browser_zone": valid_zone(request.COOKIES.get(TZ_COOKIE, "")),
         }
         context.update(extra)
         return context
@@ -319,6 +324,24 @@ class AccountView(LoginRequiredMixin, View):
         token, key = result
         request.session[NEW_TOKEN_SESSION_KEY] = {"id": token.pk, "key": key}
         return redirect("account")
+
+
+class AccountTimeZoneView(LoginRequiredMixin, View):
+    """My account: the time zone pages show times in (audited: accounts.preferences)."""
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = TimeZoneForm(request.POST)
+        status = 400
+        if form.is_valid():
+            done, status = run_service(
+                form, lambda: preferences.set_time_zone(actor_of(request), form.cleaned_data["time_zone"])
+            )
+            if done is not None:
+                zone = done.time_zone or "your browser's time zone"
+                messages.success(request, f"Times are now shown in {zone}.")
+                return redirect("account")
+        view = AccountView()
+        return render(request, view.template_name, view.context(request, tz_form=form), status=status)
 
 
 class TokenRevokeView(LoginRequiredMixin, View):

@@ -18,6 +18,7 @@ from apps.access.mixins import ScopedViewSet
 from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.compute.registry import get_backend
+from apps.core.api import MAX_ID, int_param, int_schema
 from apps.launches import services, sweeps, templates_service
 from apps.launches.lookups import project_from, template_from
 from apps.launches.models import Launch, Sweep, Template
@@ -30,6 +31,9 @@ from apps.launches.serializers import (
     TemplateUpdateSerializer,
     TemplateWriteSerializer,
 )
+
+# The most log lines one request reads (the backends read the tail of a file or a pod log).
+MAX_TAIL = 10_000
 
 
 class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSet):
@@ -78,6 +82,7 @@ class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedView
     serializer_class = LaunchSerializer
     lookup_function = get_launch_for_user
     write_action = Action.LAUNCH
+    depends_on = {"create": ("MLflow",), "logs": ("the cluster",)}  # the schema's 503 (apps.core.schema)
 
     def get_queryset(self) -> Any:
         launches = super().get_queryset().select_related("project__team", "template", "created_by")
@@ -88,11 +93,16 @@ class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedView
             launches = launches.filter(status__in=wanted.split(","))
         if user := params.get("user"):
             launches = launches.filter(created_by__username=user)
-        if sweep := params.get("sweep"):
-            launches = launches.filter(sweep_id=sweep if sweep.isdigit() else 0)
+        if params.get("sweep"):
+            launches = launches.filter(sweep_id=int_param(params, "sweep", 0, minimum=1, maximum=MAX_ID))
         return launches.order_by("-created_at", "-id")
 
-    @extend_schema(parameters=[OpenApiParameter(p, str) for p in ("project", "status", "user", "sweep")])
+    @extend_schema(
+        parameters=[
+            *(OpenApiParameter(p, str) for p in ("project", "status", "user")),
+            OpenApiParameter("sweep", int_schema(1, MAX_ID), description="a sweep's id: its trials"),
+        ]
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
@@ -120,14 +130,16 @@ class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedView
         launch = services.cancel_launch(actor_of(request), launch)
         return Response(LaunchSerializer(launch).data)
 
-    @extend_schema(parameters=[OpenApiParameter("tail", int)], responses={(200, "text/plain"): OpenApiTypes.STR})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("tail", int_schema(1, MAX_TAIL), description=f"last lines, 1..{MAX_TAIL} (default 200)")
+        ],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
     @action(detail=True, methods=["get"])
     def logs(self, request: Request, pk: str) -> HttpResponse:
         launch = get_launch_for_user(request.user, pk, Action.VIEW)
-        try:
-            tail = max(1, min(int(request.query_params.get("tail", "200")), 10000))
-        except ValueError:
-            return HttpResponse("tail must be a whole number\n", status=400, content_type="text/plain")
+        tail = int_param(request.query_params, "tail", 200, minimum=1, maximum=MAX_TAIL)
         text = get_backend(launch.backend).logs(launch, tail)
         return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
@@ -139,6 +151,7 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewS
     serializer_class = SweepSerializer
     lookup_function = get_sweep_for_user
     write_action = Action.LAUNCH
+    depends_on = {"create": ("MLflow",)}
 
     def get_queryset(self) -> Any:
         found = super().get_queryset().select_related("project__team", "template", "created_by")

@@ -6,8 +6,9 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from apps.core.chart_text import chart_text, chart_texts
+from apps.core.numbers import is_finite, normalise
 from apps.launches.models import Launch, Sweep
+from apps.tracking.charts import numeric_dimension, param_dimension
 from apps.tracking.gateway import gateway
 
 
@@ -27,34 +28,28 @@ def trial_metrics(sweep: Sweep, trials: list[Launch]) -> dict[int, dict[str, flo
         for run in runs:
             pk = by_run.get(run["info"]["run_id"])
             if pk is not None:
-                found[pk] = {m["key"]: float(m["value"]) for m in run.get("data", {}).get("metrics", [])}
+                found[pk] = {m["key"]: normalise(m["value"]) for m in run.get("data", {}).get("metrics", [])}
         if not token:
             return found
 
 
 def sweep_figure(sweep: Sweep, trials: list[Launch], metrics: dict[int, dict[str, float]]) -> str:
-    """A parallel-coordinates chart as Plotly JSON ("" when there is nothing to draw yet)."""
-    scored = [t for t in trials if sweep.metric and sweep.metric in metrics.get(t.pk, {})]
+    """A parallel-coordinates chart as Plotly JSON ("" when there is nothing to draw yet):
+    one dimension per parameter of the space, then the metric. A parameter declared
+    `log: true`, or whose values span decades, is drawn on a real log scale (log10 of the
+    values, ticks labelled `1e-4`; apps.tracking.charts.numeric_dimension); trials whose
+    metric is NaN or ±inf are left out (they have no place on a number axis)."""
+    scored = [t for t in trials if sweep.metric and is_finite(metrics.get(t.pk, {}).get(sweep.metric))]
     if not scored:
         return ""
     dimensions: list[dict[str, Any]] = []
     for name in sweep.space:
         values = [t.parameters.get(name) for t in scored]
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            log = isinstance(sweep.space[name], dict) and sweep.space[name].get("log")
-            dimensions.append({"label": chart_text(name + (" (log)" if log else "")), "values": values})
-        else:
-            labels = sorted({str(v) for v in values})
-            dimensions.append(
-                {
-                    "label": chart_text(name),
-                    "values": [labels.index(str(v)) for v in values],
-                    "tickvals": list(range(len(labels))),
-                    "ticktext": chart_texts(labels),
-                }
-            )
-    scores = [metrics[t.pk][sweep.metric] for t in scored]
-    dimensions.append({"label": chart_text(sweep.metric), "values": scores})
+        declared = sweep.space[name].get("log") if isinstance(sweep.space[name], dict) else None
+        # Declared log: always log (when positive); otherwise the data decides.
+        dimensions.append(param_dimension(name, values, log=True if declared else None))
+    scores = [normalise(metrics[t.pk][sweep.metric]) for t in scored]
+    dimensions.append(numeric_dimension(sweep.metric, scores, log=False))
     figure = go.Figure(
         go.Parcoords(
             line={

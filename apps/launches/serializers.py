@@ -4,8 +4,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from apps.accounts.serializers import slug_field
 from apps.launches.models import TERMINAL, Launch, Sweep, Template
 from apps.tracking.gateway import gateway
+
+# What apps.launches.templates_service accepts as a template's max_runtime_seconds: 7 days.
+MAX_RUNTIME = 7 * 24 * 3600
 
 
 class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -39,7 +43,7 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
 class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     team = serializers.CharField(required=False, allow_null=True, help_text="Team slug; omit for a global template")
-    slug = serializers.CharField(max_length=40)
+    slug = slug_field()
     name = serializers.CharField(max_length=120, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     image = serializers.CharField(max_length=300)
@@ -47,7 +51,7 @@ class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     parameters = serializers.DictField(required=False)
     default_resources = serializers.DictField(required=False)
     max_resources = serializers.DictField(required=False)
-    max_runtime_seconds = serializers.IntegerField(required=False)
+    max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
 
 
@@ -59,7 +63,7 @@ class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg
     parameters = serializers.DictField(required=False)
     default_resources = serializers.DictField(required=False)
     max_resources = serializers.DictField(required=False)
-    max_runtime_seconds = serializers.IntegerField(required=False)
+    max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
 
@@ -138,6 +142,7 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "direction",
             "seed",
             "status",
+            "status_reason",
             "mlflow_parent_run_id",
             "created_at",
             "finished_at",
@@ -187,4 +192,4 @@ class SweepCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     metric = serializers.CharField(required=False, allow_blank=True, default="")
     direction = serializers.CharField(required=False, default="max")
     name = serializers.CharField(required=False, allow_blank=True, default="")
-    seed = serializers.IntegerField(required=False, allow_null=True, default=None)
+    seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=2**63 - 1)

@@ -28,8 +28,18 @@ logger = logging.getLogger(__name__)
 MLFLOW_END_STATUS: dict[str, str] = {Status.SUCCEEDED: "FINISHED", Status.FAILED: "FAILED", Status.CANCELLED: "KILLED"}
 
 
+class ExperimentDeleted(Conflict):
+    """The project's MLflow experiment was deleted in MLflow: nothing is launched until it is
+    restored, re-linked or replaced (the sentence: projects.services.experiment_deleted_sentence)."""
+
+
 def _experiment_id(project: Project) -> str:
-    """The project's MLflow experiment id, linking it now if the task has not yet."""
+    """The project's MLflow experiment id, linking it now if the task has not yet.
+    ExperimentDeleted (409) when the experiment is known to be deleted in MLflow."""
+    from apps.projects.services import experiment_deleted_sentence
+
+    if project.mlflow_state == ExperimentState.DELETED:
+        raise ExperimentDeleted(experiment_deleted_sentence(project))
     if project.mlflow_state == ExperimentState.LINKED and project.mlflow_experiment_id:
         return project.mlflow_experiment_id
     from apps.projects.services import link_experiment
@@ -38,6 +48,28 @@ def _experiment_id(project: Project) -> str:
     if linked is None or linked.mlflow_state != ExperimentState.LINKED:
         raise Conflict(f"The project's MLflow experiment could not be created: {linked.mlflow_error if linked else ''}")
     return linked.mlflow_experiment_id
+
+
+def create_experiment_run(project: Project, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create an MLflow run in the project's experiment. MLflow refusing because the
+    experiment is deleted (its 400 "must be in the 'active' state") becomes ExperimentDeleted
+    (409) with the sentence that says how to fix it; no run exists then. The caller marks the
+    project (`mark_deleted_after_refusal`) once its own transaction has rolled back."""
+    from apps.projects.services import experiment_deleted_sentence, is_deleted_experiment_error
+
+    try:
+        return gateway().create_run(experiment_id, run_name, tags=tags)
+    except MlflowError as exc:
+        if is_deleted_experiment_error(exc):
+            raise ExperimentDeleted(experiment_deleted_sentence(project)) from None
+        raise
+
+
+def mark_deleted_after_refusal(experiment_id: str) -> None:
+    """Record what MLflow just said: the project of `experiment_id` is `deleted` (audited)."""
+    from apps.projects.services import mark_experiment_deleted
+
+    mark_experiment_deleted(experiment_id, "MLflow refused a new run in it (not in the 'active' state)")
 
 
 class QuotaExceeded(Conflict):
@@ -108,7 +140,8 @@ def create_launch(
                     f"hold {used}, so {clean_res['gpus']} more would exceed it."
                 )
             experiment_id = _experiment_id(locked)
-            run_id = client.create_run(
+            run_id = create_experiment_run(
+                locked,
                 experiment_id,
                 name or template.slug,
                 tags={
@@ -145,6 +178,10 @@ def create_launch(
             from apps.launches.tasks import submit_launch
 
             enqueue_on_commit(submit_launch, launch.pk)
+    except ExperimentDeleted:
+        if project.mlflow_experiment_id:
+            mark_deleted_after_refusal(project.mlflow_experiment_id)
+        raise
     except Exception:
         if run_id:  # the run exists but the launch does not: don't leave an orphan behind
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import random
 from typing import Any
@@ -24,12 +25,15 @@ from apps.core.errors import Conflict, InvalidInput, NotAllowed, ServiceError
 from apps.core.queue import enqueue_on_commit
 from apps.launches.models import LIVE, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
 from apps.launches.services import (
+    ExperimentDeleted,
     QuotaExceeded,
     _experiment_id,
     cancel_launch,
     check_local_gpus,
     check_template_allowed,
+    create_experiment_run,
     create_launch,
+    mark_deleted_after_refusal,
 )
 from apps.launches.validation import check_value, clean_parameters, clean_resources
 from apps.projects.models import Project
@@ -76,27 +80,122 @@ def _space_errors(template: Template, space: Any, strategy: str) -> tuple[dict[s
     return clean, errors
 
 
+SEED_PARAMETER = "seed"  # a template parameter of this name is each trial's random seed
+DRAWS_PER_TRIAL = 50  # random draws tried per wanted trial before a mixed space counts as exhausted
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """`values` without repeats, first occurrence kept (so `[20, 20, 21]` is two values)."""
+    seen: list[Any] = []
+    for value in values:
+        if not any(value == kept and type(value) is type(kept) for kept in seen):
+            seen.append(value)
+    return seen
+
+
+def space_size(space: dict[str, Any]) -> int | None:
+    """How many distinct trials the space holds: the product of its lists' distinct values,
+    or None when a range makes it unbounded (a mixed or continuous space)."""
+    size = 1
+    for values in space.values():
+        if not isinstance(values, list):
+            return None
+        size *= len(_unique(values))
+    return size
+
+
+def _draw(rng: random.Random, space: dict[str, Any]) -> dict[str, Any]:
+    trial: dict[str, Any] = {}
+    for name, values in space.items():
+        if isinstance(values, list):
+            trial[name] = rng.choice(values)
+            continue
+        low, high = values["min"], values["max"]
+        # On a log scale, as many trials land in [1e-4, 1e-3] as in [0.1, 1].
+        log = values["log"]
+        value = math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high)
+        trial[name] = min(max(round(value), low), high) if values["int"] else value
+    return trial
+
+
+def _nth_combination(space: dict[str, list[Any]], index: int) -> dict[str, Any]:
+    """The `index`-th trial of the grid over `space` (lists only), in itertools.product order."""
+    trial: dict[str, Any] = {}
+    for name in reversed(list(space)):
+        index, position = divmod(index, len(space[name]))
+        trial[name] = space[name][position]
+    return {name: trial[name] for name in space}
+
+
 def plan_trials(strategy: str, space: dict[str, Any], max_trials: int, seed: int) -> list[dict[str, Any]]:
-    """Every trial's parameter values, in order."""
+    """Every trial's parameter values, in order, never the same values twice.
+
+    Grid: the product of the lists' distinct values, in order, cut at `max_trials`.
+    Random over lists only (a finite space): `max_trials` combinations sampled without
+    replacement (the whole space, shuffled, when it holds fewer). Random with a range
+    (`{min, max, log}`, unbounded): independent draws, an exact repeat drawn again; after
+    DRAWS_PER_TRIAL times `max_trials` draws the plan stops short (an int range can be small).
+    Reproducible: the same arguments give the same plan."""
     if strategy == SweepStrategy.GRID:
         names = list(space)
-        combos = itertools.product(*(space[n] for n in names))
+        combos = itertools.product(*(_unique(space[n]) for n in names))
         return [dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, max_trials)]
     rng = random.Random(seed)  # noqa: S311 - a reproducible search, not a secret
-    trials = []
-    for _ in range(max_trials):
-        trial: dict[str, Any] = {}
-        for name, values in space.items():
-            if isinstance(values, list):
-                trial[name] = rng.choice(values)
-                continue
-            low, high = values["min"], values["max"]
-            # On a log scale, as many trials land in [1e-4, 1e-3] as in [0.1, 1].
-            log = values["log"]
-            value = math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high)
-            trial[name] = min(max(round(value), low), high) if values["int"] else value
-        trials.append(trial)
+    size = space_size(space)
+    if size is not None:
+        lists = {name: _unique(values) for name, values in space.items()}
+        return [_nth_combination(lists, i) for i in rng.sample(range(size), min(max_trials, size))]
+    trials: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(DRAWS_PER_TRIAL * max_trials):
+        if len(trials) >= max_trials:
+            break
+        trial = _draw(rng, space)
+        key = json.dumps(trial, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            trials.append(trial)
     return trials
+
+
+def plan_note(strategy: str, space: dict[str, Any], max_trials: int, planned: int) -> str:
+    """What the sweep page and the API say when the plan holds fewer trials than asked
+    (empty when it holds `max_trials`): the space has fewer distinct combinations, so
+    each runs once."""
+    if planned >= max_trials:
+        return ""
+    size = space_size(space)
+    if size is not None:
+        return (
+            f"max_trials is {max_trials}, but the search space holds only {size} distinct "
+            f"combination{'s' if size != 1 else ''}: each runs once ({planned} trials)."
+        )
+    return (
+        f"max_trials is {max_trials}, but only {planned} distinct trials could be drawn from the "
+        "search space (its ranges are narrow): each runs once."
+    )
+
+
+def assign_seeds(
+    template: Template, planned: list[dict[str, Any]], space: dict[str, Any], pinned: dict[str, Any], seed: int
+) -> None:
+    """Give every trial its own value of the template's `seed` parameter (in place), drawn
+    without replacement within the parameter's bounds from the sweep's seed, so no two
+    trials repeat the same random stream. Left alone when the template has no int `seed`
+    parameter, when the sweep pins it (in its parameters) or searches over it (in its space)."""
+    spec = template.parameters.get(SEED_PARAMETER)
+    if not isinstance(spec, dict) or spec.get("type") != ParamType.INT:
+        return
+    if SEED_PARAMETER in space or SEED_PARAMETER in pinned:
+        return
+    low = int(spec.get("min", 0))
+    high = int(spec.get("max", 2**31 - 1))
+    if high < low:
+        return
+    rng = random.Random(f"seeds:{seed}")  # noqa: S311 - reproducible, not a secret
+    count = min(len(planned), high - low + 1)
+    for trial, value in zip(planned, rng.sample(range(low, high + 1), count), strict=False):
+        trial[SEED_PARAMETER] = value
 
 
 def create_sweep(
@@ -115,7 +214,13 @@ def create_sweep(
     name: str = "",
     seed: int | None = None,
 ) -> Sweep:
-    """Plan a sweep and start its first `parallelism` trials (members and up)."""
+    """Plan a sweep and start its first `parallelism` trials (members and up).
+
+    The plan never repeats a trial (see `plan_trials`); when the space holds fewer distinct
+    trials than `max_trials`, each runs once and the sweep's `status_reason` says so (see
+    `plan_note`). Each trial gets its own seed (see `assign_seeds`). Raises InvalidInput
+    (400), NotAllowed (403), Conflict (409: quota, the project's experiment deleted in
+    MLflow), MlflowUnavailable (503)."""
     if not policies.can(actor, Action.LAUNCH, project.team):
         raise NotAllowed("Viewers cannot start sweeps.")
     check_template_allowed(template, project)
@@ -136,6 +241,8 @@ def create_sweep(
     check_local_gpus(project, clean_res["gpus"])
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     planned = plan_trials(strategy, clean_space, max_trials, seed)
+    note = plan_note(strategy, clean_space, max_trials, len(planned))
+    assign_seeds(template, planned, clean_space, parameters if isinstance(parameters, dict) else {}, seed)
     at_once = min(parallelism, len(planned))
     if clean_res["gpus"] * at_once > project.gpu_quota:
         raise Conflict(
@@ -143,16 +250,21 @@ def create_sweep(
             f"project {project.full_slug} has a quota of {project.gpu_quota}."
         )
     experiment_id = _experiment_id(project)
-    parent = gateway().create_run(
-        experiment_id,
-        name or f"sweep of {template.slug}",
-        tags={
-            "plinth.project": project.full_slug,
-            "plinth.template": template.slug,
-            "mlflow.user": actor.username,
-            "plinth.sweep.strategy": strategy,
-        },
-    )
+    try:
+        parent = create_experiment_run(
+            project,
+            experiment_id,
+            name or f"sweep of {template.slug}",
+            tags={
+                "plinth.project": project.full_slug,
+                "plinth.template": template.slug,
+                "mlflow.user": actor.username,
+                "plinth.sweep.strategy": strategy,
+            },
+        )
+    except ExperimentDeleted:
+        mark_deleted_after_refusal(experiment_id)
+        raise
     try:
         with transaction.atomic():
             sweep = Sweep.objects.create(
@@ -170,6 +282,7 @@ def create_sweep(
                 metric=metric.strip()[:120],
                 direction=direction,
                 seed=seed,
+                status_reason=note,
                 mlflow_parent_run_id=parent,
             )
             record(
@@ -183,6 +296,7 @@ def create_sweep(
                     "strategy": strategy,
                     "trials": len(planned),
                     "parallelism": parallelism,
+                    "note": note,
                 },
             )
             from apps.launches.tasks import advance_sweep
@@ -228,7 +342,8 @@ def advance(sweep_pk: int) -> int:
             except ServiceError as exc:
                 # Permanent (template retired, creator lost the role, no GPUs here): plan no more.
                 sweep.planned = sweep.planned[:launched]
-                sweep.status_reason = f"stopped after {launched} trials: {exc.message}"
+                stopped = f"stopped after {launched} trials: {exc.message}"
+                sweep.status_reason = f"{sweep.status_reason} {stopped}".strip()
                 sweep.save(update_fields=["planned", "status_reason"])
                 break
             launched += 1

@@ -92,8 +92,18 @@ def sync_one(launch: Launch) -> None:
 def _after_end(launch: Launch) -> None:
     with contextlib.suppress(MlflowUnavailable):  # else left for the next pass (mlflow_closed stays False)
         services.close_mlflow_run(launch)
+        _cache_histories(launch)
     if launch.sweep_id:
         advance_sweep.delay(launch.sweep_id)
+
+
+def _cache_histories(launch: Launch) -> None:
+    """Once the launch's MLflow run is closed, compute its cut histories in the background
+    (apps.tracking.tasks.cache_run_histories), so the first compare of it is a warm one."""
+    if launch.mlflow_closed and launch.mlflow_run_id:
+        from apps.tracking.tasks import cache_run_histories
+
+        cache_run_histories.delay(launch.mlflow_run_id)
 
 
 @shared_task
@@ -166,6 +176,7 @@ def _sync_launches_pass() -> dict[str, int]:
             services.close_mlflow_run(launch)
         except MlflowUnavailable:
             break
+        _cache_histories(launch)
     return counts
 
 

@@ -22,6 +22,7 @@ from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.compute.registry import get_backend
 from apps.core.errors import ServiceError
+from apps.core.numbers import best as best_of
 from apps.core.pages import paginate
 from apps.launches import services, sweeps
 from apps.launches.forms import LaunchForm, SweepForm
@@ -38,6 +39,15 @@ def _launchable_projects(request: HttpRequest, template: Template) -> list[Proje
         Project.objects.for_user(request.user, Action.LAUNCH).select_related("team").order_by("team__slug", "slug")
     )
     return [p for p in projects if p.backend in template.backends and (template.team_id in (None, p.team_id))]
+
+
+def _deleted_experiments(projects: list[Project]) -> list[tuple[Project, str]]:
+    """The projects (of those offered) whose MLflow experiment was deleted in MLflow, each
+    with the sentence that says how to fix it (a launch there answers 409 with it)."""
+    from apps.projects.models import ExperimentState
+    from apps.projects.services import experiment_deleted_sentence
+
+    return [(p, experiment_deleted_sentence(p)) for p in projects if p.mlflow_state == ExperimentState.DELETED]
 
 
 def _check_project(request: HttpRequest) -> None:
@@ -116,7 +126,11 @@ class LaunchCreateView(LoginRequiredMixin, View):
         elif request.GET.get("project"):
             initial["project"] = request.GET["project"]
         form = LaunchForm(template=template, projects=projects, initial=initial)
-        return render(request, "launches/form.html", {"form": form, "template": template, "projects": projects})
+        return render(
+            request,
+            "launches/form.html",
+            {"form": form, "template": template, "projects": projects, "deleted": _deleted_experiments(projects)},
+        )
 
     def post(self, request: HttpRequest) -> HttpResponse:
         template = self._template(request)
@@ -145,7 +159,10 @@ class LaunchCreateView(LoginRequiredMixin, View):
                 messages.success(request, f"Launched {launch.job_name}; it starts in a moment.")
                 return redirect("launches:detail", pk=launch.pk)
         return render(
-            request, "launches/form.html", {"form": form, "template": template, "projects": projects}, status=status
+            request,
+            "launches/form.html",
+            {"form": form, "template": template, "projects": projects, "deleted": _deleted_experiments(projects)},
+            status=status,
         )
 
 
@@ -241,8 +258,13 @@ class SweepCreateView(LoginRequiredMixin, View):
             return render(
                 request, "launches/pick_template.html", {"templates": templates.order_by("slug"), "for_sweep": True}
             )
-        form = SweepForm(projects=_launchable_projects(request, template))
-        return render(request, self.template_name, {"form": form, "template": template})
+        projects = _launchable_projects(request, template)
+        form = SweepForm(projects=projects)
+        return render(
+            request,
+            self.template_name,
+            {"form": form, "template": template, "deleted": _deleted_experiments(projects)},
+        )
 
     def post(self, request: HttpRequest) -> HttpResponse:
         template = self._template(request)
@@ -283,7 +305,12 @@ class SweepCreateView(LoginRequiredMixin, View):
                         request, f"Sweep started: {sweep.max_trials} trials, {sweep.parallelism} at a time."
                     )
                     return redirect("launches:sweep-detail", pk=sweep.pk)
-        return render(request, self.template_name, {"form": form, "template": template}, status=status)
+        return render(
+            request,
+            self.template_name,
+            {"form": form, "template": template, "deleted": _deleted_experiments(projects)},
+            status=status,
+        )
 
 
 class SweepDetailView(ObjectAccessMixin, TemplateView):
@@ -302,12 +329,12 @@ class SweepDetailView(ObjectAccessMixin, TemplateView):
             metrics = trial_metrics(sweep, trials)
         except MlflowUnavailable as exc:
             mlflow_error = exc.message
-        best = None
+        # Best so far: finite values only (NaN, ±inf and MLflow's ±1.797e308 never win).
         scored = [
-            (metrics[t.pk][sweep.metric], t) for t in trials if sweep.metric and sweep.metric in metrics.get(t.pk, {})
+            (t, metrics[t.pk][sweep.metric]) for t in trials if sweep.metric and sweep.metric in metrics.get(t.pk, {})
         ]
-        if scored:
-            best = (max if sweep.direction == "max" else min)(scored, key=lambda pair: pair[0])
+        found = best_of(scored, sweep.direction)
+        best = (found[1], found[0]) if found is not None else None
         progress = sweep_progress(sweep, trials)
         user = self.request.user
         context.update(

@@ -38,6 +38,15 @@ class ExperimentAttachForm(forms.Form):
     experiment = forms.CharField(max_length=250, help_text="The MLflow experiment's id or name.")
 
 
+class ExperimentReplaceForm(forms.Form):
+    name = forms.CharField(
+        max_length=250,
+        required=False,
+        label="New experiment name",
+        help_text="Leave empty for <team>/<project>-2 (the deleted experiment keeps its name in MLflow).",
+    )
+
+
 class ProjectEditForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)

@@ -42,6 +42,9 @@ class ExperimentState(models.TextChoices):
     # The name belongs to an MLflow experiment Plinth did not create for this project (or one
     # another project holds): attaching it is a platform admin's decision, never silent.
     REFUSED = "refused", "Refused: the experiment is not this project's"
+    # Linked once, then deleted in MLflow (found by the reconciler or refused by MLflow):
+    # nothing is logged or launched until it is restored, re-linked or replaced.
+    DELETED = "deleted", "Deleted in MLflow"
 
 
 class ProjectQuerySet(models.QuerySet["Project"]):
@@ -66,6 +69,9 @@ class Project(models.Model):
     mlflow_state = models.CharField(max_length=16, choices=ExperimentState.choices, default=ExperimentState.PENDING)
     mlflow_error = models.CharField(max_length=500, blank=True)
     mlflow_attempts = models.PositiveIntegerField(default=0)
+    mlflow_state_since = models.DateTimeField(
+        null=True, blank=True, help_text="When mlflow_state last changed (e.g. when the experiment was found deleted)."
+    )
     mlflow_attach_existing = models.BooleanField(
         default=False,
         help_text="A platform admin allowed linking an experiment that already exists in MLflow.",

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from apps.access import policies
+from apps.access.roles import Action
 from apps.accounts.models import Team, User, slug_validator
 from apps.audit.services import record
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
@@ -344,31 +345,49 @@ RENAME_PAGES = 10  # experiments/search pages read per pass (1,000 experiments a
 
 
 def refresh_experiment_names() -> int:
-    """Follow renames made in MLflow: every linked project's display name becomes its
-    experiment's current name, found by id (names are for display; the id is the link).
-    Reads experiments/search page by page (at most RENAME_PAGES); each change is audited
-    as `project.experiment_renamed`. Returns how many names changed; MlflowUnavailable
-    propagates (the caller tries again later)."""
+    """Follow what happened to linked experiments in MLflow, by id (names are for display;
+    the id is the link): a renamed experiment's new name becomes the project's display name
+    (audited as `project.experiment_renamed`); a deleted one (lifecycle_stage `deleted`, or
+    gone from a complete listing: permanently deleted) makes the project `deleted` with the
+    reason and time (`project.experiment_deleted`); a restored one makes it `linked` again
+    (`project.experiment_restored`). Reads experiments/search page by page (at most
+    RENAME_PAGES). Returns how many projects changed; MlflowUnavailable propagates (the
+    caller tries again later)."""
     from apps.tracking.gateway import gateway
 
-    linked = dict(
-        Project.objects.filter(mlflow_state=ExperimentState.LINKED)
+    watched = {
+        experiment_id: (name, state)
+        for experiment_id, name, state in Project.objects.filter(
+            mlflow_state__in=[ExperimentState.LINKED, ExperimentState.DELETED]
+        )
         .exclude(mlflow_experiment_id="")
-        .values_list("mlflow_experiment_id", "mlflow_experiment_name")
-    )
-    if not linked:
+        .values_list("mlflow_experiment_id", "mlflow_experiment_name", "mlflow_state")
+    }
+    if not watched:
         return 0
-    current: dict[str, str] = {}
+    current: dict[str, dict[str, Any]] = {}
     token = ""
     for _ in range(RENAME_PAGES):
         page, token = gateway().search_experiments(token)
         for experiment in page:
-            current[str(experiment.get("experiment_id"))] = str(experiment.get("name", ""))
+            current[str(experiment.get("experiment_id"))] = experiment
         if not token:
             break
+    complete = not token
     changed = 0
-    for experiment_id, name in linked.items():
-        new = current.get(experiment_id)
+    for experiment_id, (name, state) in watched.items():
+        found = current.get(experiment_id)
+        if found is None:
+            if complete and state == ExperimentState.LINKED:
+                mark_experiment_deleted(experiment_id, "it no longer exists in MLflow (permanently deleted)")
+                changed += 1
+            continue
+        stage = found.get("lifecycle_stage")
+        if stage == "deleted" and state == ExperimentState.LINKED:
+            changed += bool(mark_experiment_deleted(experiment_id, "it was deleted in MLflow"))
+        elif stage == "active" and state == ExperimentState.DELETED:
+            changed += bool(_mark_experiment_restored(None, experiment_id, "it was restored in MLflow"))
+        new = str(found.get("name", ""))
         if not new or new == name or len(new) > 250:
             continue
         with transaction.atomic():
@@ -386,6 +405,191 @@ def refresh_experiment_names() -> int:
             )
         changed += 1
     return changed
+
+
+def experiment_deleted_sentence(project: Project) -> str:
+    """The one sentence every page and the 409 of a launch or sweep give for a project whose
+    MLflow experiment was deleted: what happened and the three ways out."""
+    experiment_id = project.mlflow_experiment_id
+    return (
+        f"The MLflow experiment {project.mlflow_experiment_name!r} (id {experiment_id}) of project "
+        f"{project.full_slug} was deleted in MLflow, so nothing can be launched or logged in it. Restore it "
+        f'(the Restore button on the project page, or MlflowClient().restore_experiment("{experiment_id}")), '
+        "ask a platform admin to attach another experiment, or ask a lead to create a new one."
+    )
+
+
+def is_deleted_experiment_error(exc: Exception) -> bool:
+    """Whether MLflow refused because the experiment is not active (its 400
+    INVALID_PARAMETER_VALUE "... must be in the 'active' state. Current state is deleted.")."""
+    return "'active' state" in str(getattr(exc, "message", exc)) and "deleted" in str(getattr(exc, "message", exc))
+
+
+def mark_experiment_deleted(experiment_id: str, reason: str) -> Project | None:
+    """The linked project of MLflow experiment `experiment_id` becomes `deleted`, with
+    `reason` (why Plinth thinks so) and the time; audited as `project.experiment_deleted`.
+    Returns the project, or None when no linked project holds that id (already marked)."""
+    from django.utils import timezone
+
+    with transaction.atomic():
+        project = (
+            Project.objects.select_for_update()
+            .select_related("team")
+            .filter(mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.LINKED)
+            .first()
+        )
+        if project is None:
+            return None
+        project.mlflow_state = ExperimentState.DELETED
+        project.mlflow_error = f"The experiment is deleted: {reason}."[:500]
+        project.mlflow_state_since = timezone.now()
+        project.save(update_fields=["mlflow_state", "mlflow_error", "mlflow_state_since"])
+        record(
+            None,
+            "project.experiment_deleted",
+            project,
+            team=project.team,
+            project=project,
+            before={"mlflow_state": ExperimentState.LINKED},
+            after={"mlflow_state": ExperimentState.DELETED, "reason": reason, "mlflow_experiment_id": experiment_id},
+        )
+    return project
+
+
+def _mark_experiment_restored(actor: User | None, experiment_id: str, reason: str) -> Project | None:
+    from django.utils import timezone
+
+    with transaction.atomic():
+        project = (
+            Project.objects.select_for_update()
+            .select_related("team")
+            .filter(mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.DELETED)
+            .first()
+        )
+        if project is None:
+            return None
+        project.mlflow_state = ExperimentState.LINKED
+        project.mlflow_error = ""
+        project.mlflow_state_since = timezone.now()
+        project.save(update_fields=["mlflow_state", "mlflow_error", "mlflow_state_since"])
+        record(
+            actor,
+            "project.experiment_restored",
+            project,
+            team=project.team,
+            project=project,
+            before={"mlflow_state": ExperimentState.DELETED},
+            after={"mlflow_state": ExperimentState.LINKED, "reason": reason, "mlflow_experiment_id": experiment_id},
+        )
+    return project
+
+
+def restore_project_experiment(actor: User, project: Project) -> Project:
+    """Restore the project's deleted MLflow experiment (MLflow's `restore_experiment`) and
+    link it again: members, leads and platform admins (viewers: 403). 409 when the project's
+    experiment is not deleted (nothing to restore) or MLflow cannot restore it (permanently
+    deleted: re-link or create a new one); 503 while MLflow is down. Audited as
+    `project.experiment_restored` with the actor."""
+    from apps.tracking.gateway import MlflowError, gateway
+
+    if not policies.can(actor, Action.LAUNCH, project.team):
+        raise NotAllowed("Only the project's members, leads and platform admins restore its experiment.")
+    project = Project.objects.select_related("team").get(pk=project.pk)
+    if not project.mlflow_experiment_id or project.mlflow_state not in (
+        ExperimentState.DELETED,
+        ExperimentState.LINKED,
+    ):
+        raise Conflict(f"{project.full_slug} has no MLflow experiment to restore.")
+    client = gateway()
+    found = client.get_experiment(project.mlflow_experiment_id)
+    if found is None:
+        raise Conflict(
+            f"MLflow no longer has experiment {project.mlflow_experiment_id} (permanently deleted): "
+            "ask a platform admin to attach another experiment, or a lead to create a new one."
+        )
+    if found.get("lifecycle_stage") == "deleted":
+        # Seen deleted before the reconciler noticed: record that first, so the audit trail
+        # reads deleted -> restored.
+        mark_experiment_deleted(project.mlflow_experiment_id, "it was deleted in MLflow")
+        try:
+            client.restore_experiment(project.mlflow_experiment_id)
+        except MlflowError as exc:
+            raise Conflict(f"MLflow did not restore experiment {project.mlflow_experiment_id}: {exc.message}") from None
+    elif project.mlflow_state == ExperimentState.LINKED:
+        raise Conflict(f"The MLflow experiment of {project.full_slug} is not deleted; there is nothing to restore.")
+    restored = _mark_experiment_restored(actor, project.mlflow_experiment_id, f"restored by {actor.username}")
+    project.refresh_from_db()
+    if restored is None and project.mlflow_state != ExperimentState.LINKED:
+        raise Conflict(f"{project.full_slug} changed meanwhile; reload the page.")
+    return project
+
+
+def replace_project_experiment(actor: User, project: Project, name: str = "") -> Project:
+    """Give a project whose experiment was deleted in MLflow a NEW experiment (named `name`,
+    default `<team>/<project>-<n>`, as a deleted experiment keeps its name in MLflow), tagged
+    as the project's own, and link it: leads and platform admins (others: 403). The deleted
+    experiment's runs stay in it. 400 for a bad name; 409 when the project's experiment is
+    not deleted, or MLflow already has an experiment of that name; 503 while MLflow is down.
+    Audited as `project.experiment_replaced` (before: the old id, after: the new one)."""
+    from django.utils import timezone
+
+    from apps.tracking.gateway import MlflowError, gateway
+
+    if not policies.can_manage_team(actor, project.team):
+        raise NotAllowed("Only the team's leads and platform admins give a project a new experiment.")
+    project = Project.objects.select_related("team").get(pk=project.pk)
+    if project.mlflow_state != ExperimentState.DELETED:
+        raise Conflict(f"The MLflow experiment of {project.full_slug} is not deleted; it keeps its experiment.")
+    client = gateway()
+    wanted = (name or "").strip()
+    if not wanted:
+        base = Project.default_experiment(project.team.slug, project.slug)
+        for n in range(2, 100):
+            if client.get_experiment_by_name(f"{base}-{n}") is None:
+                wanted = f"{base}-{n}"
+                break
+        else:
+            raise Conflict("Name the new experiment: every default name is taken in MLflow.")
+    if len(wanted) > 250:
+        raise InvalidInput.field("name", "An MLflow experiment name is at most 250 characters.")
+    if client.get_experiment_by_name(wanted) is not None:
+        message = f"MLflow already has an experiment called {wanted!r}; pick another name."
+        raise Conflict(message, fields={"name": [message]})
+    tags = {**project.experiment_owner_tags, "plinth.project_id": str(project.pk)}
+    try:
+        experiment_id = client.create_experiment(wanted, tags)
+    except MlflowError as exc:
+        raise Conflict(f"MLflow did not create {wanted!r}: {exc.message}", fields={"name": [exc.message]}) from None
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
+        if locked.mlflow_state != ExperimentState.DELETED:
+            raise Conflict(f"{project.full_slug} changed meanwhile; reload the page.")
+        before = {"mlflow_experiment_id": locked.mlflow_experiment_id, "name": locked.mlflow_experiment_name}
+        locked.mlflow_experiment_id = experiment_id
+        locked.mlflow_experiment_name = wanted
+        locked.mlflow_state = ExperimentState.LINKED
+        locked.mlflow_error = ""
+        locked.mlflow_state_since = timezone.now()
+        locked.save(
+            update_fields=[
+                "mlflow_experiment_id",
+                "mlflow_experiment_name",
+                "mlflow_state",
+                "mlflow_error",
+                "mlflow_state_since",
+            ]
+        )
+        record(
+            actor,
+            "project.experiment_replaced",
+            locked,
+            team=locked.team,
+            project=locked,
+            before=before,
+            after={"mlflow_experiment_id": experiment_id, "name": wanted},
+        )
+        _schedule_access_sync(locked)
+    return locked
 
 
 def attach_experiment(actor: User, project: Project, experiment: str) -> Project:

@@ -26,8 +26,9 @@ def ensure_project_experiment(self: object, project_pk: int) -> None:
 
 @shared_task
 def sync_pending_experiments() -> int:
-    """Reconciler: link every project still waiting for its MLflow experiment, then follow
-    renames made in MLflow (a linked project shows its experiment's current name)."""
+    """Reconciler: link every project still waiting for its MLflow experiment, then check
+    every link by id (services.refresh_experiment_names): renames are followed, a deleted
+    experiment makes its project `deleted`, a restored one `linked` again."""
     from apps.projects.services import link_experiment, refresh_experiment_names
 
     linked = 0

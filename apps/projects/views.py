@@ -19,9 +19,10 @@ from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.accounts.models import Team
+from apps.core.errors import ServiceError
 from apps.core.pages import paginate, run_service
 from apps.projects import services
-from apps.projects.forms import ExperimentAttachForm, ProjectCreateForm, ProjectEditForm
+from apps.projects.forms import ExperimentAttachForm, ExperimentReplaceForm, ProjectCreateForm, ProjectEditForm
 from apps.projects.models import Backend, ExperimentState, Project
 from apps.tracking.gateway import gateway
 
@@ -113,6 +114,8 @@ class ProjectDetailView(ObjectAccessMixin, TemplateView):
             mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
             can_attach=policies.is_platform_admin(self.request.user) and project.mlflow_state != ExperimentState.LINKED,
             attach_form=ExperimentAttachForm(),
+            replace_form=ExperimentReplaceForm(),
+            **experiment_context(self.request, project, live=True),
             **access_context(self.request, project),
             edit_form=ProjectEditForm(
                 initial={
@@ -183,6 +186,97 @@ class ExperimentAttachView(ObjectAccessMixin, View):
         context = view.get_context_data()
         context["attach_form"] = form
         return render(request, ProjectDetailView.template_name, context, status=status)
+
+
+def experiment_context(request: HttpRequest, project: Project, *, live: bool = False) -> dict[str, Any]:
+    """What the pages say about the project's MLflow experiment: `experiment_deleted` (the
+    sentence, when the project is `deleted`, or MLflow says so now while the reconciler has
+    not yet noticed), `experiment_name` (MLflow's current name when `live` could read it,
+    else the stored one) and who may restore / replace it. `live` reads the experiment once
+    from MLflow (a GET changes nothing: the reconciler records what it finds)."""
+    from apps.projects.services import experiment_deleted_sentence
+    from apps.tracking.gateway import MlflowError, MlflowUnavailable
+
+    deleted = project.mlflow_state == ExperimentState.DELETED
+    name = project.mlflow_experiment_name
+    if live and project.mlflow_state == ExperimentState.LINKED and project.mlflow_experiment_id:
+        try:
+            found = gateway().get_experiment(project.mlflow_experiment_id)
+        except (MlflowUnavailable, MlflowError):
+            found = None
+        else:
+            deleted = found is None or found.get("lifecycle_stage") == "deleted"
+        if found is not None and found.get("name"):
+            name = str(found["name"])
+    user = request.user
+    return {
+        "experiment_name": name,
+        "experiment_deleted": experiment_deleted_sentence(project) if deleted else "",
+        "can_restore": deleted and policies.can(user, Action.LAUNCH, project.team),
+        "can_replace": deleted and policies.can_manage_team(user, project.team),
+        "can_relink": deleted and policies.is_platform_admin(user),
+    }
+
+
+class ExperimentRestoreView(ObjectAccessMixin, View):
+    """Members, leads and platform admins restore the project's experiment deleted in
+    MLflow (MLflow's restore_experiment; audited: services.restore_project_experiment)."""
+
+    lookup = get_project_by_slug_for_user
+    lookup_kwargs = ("team", "slug")
+    write_action = Action.LAUNCH
+
+    def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
+        project: Project = self.object
+        try:
+            restored = services.restore_project_experiment(actor_of(request), project)
+        except ServiceError as exc:
+            return _detail_with_error(request, project, team, slug, [exc.message], exc.status_code)
+        messages.success(request, f"MLflow experiment {restored.mlflow_experiment_id} restored; linked again.")
+        return redirect("projects:detail", team=team, slug=slug)
+
+
+class ExperimentReplaceView(ObjectAccessMixin, View):
+    """Leads and platform admins give a project whose experiment was deleted a new one
+    (audited: services.replace_project_experiment)."""
+
+    lookup = get_project_by_slug_for_user
+    lookup_kwargs = ("team", "slug")
+    write_action = Action.LAUNCH  # the service answers 403 to members (a lead's decision)
+
+    def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
+        project: Project = self.object
+        form = ExperimentReplaceForm(request.POST)
+        status = 400
+        if form.is_valid():
+            replaced, status = run_service(
+                form,
+                lambda: services.replace_project_experiment(actor_of(request), project, form.cleaned_data["name"]),
+            )
+            if replaced is not None:
+                messages.success(request, f"New MLflow experiment {replaced.mlflow_experiment_name!r} linked.")
+                return redirect("projects:detail", team=team, slug=slug)
+        if status == 403:
+            raise PermissionDenied("Only the team's leads and platform admins give a project a new experiment.")
+        return _detail_with_error(request, project, team, slug, [], status, replace_form=form)
+
+
+def _detail_with_error(
+    request: HttpRequest,
+    project: Project,
+    team: str,
+    slug: str,
+    errors: Any,
+    status: int,
+    **extra: Any,
+) -> HttpResponse:
+    if status == 403:
+        raise PermissionDenied(" ".join(errors) or "You may not do that in this project.")
+    view = ProjectDetailView(request=request, kwargs={"team": team, "slug": slug}, args=())
+    view.object = project
+    context = view.get_context_data()
+    context.update(experiment_errors=list(errors), **extra)
+    return render(request, ProjectDetailView.template_name, context, status=status)
 
 
 def access_context(request: HttpRequest, project: Project, *, live: bool = False) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class ModelListView(APIView):
     """Registered models of a project (`?project=` id or team/project), or of every project
     you can see, with their versions and aliases."""
 
+    depends_on = ("MLflow",)
+
     @extend_schema(
         operation_id="models_list",
         parameters=[OpenApiParameter("project", str, description="project id or team/project")],
@@ -55,6 +57,8 @@ class ModelListView(APIView):
 class ModelDetailView(APIView):
     """One registered model: versions with their runs' metrics, aliases, open requests."""
 
+    depends_on = ("MLflow",)
+
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, name: str) -> Response:
         model = get_model_for_user(request.user, name, Action.VIEW)
@@ -68,6 +72,8 @@ class ModelDetailView(APIView):
 class AliasHistoryView(APIView):
     """Which version held which alias from when to when (`to` null: now), and why."""
 
+    depends_on = ("MLflow",)
+
     @extend_schema(parameters=[OpenApiParameter("alias", str)], responses={200: AliasHistorySerializer(many=True)})
     def get(self, request: Request, name: str) -> Response:
         model = get_model_for_user(request.user, name, Action.VIEW)
@@ -79,6 +85,8 @@ class AliasHistoryView(APIView):
 
 class AliasRollbackView(APIView):
     """Ask to point the alias back at its previous holder; `emergency` (leads) skips the quorum."""
+
+    depends_on = ("MLflow",)
 
     @extend_schema(request=RollbackSerializer, responses={201: PromotionSerializer})
     def post(self, request: Request, name: str, alias: str) -> Response:
@@ -122,6 +130,7 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedV
     serializer_class = PromotionSerializer
     lookup_function = get_promotion_for_user
     write_action = Action.VIEW  # who may decide is the policy's question: the services answer 403
+    depends_on = {"create": ("MLflow",)}
 
     def get_queryset(self) -> Any:
         params = self.request.query_params

@@ -60,11 +60,18 @@ class PolicyForm(forms.Form):
 
 
 class WebhookForm(forms.Form):
-    url = forms.URLField(max_length=500, label="Webhook URL", assume_scheme="https")
+    url = forms.URLField(
+        max_length=500,
+        label="Webhook URL",
+        assume_scheme="https",
+        help_text="A public http(s) address. Internal addresses are refused unless a platform admin allow-lists them.",
+    )
+    # Never rendered back into the page: a refused save must not echo a typed secret.
     secret = forms.CharField(
         required=False,
         max_length=128,
         label="Signing secret",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Empty: keep the current one (or make one for a new webhook). At least 16 characters.",
     )
     is_active = forms.BooleanField(required=False, initial=True, label="Send notifications to it")

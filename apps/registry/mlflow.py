@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from apps.core.numbers import normalise
 from apps.registry.models import PROJECT_TAG
 from apps.tracking.gateway import MlflowError, MlflowGateway, MlflowUnavailable
 
@@ -145,7 +146,9 @@ class RegistryGateway(MlflowGateway):
     # -- the runs behind versions -------------------------------------------------------
     def run_summaries(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """{run_id: {run_name, status, experiment_id, metrics: {key: latest value}}} for the
-        runs that still exist (a deleted run is simply absent)."""
+        runs that still exist (a deleted run is simply absent). Metric values are floats with
+        NaN kept and MLflow's ±1.797e308 sentinels read as ±inf (apps.core.numbers.normalise);
+        a value that is not a number is left out."""
         found: dict[str, dict[str, Any]] = {}
         for run_id in sorted({r for r in run_ids if r}):
             try:
@@ -160,9 +163,19 @@ class RegistryGateway(MlflowGateway):
                 "run_name": info.get("run_name", ""),
                 "status": info.get("status", ""),
                 "experiment_id": info.get("experiment_id", ""),
-                "metrics": {m["key"]: float(m["value"]) for m in data.get("metrics", []) or []},
+                "metrics": _metrics(data.get("metrics", []) or []),
             }
         return found
+
+
+def _metrics(raw: list[dict[str, Any]]) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for metric in raw:
+        try:
+            found[metric["key"]] = normalise(metric.get("value"))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
 
 
 def registry() -> RegistryGateway:

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Team
+from apps.core.numbers import JSONSafeEncoder, MetricsJSONDecoder
 from apps.projects.models import Project
 
 PROJECT_TAG = "plinth.project"
@@ -163,7 +164,8 @@ class PromotionRequest(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     status_reason = models.TextField(blank=True)
     # {"captured_at", "alias", "candidate": {version, run_id, run_name, metrics}, "holder": {...} | None}
-    evidence = models.JSONField(default=dict, blank=True)
+    # NaN/inf metrics are stored as "NaN"/"Infinity"/"-Infinity" and read back as floats.
+    evidence = models.JSONField(default=dict, blank=True, encoder=JSONSafeEncoder, decoder=MetricsJSONDecoder)
     # The policy's rules as they were when the request was made: editing a policy does not
     # move the goalposts of requests already in front of the approvers.
     required_approvals = models.PositiveSmallIntegerField(default=1)

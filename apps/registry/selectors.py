@@ -25,7 +25,16 @@ from apps.registry.models import (
 )
 from apps.registry.policies import pending_count  # re-exported: the navigation's badge
 
-__all__ = ["ModelView", "history", "model_views", "one_model", "pending_count", "requests_with_votes"]
+__all__ = [
+    "ModelView",
+    "history",
+    "model_views",
+    "one_model",
+    "outside_run",
+    "pending_count",
+    "requests_with_votes",
+    "scoped_runs",
+]
 
 
 def _when(millis: Any) -> datetime | None:
@@ -159,8 +168,30 @@ def one_model(model: RegisteredModel, gateway: RegistryGateway | None = None) ->
         pending=open_requests.get(model.name, 0),
     )
     # The newest 50 versions' runs: older ones are rarely what anyone compares.
-    runs = gateway.run_summaries(v["run_id"] for v in view.versions[:50])
+    runs = scoped_runs(model.project, gateway.run_summaries(v["run_id"] for v in view.versions[:50]))
     return view, runs
+
+
+def outside_run(run_id: str) -> dict[str, Any]:
+    """What pages and the API show of a run outside the project: its id and the fact, no
+    name, status, params or metrics."""
+    return {"run_id": run_id, "outside_project": True, "run_name": "", "status": "", "metrics": {}}
+
+
+def scoped_runs(project: Project, summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`summaries` ({run_id: {run_name, status, experiment_id, metrics}}, from
+    `RegistryGateway.run_summaries`) with every run that is not in `project`'s experiment
+    (apps.tracking.lookups.run_in_project, by experiment id) replaced by `outside_run`: a
+    model tagged into a project may have versions made from another team's runs."""
+    from apps.tracking.lookups import run_in_project
+
+    scoped: dict[str, dict[str, Any]] = {}
+    for run_id, summary in summaries.items():
+        if run_in_project(project, summary.get("experiment_id")):
+            scoped[run_id] = {**summary, "outside_project": False}
+        else:
+            scoped[run_id] = outside_run(run_id)
+    return scoped
 
 
 def requests_with_votes(queryset: QuerySet[PromotionRequest]) -> QuerySet[PromotionRequest]:

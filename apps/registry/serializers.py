@@ -4,8 +4,13 @@ from typing import Any
 
 from rest_framework import serializers
 
-from apps.registry.evidence import evaluate_gate
+from apps.registry.evidence import evaluate_gate, scoped_evidence
 from apps.registry.models import AliasHistory, Comparison, PromotionRequest
+
+# MLflow keeps a model version number in an SQL INTEGER column (model_versions.version):
+# 32 bits on PostgreSQL and MySQL, so no MLflow holds a version above 2**31 - 1 (and
+# PositiveIntegerField, where Plinth keeps it, has the same range).
+MAX_VERSION = 2**31 - 1
 
 
 class VoteSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -22,6 +27,7 @@ class PromotionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
     votes = VoteSerializer(many=True, read_only=True)
     approvals = serializers.SerializerMethodField()
     gate = serializers.SerializerMethodField()
+    evidence = serializers.SerializerMethodField()
 
     class Meta:
         model = PromotionRequest
@@ -54,6 +60,10 @@ class PromotionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
     def get_approvals(self, request: PromotionRequest) -> int:
         return sum(1 for vote in request.votes.all() if vote.decision == "approve")
 
+    def get_evidence(self, request: PromotionRequest) -> dict[str, Any]:
+        """The captured evidence, without the data of runs outside the request's project."""
+        return scoped_evidence(request.evidence, request.project)
+
     def get_gate(self, request: PromotionRequest) -> dict[str, Any]:
         gate = evaluate_gate(request)
         return {
@@ -66,7 +76,7 @@ class PromotionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
 
 class PromotionCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     model = serializers.CharField(max_length=256, help_text="Registered model name")
-    version = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION)
     alias = serializers.CharField(max_length=255, default="champion")
     justification = serializers.CharField(max_length=5000)
 
@@ -112,8 +122,9 @@ class PolicySerializer(serializers.Serializer):  # type: ignore[type-arg]
     (the team's leads)."""
 
     approvers = serializers.ListField(child=serializers.CharField(), required=False)
-    required_approvals = serializers.IntegerField(required=False)
-    expiry_days = serializers.IntegerField(required=False)
+    # The ranges apps.registry.services.update_policy enforces.
+    required_approvals = serializers.IntegerField(required=False, min_value=1, max_value=10)
+    expiry_days = serializers.IntegerField(required=False, min_value=1, max_value=90)
     allowed_aliases = serializers.ListField(child=serializers.CharField(), required=False)
     gate_metric = serializers.CharField(required=False, allow_blank=True)
     gate_comparison = serializers.ChoiceField(choices=["", *Comparison.values], required=False, allow_blank=True)

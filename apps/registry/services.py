@@ -128,7 +128,7 @@ def _new_request(
     if candidate.get("status", "READY") != "READY":
         raise InvalidInput.field("version", f"Version {version} is {candidate.get('status')}, not ready to serve.")
     holder = gateway.get_model_version(model.name, holder_version) if holder_version else None
-    evidence = capture(gateway, alias, candidate, holder)
+    evidence = capture(gateway, alias, candidate, holder, model.project)
     model = save_model(model)
     with transaction.atomic():
         # Serialise requests per model, so two identical ones at once cannot both pass the check.

@@ -11,6 +11,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import add_never_cache_headers
 from django.views import View
 from django.views.generic import TemplateView
 
@@ -21,10 +22,10 @@ from apps.access.roles import Action
 from apps.core.errors import ServiceError
 from apps.core.pages import paginate, run_service
 from apps.notifications.models import TeamWebhook
-from apps.notifications.services import configure_webhook
+from apps.notifications.services import configure_webhook, rotate_webhook_secret
 from apps.projects.models import Project
 from apps.registry import policies, services
-from apps.registry.evidence import metric_rows
+from apps.registry.evidence import metric_rows, scoped_evidence
 from apps.registry.forms import AttachForm, PolicyForm, RollbackForm, WebhookForm
 from apps.registry.lookups import get_model_for_user
 from apps.registry.mlflow import MlflowUnavailable
@@ -180,7 +181,11 @@ def model_context(request: HttpRequest, model: RegisteredModel, **extra: Any) ->
         "mlflow_error": mlflow_error,
         "history": rows,
         "current": [
-            {"row": row, "evidence": metric_rows(row.request.evidence) if row.request else []} for row in current
+            {
+                "row": row,
+                "evidence": metric_rows(scoped_evidence(row.request.evidence, model.project)) if row.request else [],
+            }
+            for row in current
         ],
         "flagged": [row for row in current if row.source == Source.OUTSIDE],
         "requests": requests,
@@ -246,23 +251,40 @@ class RollbackView(ObjectAccessMixin, View):
 
 
 class WebhookView(ObjectAccessMixin, View):
-    """The team's notification webhook (leads): JSON POSTs signed with HMAC-SHA256."""
+    """The team's notification webhook (leads): JSON POSTs signed with HMAC-SHA256.
+
+    A secret Plinth makes (first webhook, Rotate) is shown exactly once: the POST keeps it in
+    the session and redirects, the next GET takes it out and shows it (post/redirect/get, so a
+    reload or the back button cannot show it again). Afterwards the page only says when the
+    secret was set. Every answer is `Cache-Control: no-store`."""
 
     lookup = get_team_for_user
     read_action = Action.MANAGE
     template_name = "registry/webhook.html"
 
+    def _session_key(self) -> str:
+        return f"registry.webhook_secret.{self.object.pk}"
+
     def _render(self, request: HttpRequest, form: WebhookForm, status: int = 200, shown: str = "") -> HttpResponse:
         hook = TeamWebhook.objects.filter(team=self.object).first()
         context = {"team": self.object, "hook": hook, "form": form, "shown_secret": shown}
-        return render(request, self.template_name, context, status=status)
+        response = render(request, self.template_name, context, status=status)
+        add_never_cache_headers(response)
+        return response
+
+    def _show_once(self, request: HttpRequest, secret: str) -> HttpResponse:
+        request.session[self._session_key()] = secret
+        return redirect("registry:webhook", slug=self.object.slug)
 
     def get(self, request: HttpRequest, slug: str) -> HttpResponse:
         hook = TeamWebhook.objects.filter(team=self.object).first()
         initial = {"url": hook.url, "is_active": hook.is_active} if hook else {"is_active": True}
-        return self._render(request, WebhookForm(initial=initial))
+        shown = str(request.session.pop(self._session_key(), "") or "")
+        return self._render(request, WebhookForm(initial=initial), shown=shown)
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        if request.POST.get("action") == "rotate":
+            return self._rotate(request)
         form = WebhookForm(request.POST)
         if not form.is_valid():
             return self._render(request, form, 400)
@@ -277,8 +299,12 @@ class WebhookView(ObjectAccessMixin, View):
             return self._render(request, form, status)
         _, shown = result
         messages.success(request, "Webhook saved.")
-        if shown:  # shown once: the page answers with it instead of redirecting away from it
-            return self._render(
-                request, WebhookForm(initial={"url": data["url"], "is_active": data["is_active"]}), 200, shown
-            )
+        if shown:
+            return self._show_once(request, shown)
         return redirect("registry:webhook", slug=slug)
+
+    def _rotate(self, request: HttpRequest) -> HttpResponse:
+        # A refusal (409: no webhook yet) becomes the error page, via ServiceErrorMiddleware.
+        _, secret = rotate_webhook_secret(actor_of(request), self.object)
+        messages.success(request, "New signing secret made: the old one no longer signs calls.")
+        return self._show_once(request, secret)

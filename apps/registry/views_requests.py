@@ -21,7 +21,7 @@ from apps.access.roles import Action
 from apps.core.errors import ServiceError
 from apps.core.pages import paginate
 from apps.registry import policies, services
-from apps.registry.evidence import evaluate_gate, evidence_figure, metric_rows
+from apps.registry.evidence import evaluate_gate, evidence_figure, metric_rows, scoped_evidence
 from apps.registry.forms import DecisionForm, PromotionForm
 from apps.registry.lookups import get_model_for_user, get_promotion_for_user
 from apps.registry.mlflow import registry
@@ -95,8 +95,9 @@ def request_context(request: HttpRequest, promotion: PromotionRequest, **extra: 
         "votes": list(found.votes.all()),
         "approvals": sum(1 for v in found.votes.all() if v.decision == "approve"),
         "gate": evaluate_gate(found),
-        "rows": metric_rows(found.evidence),
-        "figure": evidence_figure(found.evidence),
+        "evidence": scoped_evidence(found.evidence, found.project),
+        "rows": metric_rows(scoped_evidence(found.evidence, found.project)),
+        "figure": evidence_figure(scoped_evidence(found.evidence, found.project)),
         "policy": policy,
         "can_decide": found.is_pending and policies.can_approve(user, found, policy),
         "can_withdraw": found.is_pending and policies.can_withdraw(user, found),

@@ -13,12 +13,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.access.roles import Action
+from apps.core.api import int_schema
 from apps.core.errors import InvalidInput
 from apps.launches.lookups import project_from
 from apps.tracking.compare import build_comparison, comparison_json, parse_compare_query
+from apps.tracking.downsample import MIN_POINTS
 from apps.tracking.forms import parse_run_query
 from apps.tracking.gateway import MlflowError
-from apps.tracking.runs import search_project_runs
+from apps.tracking.runs import MAX_PAGE_SIZE, search_project_runs
+from apps.tracking.series import MAX_MAX_POINTS
 
 logger = logging.getLogger(__name__)
 API_PAGE_SIZE = 100
@@ -29,13 +32,15 @@ class RunListView(APIView):
     at a time: `next_page_token` is "" on the last page. A bad filter is a 400 with
     MLflow's message."""
 
+    depends_on = ("MLflow",)  # the schema's 503 (apps.core.schema)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("project", str, required=True, description="project id or team/project"),
             OpenApiParameter("filter", str, description="MLflow search filter, e.g. metrics.loss < 0.5"),
             OpenApiParameter("order_by", str, many=True, description="e.g. metrics.loss ASC (repeatable)"),
-            OpenApiParameter("page_token", str),
-            OpenApiParameter("max_results", int, description="1..1000, default 100"),
+            OpenApiParameter("page_token", str, description="next_page_token of the previous page, as given"),
+            OpenApiParameter("max_results", int_schema(1, MAX_PAGE_SIZE), description="1..1000, default 100"),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
@@ -67,12 +72,19 @@ class RunCompareView(APIView):
     and max. Every run must belong to a project you can see (404 otherwise); deleted runs
     are listed under `missing`."""
 
+    depends_on = ("MLflow",)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("run_ids", str, required=True, description="comma-separated run ids"),
             OpenApiParameter("metrics", str, description="comma-separated metric names (default: all)"),
-            OpenApiParameter("max_points", int, description="4..10000, default 1000"),
+            OpenApiParameter(
+                "max_points", int_schema(MIN_POINTS, MAX_MAX_POINTS), description="4..10000, default 1000"
+            ),
             OpenApiParameter("dir", str, description="direction overrides, e.g. loss:max,acc:min"),
+            OpenApiParameter(
+                "refresh", str, enum=["0", "1"], description="1: re-read every history from MLflow, not the cache"
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )

@@ -7,19 +7,24 @@ maximum are the extremes of their buckets, so they always survive — a loss spi
 41,337 still shows. (LTTB keeps the visual shape too, but it picks one point per bucket
 and can drop a one-step spike; min/max buckets cannot.)
 
-Values that JSON cannot carry (NaN, ±inf; MLflow stores +inf as 1.8e308, which is kept)
-are dropped first: a chart cannot draw them and the API's strict JSON would refuse them.
+Values that JSON cannot carry (NaN, ±inf, and MLflow's ±1.797e308 sentinels for ±inf,
+apps.core.numbers) are taken out first: a chart cannot draw them on a number axis and the
+API's strict JSON would refuse them. Where they were is kept (`Downsampled.nonfinite`, the
+first MAX_NONFINITE of them) so that a chart can mark them instead of hiding them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from apps.core.numbers import MLFLOW_FLOAT_MAX, display, normalise
+
 MIN_POINTS = 4  # first, last, min and max must fit
+MAX_NONFINITE = 200  # non-finite points remembered per series (a chart marks them)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,10 @@ class Downsampled:
     minimum: float | None
     maximum: float | None
     last: float | None
+    # Wall-clock time (ms since the epoch) of each kept point; empty when not known.
+    timestamps: list[int] = field(default_factory=list)
+    # The non-finite points [step, timestamp, "NaN" | "inf" | "-inf"], in logged order.
+    nonfinite: list[list[int | str]] = field(default_factory=list)
 
 
 def finite_pairs(steps: Sequence[int], values: Sequence[float]) -> tuple[list[int], list[float]]:
@@ -72,16 +81,47 @@ def keep_indices(values: Sequence[float], max_points: int) -> list[int]:
     return [int(i) for i in np.unique(chosen)]
 
 
-def downsample(steps: Sequence[int], values: Sequence[float], max_points: int) -> Downsampled:
+def _split_finite(
+    steps: Sequence[int], values: Sequence[float], timestamps: Sequence[int]
+) -> tuple[list[int], list[float], list[int], list[list[int | str]]]:
+    """(steps, values, timestamps) of the finite points, and [step, timestamp, kind] of the
+    others (NaN, ±inf, MLflow's ±1.797e308 sentinels; kind as apps.core.numbers.display)."""
+    array = np.asarray(values, dtype=float)
+    if (np.isfinite(array) & (np.abs(array) < MLFLOW_FLOAT_MAX)).all():  # the usual case, no loop
+        return list(steps), list(values), list(timestamps), []
+    kept_steps: list[int] = []
+    kept_values: list[float] = []
+    kept_times: list[int] = []
+    marks: list[list[int | str]] = []
+    for index, (step, value) in enumerate(zip(steps, values, strict=True)):
+        number = math.nan if value is None else normalise(value)
+        stamp = int(timestamps[index]) if timestamps else 0
+        if math.isfinite(number):
+            kept_steps.append(int(step))
+            kept_values.append(number)
+            if timestamps:
+                kept_times.append(stamp)
+        elif len(marks) < MAX_NONFINITE:
+            marks.append([int(step), stamp, display(number)])
+    return kept_steps, kept_values, kept_times, marks
+
+
+def downsample(
+    steps: Sequence[int], values: Sequence[float], max_points: int, timestamps: Sequence[int] | None = None
+) -> Downsampled:
     """At most `max_points` points of the series (x = steps, in logged order), keeping
-    extremes; see the module docstring."""
-    steps, values = finite_pairs(steps, values)
+    extremes; see the module docstring. `timestamps` (ms, one per point, optional) are
+    kept for the kept points, so a chart can draw the series against time."""
+    if timestamps is not None and len(timestamps) != len(steps):
+        timestamps = None
+    steps, values, times, marks = _split_finite(steps, values, timestamps or [])
     keep = keep_indices(values, max_points)
     if len(keep) == len(values):
-        kept_steps, kept_values = steps, values
+        kept_steps, kept_values, kept_times = steps, values, times
     else:
         kept_steps = [steps[i] for i in keep]
         kept_values = [values[i] for i in keep]
+        kept_times = [times[i] for i in keep] if times else []
     return Downsampled(
         steps=kept_steps,
         values=kept_values,
@@ -89,4 +129,6 @@ def downsample(steps: Sequence[int], values: Sequence[float], max_points: int) -
         minimum=min(values) if values else None,
         maximum=max(values) if values else None,
         last=values[-1] if values else None,
+        timestamps=kept_times,
+        nonfinite=marks,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, TypeVar
 
@@ -51,6 +51,9 @@ class History:
 
     steps: list[int]
     values: list[float]
+    # Wall-clock time of each point (ms since the epoch, MLflow's `timestamp`): the x of a
+    # time axis, for metrics logged without a step.
+    timestamps: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def _ordered(points: list[dict[str, Any]]) -> History:
     values = [p.get("value") for p in points]
     if not all(type(v) is float for v in values):
         values = [_number(v) for v in values]
-    return History([int(s) for s in steps], values)  # type: ignore[arg-type]
+    timestamps = [int(p.get("timestamp") or 0) for p in points]
+    return History([int(s) for s in steps], values, timestamps)  # type: ignore[arg-type]
 
 
 def _paged_history(run_id: str, key: str) -> History:

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from dataclasses import dataclass
 
 from django.http import QueryDict
 
+from apps.core.api import int_param
 from apps.core.errors import InvalidInput
 from apps.tracking.runs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_FILTER = 4000
+MAX_CLAUSES = 20
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`")
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_INTEGER = re.compile(r"(?<![\w.])\d+(?![\w.])")
+# MLflow's run-search page tokens are base64 of {"offset": N} (its SearchUtils.create_page_token).
+MAX_PAGE_TOKEN = 200
+# No experiment holds 2**31 runs; a larger offset only overflows MLflow's SQL OFFSET (its 500).
+MAX_PAGE_OFFSET = 2**31 - 1
 
 
 def _listed(params: QueryDict, name: str) -> list[str]:
@@ -41,22 +53,59 @@ def parse_run_query(params: QueryDict, *, default_size: int = DEFAULT_PAGE_SIZE)
         raise InvalidInput.field("filter", f"The filter is longer than {MAX_FILTER} characters.")
     if "\x00" in text:
         raise InvalidInput.field("filter", "The filter contains a NUL character.")
-    raw_size = params.get("max_results", "") or str(default_size)
-    try:
-        size = int(raw_size)
-    except ValueError:
-        raise InvalidInput.field("max_results", "max_results must be a whole number.") from None
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise InvalidInput.field("max_results", f"max_results must be between 1 and {MAX_PAGE_SIZE}.")
+    check_filter_limits(text)
+    size = int_param(params, "max_results", default_size, minimum=1, maximum=MAX_PAGE_SIZE)
     order_by = [o.strip() for o in params.getlist("order_by") if o.strip()]
     return RunQuery(
         filter=text,
         order_by=order_by,
-        page_token=params.get("page_token", "").strip(),
+        page_token=clean_page_token(params.get("page_token", "")),
         max_results=size,
         params=_listed(params, "params") if "params" in params else None,
         metrics=_listed(params, "metrics") if "metrics" in params else None,
     )
+
+
+def check_filter_limits(text: str) -> None:
+    """Refuse (400 on `filter`) the MLflow filters that MLflow answers with a 500 instead of
+    its own 400, so they are not mistaken for MLflow being down: more than MAX_CLAUSES
+    conditions (each can be a join; SQLite stops at 64 tables) and a whole number past a
+    signed 64-bit integer (e.g. `attributes.start_time > 99999999999999999999`). Quoted
+    text is not looked into; the rest of the syntax is MLflow's to judge."""
+    bare = _QUOTED.sub("''", text)
+    clauses = len(_AND.split(bare))
+    if clauses > MAX_CLAUSES:
+        raise InvalidInput.field("filter", f"The filter has {clauses} conditions; at most {MAX_CLAUSES}.")
+    for number in _INTEGER.findall(bare):
+        if int(number) > 2**63 - 1:
+            raise InvalidInput.field("filter", f"{number[:30]} is larger than any value MLflow stores.")
+
+
+def clean_page_token(raw: str) -> str:
+    """A page token as MLflow issues them for runs/search, or a 400 on `page_token`.
+
+    MLflow's tokens are base64 of the JSON object {"offset": N}, N a whole number >= 1
+    (mlflow.utils.search_utils.SearchUtils.create_page_token). MLflow itself answers 500
+    to a token that decodes to another shape (e.g. "W10=", a list) and to an offset past
+    its SQL integer range, so both are refused here: anything but one key "offset" with
+    1 <= N <= MAX_PAGE_OFFSET (2**31 - 1). "" (the first page) stays "".
+    """
+    token = (raw or "").strip()
+    if not token:
+        return ""
+    refuse = InvalidInput.field("page_token", "That is not a page token this list handed out; start from page one.")
+    if len(token) > MAX_PAGE_TOKEN:
+        raise refuse
+    try:
+        decoded = json.loads(base64.b64decode(token, validate=True))
+    except (binascii.Error, ValueError):
+        raise refuse from None
+    if not isinstance(decoded, dict) or set(decoded) != {"offset"}:
+        raise refuse
+    offset = decoded["offset"]
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 1 <= offset <= MAX_PAGE_OFFSET:
+        raise refuse
+    return token
 
 
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")

@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
+from apps.core.deadline import cap_timeout
 from apps.core.errors import ServiceError, Unavailable
 
 
@@ -49,7 +50,8 @@ class MlflowGateway:
         again (a busy MLflow answering one slow history read should not fail a compare)."""
         for attempt in range(retries + 1):
             try:
-                return self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
+                # Within a web request, never past its budget (apps.core.deadline).
+                return self.session.request(method, url, timeout=cap_timeout(timeout or self.timeout), **kwargs)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 if attempt < retries:
                     continue
@@ -96,11 +98,37 @@ class MlflowGateway:
         experiment: dict[str, Any] = body["experiment"]
         return experiment
 
+    def get_experiment(self, experiment_id: str) -> dict[str, Any] | None:
+        """The experiment with this id ({experiment_id, name, lifecycle_stage, tags, ...}),
+        or None when MLflow has none."""
+        try:
+            body = self._call("GET", "experiments/get", params={"experiment_id": experiment_id})
+        except MlflowError as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or exc.http_status == 404:
+                return None
+            raise
+        experiment: dict[str, Any] = body["experiment"]
+        return experiment
+
+    def search_experiments(self, page_token: str = "", max_results: int = 1000) -> tuple[list[dict[str, Any]], str]:
+        """One page of every experiment (active and deleted) and the next page token ("" at
+        the end)."""
+        payload: dict[str, Any] = {"max_results": max_results, "view_type": "ALL"}
+        if page_token:
+            payload["page_token"] = page_token
+        body = self._call("POST", "experiments/search", json=payload)
+        return body.get("experiments", []), body.get("next_page_token", "")
+
     def create_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         payload: dict[str, Any] = {"name": name}
         if tags:
             payload["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
         return str(self._call("POST", "experiments/create", json=payload)["experiment_id"])
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        """Restore a deleted experiment (MLflow's experiments/restore); MlflowError when
+        MLflow refuses (e.g. it was permanently deleted)."""
+        self._call("POST", "experiments/restore", json={"experiment_id": experiment_id})
 
     def ensure_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         """The id of the experiment called `name`, created when missing. Safe to repeat: a

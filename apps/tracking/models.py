@@ -17,7 +17,10 @@ class MetricSeries(models.Model):
 
     The fingerprint (`run_end_time`, `latest_step`, `latest_timestamp`, `latest_value`) is
     what MLflow said about the run when the row was computed; a resumed run gets a new end
-    time, a late write a new latest point, and either makes the row stale."""
+    time, a late write a new latest point, and either makes the row stale. `logged` and
+    `last_timestamp` (every point of the metric, NaN included, and the newest timestamp)
+    are checked against MLflow's store where the portal may read it (apps.tracking.store):
+    a point written late at an *earlier* step changes the count, not the latest point."""
 
     run_id = models.CharField(max_length=64)
     key = models.CharField(max_length=250)
@@ -28,11 +31,15 @@ class MetricSeries(models.Model):
     latest_timestamp = models.BigIntegerField()
     latest_value = models.FloatField(null=True)
     points = models.PositiveIntegerField(help_text="finite points logged")
+    logged = models.BigIntegerField(null=True, help_text="points logged, NaN included")
+    last_timestamp = models.BigIntegerField(null=True, help_text="newest point's timestamp (ms)")
     steps = models.TextField(help_text="JSON array of the kept steps")
     values = models.TextField(help_text="JSON array of the kept values")
     minimum = models.FloatField(null=True)
     maximum = models.FloatField(null=True)
     last = models.FloatField(null=True)
+    timestamps = models.TextField(default="[]", help_text="JSON array: wall-clock ms of each kept point")
+    nonfinite = models.TextField(default="[]", help_text='JSON array of [step, timestamp, "NaN"|"inf"|"-inf"]')
     computed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

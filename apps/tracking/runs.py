@@ -3,10 +3,10 @@ whose experiment holds them and to the launch that started them, if any."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.core.numbers import json_safe, normalise
 from apps.launches.models import Launch
 from apps.projects.models import Project
 from apps.tracking.gateway import gateway
@@ -20,13 +20,16 @@ DEFAULT_ORDER = "attributes.start_time DESC"
 
 
 def to_number(value: Any) -> float | None:
-    """A metric value from MLflow's JSON as a finite float, or None (NaN and infinities
-    arrive as floats or as the strings "NaN", "Infinity"; JSON cannot carry them onward)."""
+    """A metric value from MLflow's JSON as a float, or None when it is not a number.
+
+    NaN and the infinities are kept, as the floats NaN/±inf: they arrive as the strings
+    "NaN"/"Infinity"/"-Infinity" or as MLflow's ±1.7976931348623157e308 sentinels
+    (apps.core.numbers.normalise). A NaN is a logged value, unlike a metric never logged
+    (absent from `Run.latest`); JSON answers carry it via apps.core.numbers.json_safe."""
     try:
-        number = float(value)
+        return normalise(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,12 @@ class Run:
     def display_name(self) -> str:
         return self.name or self.run_id[:12]
 
+    @property
+    def parent_run_id(self) -> str:
+        """The run this one is nested under: its `mlflow.parentRunId` tag (set by MLflow's
+        client for `start_run(nested=True)` and by Plinth on a sweep's trials), "" for none."""
+        return self.tags.get("mlflow.parentRunId", "").strip()
+
     def as_api(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -127,9 +136,22 @@ class Run:
             "end_time": self.end_time,
             "duration_seconds": self.duration_seconds,
             "params": self.params,
-            "metrics": self.metrics,
+            "metrics": json_safe(self.metrics),
             "tags": {k: v for k, v in self.tags.items() if not k.startswith("mlflow.")},
+            "parent_run_id": self.parent_run_id or None,
         }
+
+
+def run_in_project(project: Project | None, experiment_id: Any) -> bool:
+    """Whether an MLflow run whose experiment is `experiment_id` belongs to `project`: the
+    one check every page, endpoint and task applies before it shows a run's data (name,
+    params, metrics, artifacts). The rule (ARCHITECTURE.md, security rules): an MLflow
+    object belongs to a project by id: the run's experiment id equals the project's linked
+    experiment id; names are for display only. A project with no linked experiment has no
+    runs."""
+    if project is None or not project.mlflow_experiment_id:
+        return False
+    return str(experiment_id or "") == project.mlflow_experiment_id
 
 
 def attach(runs: list[Run], projects: dict[str, Project]) -> None:
@@ -175,7 +197,7 @@ def search_project_runs(
         max_results=max_results,
         page_token=page_token,
     )
-    runs = [Run.from_mlflow(r) for r in raw]
+    runs = [run for run in map(Run.from_mlflow, raw) if run_in_project(project, run.experiment_id)]
     attach(runs, {project.mlflow_experiment_id: project})
     params = sorted({key for run in runs for key in run.params})
     metrics = sorted({key for run in runs for key in run.latest})

@@ -1,9 +1,10 @@
-"""Celery tasks of the metric cache. Both are safe to run twice and at any time: the cache
+"""Celery tasks of the metric cache. All are safe to run twice and at any time: the cache
 is derived data and every read re-validates it against MLflow (apps.tracking.series)."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 
@@ -24,6 +25,8 @@ def cache_run_histories(run_id: str, max_points: int = DEFAULT_MAX_POINTS) -> st
     A run still running is left alone; a deleted or unknown one loses its rows."""
     try:
         run = Run.from_mlflow(gateway().get_run(run_id))
+    except MlflowUnavailable:
+        return "unavailable"  # the periodic scan (cache_finished_runs) catches up
     except MlflowError:
         forget_runs([run_id])
         return "gone"
@@ -32,8 +35,61 @@ def cache_run_histories(run_id: str, max_points: int = DEFAULT_MAX_POINTS) -> st
         return "deleted"
     if not run.is_finished:
         return "running"
-    found = histories([run], None, max_points)
+    try:
+        found = histories([run], None, max_points)
+    except MlflowUnavailable:
+        return "unavailable"
     return f"{found.computed} computed, {found.cached} already cached"
+
+
+SCAN_PAGE = 1000  # runs per runs/search page
+SCAN_EXPERIMENTS = 100  # experiments per runs/search call
+
+
+@shared_task
+def cache_finished_runs(max_points: int = DEFAULT_MAX_POINTS) -> dict[str, int]:
+    """Beat (every PLINTH_METRIC_CACHE_SCAN_SECONDS): compute the cut histories of runs that
+    ended in the last PLINTH_METRIC_CACHE_LOOKBACK_SECONDS in the experiments of linked
+    projects — runs logged by people's own scripts as well as launched ones — so that the
+    first compare after a run ends is served from the cache. Rows already fresh are kept
+    (no MLflow history read); a run deleted or resumed is left to the readers' checks.
+    Returns counts {"runs", "computed", "cached"}; MLflow down ends the pass early (the
+    lookback covers the next one)."""
+    from django.conf import settings
+
+    from apps.projects.models import ExperimentState, Project
+
+    counts = {"runs": 0, "computed": 0, "cached": 0}
+    experiment_ids = sorted(
+        set(
+            Project.objects.filter(mlflow_state=ExperimentState.LINKED)
+            .exclude(mlflow_experiment_id="")
+            .values_list("mlflow_experiment_id", flat=True)
+        )
+    )
+    since = int((time.time() - float(settings.PLINTH_METRIC_CACHE_LOOKBACK_SECONDS)) * 1000)
+    query = f"attributes.end_time >= {since}"
+    try:
+        for start in range(0, len(experiment_ids), SCAN_EXPERIMENTS):
+            chunk = experiment_ids[start : start + SCAN_EXPERIMENTS]
+            token = ""
+            while True:
+                try:
+                    raw, token = gateway().search_runs(chunk, query, max_results=SCAN_PAGE, page_token=token)
+                except MlflowError as exc:  # e.g. an experiment deleted in MLflow meanwhile
+                    logger.warning("cache_finished_runs: %s", exc.message)
+                    break
+                runs = [run for run in map(Run.from_mlflow, raw) if run.is_finished and not run.is_deleted]
+                if runs:
+                    found = histories(runs, None, max_points)
+                    counts["runs"] += len(runs)
+                    counts["computed"] += found.computed
+                    counts["cached"] += found.cached
+                if not token:
+                    break
+    except MlflowUnavailable as exc:
+        logger.warning("cache_finished_runs: %s", exc.message)
+    return counts
 
 
 @shared_task

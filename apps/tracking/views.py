@@ -24,8 +24,10 @@ from apps.tracking import charts
 from apps.tracking.compare import Comparison, build_comparison, comparison_csv, parse_compare_query
 from apps.tracking.forms import MAX_FILTER, RunQuery, clean_artifact_path, parse_run_query
 from apps.tracking.gateway import MlflowError, MlflowUnavailable, gateway
+from apps.tracking.keys import ExperimentKeys, experiment_keys
 from apps.tracking.lookups import get_run_in_project
-from apps.tracking.runs import DEFAULT_PAGE_SIZE, RunPage, search_project_runs
+from apps.tracking.nesting import children_of, families, parent_names
+from apps.tracking.runs import DEFAULT_PAGE_SIZE, Run, RunPage, search_project_runs
 from apps.tracking.series import histories
 
 logger = logging.getLogger(__name__)
@@ -112,26 +114,54 @@ class RunsView(LoginRequiredMixin, View):
             except MlflowError as exc:
                 context["error"], status = exc.message, 400
         params, metrics = _columns(query, page)
+        # The picker offers every key of the experiment, not just this page's (cached scan).
+        keys = experiment_keys(project, page.runs) if page else ExperimentKeys([], [], [])
+        grouped = families(page.runs) if page else []
+        orphans = [family[0].orphan_of for family in grouped if family[0].orphan_of]
+        try:
+            orphan_names = parent_names(project, orphans) if orphans else {}
+        except (MlflowError, MlflowUnavailable):
+            orphan_names = {}
         context.update(
             query=query,
             page=page,
             rows=[
                 (
-                    run,
-                    STATUS_CLASS.get(run.status, ""),
-                    [run.params.get(k) for k in params],
-                    [run.metrics.get(k) for k in metrics],
+                    row.run,
+                    STATUS_CLASS.get(row.run.status, ""),
+                    [row.run.params.get(k) for k in params],
+                    [row.run.metrics.get(k) for k in metrics],
                 )
-                for run in (page.runs if page else [])
+                for family in grouped
+                for row in family
+            ],
+            families=[
+                [
+                    {
+                        "row": row,
+                        "css": STATUS_CLASS.get(row.run.status, ""),
+                        "pvalues": [row.run.params.get(k) for k in params],
+                        "mvalues": [row.run.metrics.get(k) for k in metrics],
+                        "indent": row.depth * 18,
+                        "parent_name": orphan_names.get(row.orphan_of, "") if row.orphan_of else "",
+                    }
+                    for row in family
+                ]
+                for family in grouped
             ],
             page_sizes=sorted({25, 50, 100, 200, 500, query.max_results}),
             params=params,
             metrics=metrics,
             sort=_sort_links(query, params, metrics),
-            all_params=sorted({*(page.param_keys if page else []), *params}),
-            all_metrics=sorted({*(page.metric_keys if page else []), *metrics}),
+            all_params=sorted({*keys.params, *params}),
+            all_metrics=sorted({*keys.metrics, *metrics}),
             mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
         )
+        # A deleted experiment: say so and how to fix it, never "log to <name>" (a new
+        # experiment of that name would hold runs this page never shows).
+        from apps.projects.views import experiment_context
+
+        context.update(experiment_context(request, project, live=not context["mlflow_down"]))
         return render(request, "tracking/runs.html", context, status=status)
 
 
@@ -168,7 +198,30 @@ class RunView(LoginRequiredMixin, View):
         context["parent"] = path.rpartition("/")[0] if path else None
         context["system_tags"] = {k: v for k, v in sorted(run.tags.items()) if k.startswith("mlflow.")}
         context["user_tags"] = {k: v for k, v in sorted(run.tags.items()) if not k.startswith("mlflow.")}
+        context.update(_family(project, run))
         return render(request, "tracking/run.html", context, status=503 if context.get("mlflow_down") else 200)
+
+
+def _family(project: Project, run: Run) -> dict[str, Any]:
+    """The run page's nested-runs parts: its parent (id and name, when it has one) and its
+    direct children with their status and first DEFAULT_COLUMNS metrics. MLflow failing
+    here is a message in the section, not a failed page."""
+    found: dict[str, Any] = {"child_runs": [], "child_metrics": [], "children_error": "", "parent_run": None}
+    try:
+        if run.parent_run_id:
+            names = parent_names(project, [run.parent_run_id])
+            found["parent_run"] = {"run_id": run.parent_run_id, "name": names.get(run.parent_run_id, "")}
+        children = children_of(project, run)
+    except (MlflowError, MlflowUnavailable) as exc:
+        found["children_error"] = exc.message
+        return found
+    metrics = sorted({key for child in children for key in child.latest})[:DEFAULT_COLUMNS]
+    found["child_metrics"] = metrics
+    found["child_runs"] = [
+        (child, STATUS_CLASS.get(child.status, ""), [child.metrics.get(k) for k in metrics]) for child in children
+    ]
+    found["child_ids"] = ",".join(child.run_id for child in children)
+    return found
 
 
 class ArtifactView(LoginRequiredMixin, View):

@@ -125,7 +125,7 @@ MATRIX: dict[str, Route] = {
     "account": route(
         NONE,
         Op("GET", "vic", outsider=200),
-        Op("POST", "vic", ok=201, outsider=201, body={"name": "laptop"}),
+        Op("POST", "vic", ok=302, outsider=302, body={"name": "laptop"}),  # post/redirect/get
     ),
     # One's own tokens only: anybody else's token id is a 404, for platform admins too.
     "token-revoke": route(lambda w: {"pk": w.ada_token.pk}, Op("POST", "ada", ok=302, admin=404)),

@@ -77,8 +77,16 @@ def test_viewer_selects_three_runs_and_compares_them_with_charts(
     for chart in ("#chart-0", "#chart-1"):  # accuracy, loss: drawn once scrolled near
         page.locator(chart).scroll_into_view_if_needed()
         expect(page.locator(f"{chart} .main-svg").first).to_be_visible()
-        expect(page.locator(f"{chart} .scatterlayer .trace")).to_have_count(3)
+    # accuracy was logged once per run: a bar per run, not three dots on a step axis.
+    expect(page.locator("#chart-0 .barlayer .point")).to_have_count(3)
+    expect(page.locator("#chart-1 .scatterlayer .trace")).to_have_count(3)
     expect(page.locator("#chart-1 .legendtext")).to_have_text(["trial-0", "trial-1", "trial-3"])
+    # The x-axis switch redraws the history against time since each run started.
+    expect(page.locator("#chart-1 .xtitle")).to_have_text("step")
+    page.get_by_label("relative time").check()
+    expect(page.locator("#chart-1 .xtitle")).to_contain_text("time since the run started")
+    page.get_by_label("step", exact=True).check()
+    expect(page.locator("#chart-1 .xtitle")).to_have_text("step")
     page.locator("#parcoords").scroll_into_view_if_needed()
     expect(page.locator("#parcoords .main-svg").first).to_be_visible()
     expect(page.locator("#scatter .main-svg").first).to_be_visible()

@@ -23,7 +23,7 @@ import pytest
 from apps.compute.base import BackendRejected, BackendUnavailable, GpuDevice, Observation
 from apps.launches.models import LIVE, Launch, Template
 from apps.projects.models import ExperimentState, Project
-from apps.tracking.gateway import MlflowGateway
+from apps.tracking.gateway import MlflowError, MlflowGateway
 from portal.celery import app
 
 JOB_LIVE = frozenset({"pending", "running"})
@@ -106,26 +106,51 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
 
 
 class FakeMlflow:
-    """The runs the portal created, with their tags and final status."""
+    """The runs the portal created, with their tags and final status ("" while running).
+
+    MLflow's refusals, as the contract tests (tests/contracts) check them against the real
+    server: a run in a deleted experiment (`deleted_experiments`) is refused with MLflow's
+    400 "must be in the 'active' state"; tagging or ending an unknown run is its 404, and a
+    deleted run its 400. Unlike MLflow, any other experiment id is taken as existing."""
 
     def __init__(self) -> None:
         self.runs: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []
+        self.deleted_experiments: set[str] = set()
         self._ids = itertools.count(1)
 
     def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str] | None = None) -> str:
+        if experiment_id in self.deleted_experiments:
+            raise MlflowError(
+                f"The experiment {experiment_id} must be in the 'active' state. Current state is deleted.",
+                error_code="INVALID_PARAMETER_VALUE",
+            )
         run_id = f"run{next(self._ids)}"
         self.runs[run_id] = {"experiment_id": experiment_id, "name": run_name, "tags": dict(tags or {}), "status": ""}
         return run_id
 
+    def _active(self, run_id: str) -> dict[str, Any]:
+        if run_id in self.deleted:
+            raise MlflowError(
+                f"The run {run_id} must be in the 'active' state. Current state is deleted.",
+                error_code="INVALID_PARAMETER_VALUE",
+            )
+        if run_id not in self.runs:
+            raise MlflowError(f"Run with id={run_id} not found", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404)
+        return self.runs[run_id]
+
     def set_tag(self, run_id: str, key: str, value: str) -> None:
-        self.runs[run_id]["tags"][key] = value
+        self._active(run_id)["tags"][key] = value
 
     def end_run(self, run_id: str, status: str) -> None:
-        self.runs[run_id]["status"] = status
+        self._active(run_id)["status"] = status
 
     def delete_run(self, run_id: str) -> None:
-        self.deleted.append(run_id)
+        """MLflow keeps a deleted run (readable, no longer writable); `runs` drops it."""
+        if run_id not in self.runs and run_id not in self.deleted:
+            raise MlflowError(f"Run with id={run_id} not found", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404)
+        if run_id in self.runs:
+            self.deleted.append(run_id)
         self.runs.pop(run_id, None)
 
 

@@ -17,6 +17,12 @@ MATRIX: dict[str, Route] = {
     "api:project-attach-experiment": route(
         lambda w: {"pk": w.project.pk}, Op("POST", "root", too_weak="lin", body={"experiment": "1"})
     ),
+    # Restoring a deleted experiment (members and up) asks MLflow, which is down in the
+    # matrix world: 503. Replacing it is a lead's; demo/demo's experiment is not deleted: 409.
+    "projects:restore-experiment": route(DEMO_PROJECT, Op("POST", "ada", ok=503, too_weak="vic")),
+    "projects:replace-experiment": route(
+        DEMO_PROJECT, Op("POST", "lin", ok=409, too_weak="ada", body={"name": "demo/new"})
+    ),
 }
 
 

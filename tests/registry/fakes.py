@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from apps.core.numbers import normalise
 from apps.registry.mlflow import MlflowError, MlflowUnavailable, RegistryGateway
 from apps.registry.models import PROJECT_TAG
 
@@ -68,7 +69,7 @@ class FakeRegistry:
     def _model_json(self, name: str) -> dict[str, Any]:
         model = self.models[name]
         latest = max(model["versions"], default=None)
-        return {
+        found = {
             "name": name,
             "creation_timestamp": model["created"],
             "last_updated_timestamp": model["created"],
@@ -76,18 +77,45 @@ class FakeRegistry:
             "aliases": [{"alias": a, "version": str(v)} for a, v in sorted(model["aliases"].items())],
             "latest_versions": [self._version_json(name, latest)] if latest else [],
         }
+        return {k: v for k, v in found.items() if v != []}  # MLflow's JSON leaves out empty lists
 
     def _version_json(self, name: str, number: int) -> dict[str, Any]:
         version = self.models[name]["versions"][number]
-        return {
+        found = {
             "name": name,
             "version": str(number),
+            "creation_timestamp": self.models[name]["created"] + number,
+            "last_updated_timestamp": self.models[name]["created"] + number,
+            "current_stage": "None",
+            "description": "",
+            "source": f"runs:/{version['run_id']}/model",
             "run_id": version["run_id"],
             "status": version["status"],
-            "source": f"runs:/{version['run_id']}/model",
-            "creation_timestamp": self.models[name]["created"] + number,
+            "run_link": "",
             "tags": [{"key": k, "value": v} for k, v in version["tags"].items()],
+            "aliases": sorted(a for a, v in self.models[name]["aliases"].items() if v == number),
         }
+        return {k: v for k, v in found.items() if v != []}
+
+    def _model(self, name: str) -> dict[str, Any]:
+        """The model called `name`; MLflow's 404 when there is none."""
+        if name not in self.models:
+            raise MlflowError(
+                f"Registered Model with name={name} not found", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404
+            )
+        model: dict[str, Any] = self.models[name]
+        return model
+
+    def _version(self, name: str, version: int | str) -> dict[str, Any]:
+        """Version `version` of `name`; MLflow's 404 when either is missing."""
+        if name not in self.models or int(version) not in self.models[name]["versions"]:
+            raise MlflowError(
+                f"Model Version (name={name}, version={version}) not found",
+                error_code="RESOURCE_DOES_NOT_EXIST",
+                http_status=404,
+            )
+        found: dict[str, Any] = self.models[name]["versions"][int(version)]
+        return found
 
     def project_models(self, full_slug: str) -> list[dict[str, Any]]:
         self._enter("project_models")
@@ -103,7 +131,7 @@ class FakeRegistry:
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
         self._enter("set_registered_model_tag")
-        self.models[name]["tags"][key] = value
+        self._model(name)["tags"][key] = value
 
     def model_versions(self, names: Any) -> list[dict[str, Any]]:
         self._enter("model_versions")
@@ -132,20 +160,21 @@ class FakeRegistry:
 
     def set_model_version_tag(self, name: str, version: int | str, key: str, value: str) -> None:
         self._enter("set_model_version_tag")
-        self.models[name]["versions"][int(version)]["tags"][key] = value
+        self._version(name, version)["tags"][key] = value
 
     def set_alias(self, name: str, alias: str, version: int | str) -> None:
         self._enter("set_alias")
-        if int(version) not in self.models[name]["versions"]:
-            raise MlflowError(f"Model Version (name={name}, version={version}) not found", http_status=404)
+        self._version(name, version)
         self.models[name]["aliases"][alias] = int(version)
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._enter("delete_alias")
-        self.models[name]["aliases"].pop(alias, None)
+        self._model(name)["aliases"].pop(alias, None)
 
     def get_alias(self, name: str, alias: str) -> int | None:
         self._enter("get_alias")
+        if name not in self.models:  # MLflow: 404, which the gateway reads as "not set"
+            return None
         value: int | None = self.models[name]["aliases"].get(alias)
         return value
 
@@ -157,7 +186,8 @@ class FakeRegistry:
                 "run_name": f"name-{r}",
                 "status": "FINISHED",
                 "experiment_id": "1",
-                "metrics": self.runs[r],
+                # As the gateway reads them: NaN kept, ±inf and MLflow's sentinels as ±inf.
+                "metrics": {k: normalise(v) for k, v in self.runs[r].items()},
             }
             for r in run_ids
             if r in self.runs

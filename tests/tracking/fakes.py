@@ -8,6 +8,9 @@ sweep page's `tags.<key> = '<value>'`; anything else is MLflow's 400, as a bad f
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +22,19 @@ from apps.tracking.gateway import HISTORY_BULK_LIMIT, MlflowError, MlflowGateway
 
 _IN = re.compile(r"^attributes\.run_id IN \(([^)]*)\)$")
 _TAG = re.compile(r"^tags\.([\w.]+) = '([^']*)'$")
+# What MLflow's store keeps for ±inf (it clamps to the largest double; NaN it keeps).
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _stored(value: float) -> float:
+    """A logged value as MLflow's store gives it back: ±inf becomes ±1.797e308."""
+    return math.copysign(_FLOAT_MAX, value) if math.isinf(value) else value
+
+
+def _wire(value: float) -> float | str:
+    """A value as MLflow's REST answers (runs/get, runs/search, metrics/get-history):
+    the clamped float, and NaN as the string "NaN" (protobuf's JSON for it)."""
+    return "NaN" if math.isnan(value) else _stored(value)
 
 
 @dataclass
@@ -42,7 +58,7 @@ class FakeRun:
         for key, points in self.history.items():
             if points:
                 step, timestamp, value = max(points)
-                found.append({"key": key, "value": value, "timestamp": timestamp, "step": step})
+                found.append({"key": key, "value": _wire(value), "timestamp": timestamp, "step": step})
         return found
 
     def as_mlflow(self) -> dict[str, Any]:
@@ -59,14 +75,13 @@ class FakeRun:
         }
         if self.end_time is not None:
             info["end_time"] = self.end_time
-        return {
-            "info": info,
-            "data": {
-                "metrics": self.latest(),
-                "params": [{"key": k, "value": v} for k, v in self.params.items()],
-                "tags": [{"key": k, "value": v} for k, v in {"mlflow.runName": self.name, **self.tags}.items()],
-            },
+        data: dict[str, Any] = {
+            "metrics": self.latest(),
+            "params": [{"key": k, "value": v} for k, v in self.params.items()],
+            "tags": [{"key": k, "value": v} for k, v in {"mlflow.runName": self.name, **self.tags}.items()],
         }
+        # MLflow's JSON leaves out an empty list (a run without metrics has no "metrics").
+        return {"info": info, "data": {k: v for k, v in data.items() if v}, "inputs": {}, "outputs": {}}
 
 
 class FakeResponse:
@@ -127,6 +142,8 @@ class FakeMlflow:
         runs = [r for r in self.runs.values() if r.experiment_id in experiment_ids]
         if run_view_type == "ACTIVE_ONLY":
             runs = [r for r in runs if r.lifecycle_stage == "active"]
+        elif run_view_type == "DELETED_ONLY":
+            runs = [r for r in runs if r.lifecycle_stage == "deleted"]
         text = filter_string.strip()
         if match := _IN.match(text):
             wanted = {part.strip().strip("'") for part in match.group(1).split(",")}
@@ -135,11 +152,13 @@ class FakeMlflow:
             runs = [r for r in runs if r.tags.get(match.group(1)) == match.group(2)]
         elif text:
             raise MlflowError(f"Invalid filter {text!r}", error_code="INVALID_PARAMETER_VALUE")
-        runs.sort(key=lambda r: r.start_time, reverse=True)
-        start = int(page_token or 0)
+        runs.sort(key=lambda r: (-r.start_time, r.run_id))  # MLflow breaks ties by run id
+        # MLflow's run-search tokens: base64 of {"offset": N} (SearchUtils.create_page_token).
+        start = json.loads(base64.b64decode(page_token))["offset"] if page_token else 0
         page = runs[start : start + max_results]
         more = start + max_results < len(runs)
-        return [r.as_mlflow() for r in page], str(start + max_results) if more else ""
+        token = base64.b64encode(json.dumps({"offset": start + max_results}).encode()).decode()
+        return [r.as_mlflow() for r in page], token if more else ""
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         self.calls["get_run"] += 1
@@ -152,7 +171,7 @@ class FakeMlflow:
     ) -> list[dict[str, Any]]:
         self.calls["get_history_bulk"] += 1
         points = [
-            {"run_id": r.run_id, "key": key, "step": step, "timestamp": ts, "value": value}
+            {"run_id": r.run_id, "key": key, "step": step, "timestamp": ts, "value": _stored(value)}
             for r in (self.runs[i] for i in run_ids if i in self.runs)
             for step, ts, value in r.history.get(key, [])
         ]
@@ -163,16 +182,19 @@ class FakeMlflow:
         self, run_id: str, key: str, max_results: int = HISTORY_BULK_LIMIT, page_token: str = ""
     ) -> tuple[list[dict[str, Any]], str]:
         self.calls["get_metric_history"] += 1
-        if run_id not in self.runs:
-            raise _missing()
-        points = sorted(self.runs[run_id].history.get(key, []), key=lambda p: (p[1], p[0], p[2]))
-        start = int(page_token or 0)
+        run = self.runs.get(run_id)  # MLflow: an unknown run has an empty history, not a 404
+        points = sorted(run.history.get(key, []) if run else [], key=lambda p: (p[1], p[0], p[2]))
+        # MLflow's history tokens are base64 of {"offset": N}, as its run-search tokens.
+        start = json.loads(base64.b64decode(page_token))["offset"] if page_token else 0
         page = points[start : start + max_results]
-        token = str(start + max_results) if start + max_results < len(points) else ""
-        return [{"key": key, "step": s, "timestamp": t, "value": v} for s, t, v in page], token
+        more = start + max_results < len(points)
+        token = base64.b64encode(json.dumps({"offset": start + max_results}).encode()).decode() if more else ""
+        return [{"key": key, "step": s, "timestamp": t, "value": _wire(v)} for s, t, v in page], token
 
     def list_artifacts(self, run_id: str, path: str = "") -> list[dict[str, Any]]:
         self.calls["list_artifacts"] += 1
+        if run_id not in self.runs:
+            raise _missing()
         prefix = f"{path}/" if path else ""
         entries: dict[str, dict[str, Any]] = {}
         for name, body in self.runs[run_id].artifacts.items():
@@ -188,7 +210,8 @@ class FakeMlflow:
 
     def open_artifact(self, run_id: str, path: str) -> FakeResponse:
         self.calls["open_artifact"] += 1
-        body = self.runs[run_id].artifacts.get(path)
+        run = self.runs.get(run_id)
+        body = run.artifacts.get(path) if run is not None else None
         if body is None:
             raise MlflowError("No such artifact.", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404)
         return FakeResponse(body)

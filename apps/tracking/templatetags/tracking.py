@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django import template
+from django.template.defaultfilters import floatformat
+
+from apps.core.numbers import display, is_finite, normalise
 
 register = template.Library()
 
@@ -31,5 +34,19 @@ def duration(seconds: float | None) -> str:
 
 @register.filter
 def metric(value: float | None) -> str:
-    """Six significant digits: enough to tell runs apart, short enough for a table."""
-    return "—" if value is None else f"{value:.6g}"
+    """Six significant digits: enough to tell runs apart, short enough for a table. A
+    logged NaN/±inf (MLflow's ±1.797e308 sentinels included) reads "NaN"/"inf"/"-inf"
+    (apps.core.numbers.display); "—" is a value never logged."""
+    return "—" if value is None else display(value)
+
+
+@register.filter
+def metric_fixed(value: float | None, decimals: int = 4) -> str:
+    """`value` with `decimals` places, like `floatformat` (0.9500), but a logged NaN/±inf
+    (MLflow's ±1.797e308 sentinels included) reads "NaN"/"inf"/"-inf" instead of "nan" or
+    1.7976931348623157e+308, and "" is a value never logged (pair it with `|default:"—"`)."""
+    try:
+        number = normalise(value)
+    except (TypeError, ValueError):
+        return ""
+    return str(floatformat(number, decimals)) if is_finite(number) else display(number)

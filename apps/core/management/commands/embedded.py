@@ -175,6 +175,9 @@ class Command(BaseCommand):
 
     def _start(self, part: Part, data: Path, parts: list[Part]) -> None:
         env = dict(os.environ, PLINTH_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+        if not os.environ.get("PLINTH_MLFLOW_STORE_URI") and any(p.name == "mlflow" for p in parts):
+            # The portal reads histories from its own MLflow's store directly (read-only).
+            env["PLINTH_MLFLOW_STORE_URI"] = f"sqlite:///{data / 'mlflow.sqlite3'}"
         # The guard leads a new session and process group; Linux SIGTERMs it when we die.
         part.proc = subprocess.Popen(
             [sys.executable, "-m", "apps.core.guard", *part.argv],
