@@ -7,6 +7,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from django.http import QueryDict
 
@@ -88,7 +89,9 @@ def clean_page_token(raw: str) -> str:
     (mlflow.utils.search_utils.SearchUtils.create_page_token). MLflow itself answers 500
     to a token that decodes to another shape (e.g. "W10=", a list) and to an offset past
     its SQL integer range, so both are refused here: anything but one key "offset" with
-    1 <= N <= MAX_PAGE_OFFSET (2**31 - 1). "" (the first page) stays "".
+    1 <= N <= MAX_PAGE_OFFSET (2**31 - 1), or Plinth's own token for lists ordered by a
+    metric ({"phase": 0..3, "offset": N, "base": B}, apps.tracking.runs.phased_token).
+    "" (the first page) stays "".
     """
     token = (raw or "").strip()
     if not token:
@@ -100,12 +103,24 @@ def clean_page_token(raw: str) -> str:
         decoded = json.loads(base64.b64decode(token, validate=True))
     except (binascii.Error, ValueError):
         raise refuse from None
-    if not isinstance(decoded, dict) or set(decoded) != {"offset"}:
+    if not isinstance(decoded, dict):
         raise refuse
-    offset = decoded["offset"]
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 1 <= offset <= MAX_PAGE_OFFSET:
-        raise refuse
-    return token
+
+    def whole(value: Any, low: int, high: int) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+    if set(decoded) == {"offset"} and whole(decoded["offset"], 1, MAX_PAGE_OFFSET):
+        return token
+    # Plinth's own token for lists ordered by a metric (apps.tracking.runs.phased_token).
+    if (
+        set(decoded) == {"phase", "offset", "base"}
+        and whole(decoded["phase"], 0, 3)
+        and whole(decoded["offset"], 0, MAX_PAGE_OFFSET)
+        and whole(decoded["base"], 0, MAX_PAGE_OFFSET)
+        and decoded["base"] + decoded["offset"] <= MAX_PAGE_OFFSET
+    ):
+        return token
+    raise refuse
 
 
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")

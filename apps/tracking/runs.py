@@ -3,9 +3,13 @@ whose experiment holds them and to the launch that started them, if any."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.core.errors import InvalidInput
 from apps.core.numbers import json_safe, normalise
 from apps.launches.models import Launch
 from apps.projects.models import Project
@@ -180,6 +184,89 @@ class RunPage:
     metric_keys: list[str]
 
 
+# MLflow's store keeps +inf and -inf as the largest double (and NaN as NaN): ordered by a
+# metric, it puts +inf first in a DESC sort and -inf first in an ASC one.
+_MLFLOW_MAX = "1.7976931348623157e308"
+_METRIC_ORDER = re.compile(r"^\s*(metrics\.(?:`[^`]+`|\"[^\"]+\"|[\w.\-/]+))(?:\s+(?:ASC|DESC))?\s*$", re.IGNORECASE)
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+# MLflow answers 500 past 20 conditions (apps.tracking.forms.MAX_CLAUSES); the phases add two.
+_MAX_USER_CLAUSES_FOR_PHASES = 18
+_PHASES = 4  # finite values; +inf; -inf; then NaN and never logged (the tail of MLflow's order)
+
+
+def metric_order_phases(filter_string: str, order_by: list[str] | None) -> list[str] | None:
+    """When the first sort key is a metric, the MLflow filters that list its runs with
+    finite values first, then +inf, then -inf (each in the order asked); the fourth phase,
+    NaN and never logged, is the tail of MLflow's own order and takes `filter_string` as
+    is. None when the order is not by a metric (or the filter leaves no room for the two
+    extra conditions): MLflow's own order is right then.
+
+    Why: MLflow stores ±inf as ±1.797e308 and sorts them as numbers, so a DESC sort by
+    loss would show the runs that diverged to +inf first; NaN and runs without the metric
+    it already puts last in both directions (checked against mlflow server 3.17)."""
+    if not order_by:
+        return None
+    match = _METRIC_ORDER.match(order_by[0])
+    if match is None:
+        return None
+    text = filter_string.strip()
+    if text and len(_AND.split(text)) > _MAX_USER_CLAUSES_FOR_PHASES:
+        return None
+    key = match.group(1)
+
+    def with_filter(clause: str) -> str:
+        return f"{text} and {clause}" if text else clause
+
+    return [
+        with_filter(f"{key} > -{_MLFLOW_MAX} and {key} < {_MLFLOW_MAX}"),
+        with_filter(f"{key} >= {_MLFLOW_MAX}"),
+        with_filter(f"{key} <= -{_MLFLOW_MAX}"),
+        text,
+    ]
+
+
+def _mlflow_token(offset: int) -> str:
+    # MLflow's own run-search token (mlflow.utils.search_utils.SearchUtils.create_page_token).
+    return base64.b64encode(json.dumps({"offset": offset}).encode()).decode() if offset else ""
+
+
+def phased_token(phase: int, offset: int, base: int) -> str:
+    """Plinth's page token for a metric-ordered list: the phase (0..3, see
+    metric_order_phases), the offset within it, and how many runs the earlier phases held
+    (where the fourth phase starts in MLflow's own order)."""
+    return base64.b64encode(json.dumps({"phase": phase, "offset": offset, "base": base}).encode()).decode()
+
+
+def _read_phased_token(token: str) -> tuple[int, int, int]:
+    if not token:
+        return 0, 0, 0
+    decoded = json.loads(base64.b64decode(token))
+    if "phase" not in decoded:  # a token from before the list was ordered by a metric
+        raise InvalidInput.field("page_token", "That page token belongs to another order; start from page one.")
+    return int(decoded["phase"]), int(decoded["offset"]), int(decoded["base"])
+
+
+def _search_phased(
+    experiment_id: str, phases: list[str], order_by: list[str], page_token: str, max_results: int
+) -> tuple[list[dict[str, Any]], str]:
+    phase, offset, base = _read_phased_token(page_token)
+    found: list[dict[str, Any]] = []
+    while len(found) < max_results and phase < _PHASES:
+        want = max_results - len(found)
+        start = offset if phase < _PHASES - 1 else base + offset
+        raw, more = gateway().search_runs(
+            [experiment_id], phases[phase], order_by=order_by, max_results=want, page_token=_mlflow_token(start)
+        )
+        found.extend(raw)
+        if more:
+            offset += len(raw)
+            continue
+        if phase < _PHASES - 1:
+            base += offset + len(raw)
+        phase, offset = phase + 1, 0
+    return found, (phased_token(phase, offset, base) if phase < _PHASES else "")
+
+
 def search_project_runs(
     project: Project,
     *,
@@ -189,14 +276,23 @@ def search_project_runs(
     max_results: int = DEFAULT_PAGE_SIZE,
 ) -> RunPage:
     """One page of the runs of `project`'s experiment, in MLflow's filter syntax. A bad
-    filter or order_by is MLflow's 400 (MlflowError); MLflow down is MlflowUnavailable."""
-    raw, token = gateway().search_runs(
-        [project.mlflow_experiment_id],
-        filter_string,
-        order_by=order_by or [DEFAULT_ORDER],
-        max_results=max_results,
-        page_token=page_token,
-    )
+    filter or order_by is MLflow's 400 (MlflowError); MLflow down is MlflowUnavailable.
+    Ordered by a metric, runs with finite values come first and ±inf, NaN and never
+    logged after them (metric_order_phases), with Plinth's own page tokens."""
+    order = order_by or [DEFAULT_ORDER]
+    phases = metric_order_phases(filter_string, order)
+    if phases is not None:
+        raw, token = _search_phased(project.mlflow_experiment_id, phases, order, page_token, max_results)
+    else:
+        if page_token and "phase" in json.loads(base64.b64decode(page_token)):
+            raise InvalidInput.field("page_token", "That page token belongs to another order; start from page one.")
+        raw, token = gateway().search_runs(
+            [project.mlflow_experiment_id],
+            filter_string,
+            order_by=order,
+            max_results=max_results,
+            page_token=page_token,
+        )
     runs = [run for run in map(Run.from_mlflow, raw) if run_in_project(project, run.experiment_id)]
     attach(runs, {project.mlflow_experiment_id: project})
     params = sorted({key for run in runs for key in run.params})

@@ -412,3 +412,40 @@ def test_a_deleted_experiment_refuses_new_runs(launches: Launches) -> None:
         launches.gateway.create_run(experiment, "digits-43")
     refused(exc, 400, "INVALID_PARAMETER_VALUE")
     assert "must be in the 'active' state" in exc.value.message
+
+
+@pytest.mark.parametrize("direction", ["DESC", "ASC"])
+def test_ordered_by_a_metric_finite_values_come_first_in_pages(
+    tracking: Tracking, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's own order puts the ±1.797e308 it stores for ±inf first (+inf in a DESC sort,
+    -inf in an ASC one); the portal's phased search (apps.tracking.runs) lists finite values
+    first, then +inf, -inf, NaN and never logged, across pages, on the double and the server."""
+    from apps.tracking import runs as runs_module
+
+    experiment = tracking.experiment()
+    values = {"low": 0.5, "high": 2.0, "plus": math.inf, "minus": -math.inf, "nan": math.nan, "none": None}
+    for index, (name, value) in enumerate(values.items()):
+        metrics = {"loss": [(0, T0 + index, value)]} if value is not None else {"other": [(0, T0, 1.0)]}
+        tracking.run(experiment, name=name, start_time=T0 + index, metrics=metrics)
+    order = [f"metrics.loss {direction}"]
+
+    def names(raw: list[dict[str, Any]]) -> list[str]:
+        return [run["info"]["run_name"] for run in raw]
+
+    natural, _ = tracking.gateway.search_runs([experiment], "", order_by=order)
+    assert names(natural)[0] == ("plus" if direction == "DESC" else "minus")  # what the phases fix
+    assert names(natural)[-2:] == ["nan", "none"]
+
+    monkeypatch.setattr(runs_module, "gateway", lambda: tracking.gateway)
+    phases = runs_module.metric_order_phases("", order)
+    assert phases is not None
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        raw, token = runs_module._search_phased(experiment, phases, order, token, 2)
+        seen += names(raw)
+        if not token:
+            break
+    finite = ["high", "low"] if direction == "DESC" else ["low", "high"]
+    assert seen == [*finite, "plus", "minus", "nan", "none"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,16 @@ from apps.tracking.gateway import HISTORY_BULK_LIMIT, MlflowError, MlflowGateway
 
 _IN = re.compile(r"^attributes\.run_id IN \(([^)]*)\)$")
 _TAG = re.compile(r"^tags\.([\w.]+) = '([^']*)'$")
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_METRIC_CMP = re.compile(r"^metrics\.(`[^`]+`|[\w.\-/]+)\s*(<=|>=|<|>|=)\s*(-?[\d.eE+\-]+)$")
+_METRIC_ORDER = re.compile(r"^metrics\.(`[^`]+`|[\w.\-/]+)(?:\s+(ASC|DESC))?$", re.IGNORECASE)
+_OPS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "=": operator.eq,
+}
 # What MLflow's store keeps for ±inf (it clamps to the largest double; NaN it keeps).
 _FLOAT_MAX = 1.7976931348623157e308
 
@@ -52,6 +63,11 @@ class FakeRun:
     # key -> [(step, timestamp, value)]
     history: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)
+
+    def latest_value(self, key: str) -> float | None:
+        """The latest value of `key` as MLflow's store keeps it (±inf clamped), None if never logged."""
+        points = self.history.get(key)
+        return _stored(max(points)[2]) if points else None
 
     def latest(self) -> list[dict[str, Any]]:
         found = []
@@ -145,14 +161,29 @@ class FakeMlflow:
         elif run_view_type == "DELETED_ONLY":
             runs = [r for r in runs if r.lifecycle_stage == "deleted"]
         text = filter_string.strip()
-        if match := _IN.match(text):
-            wanted = {part.strip().strip("'") for part in match.group(1).split(",")}
-            runs = [r for r in runs if r.run_id in wanted]
-        elif match := _TAG.match(text):
-            runs = [r for r in runs if r.tags.get(match.group(1)) == match.group(2)]
-        elif text:
-            raise MlflowError(f"Invalid filter {text!r}", error_code="INVALID_PARAMETER_VALUE")
+        for clause in _AND.split(text) if text else []:
+            if match := _IN.match(clause):
+                wanted = {part.strip().strip("'") for part in match.group(1).split(",")}
+                runs = [r for r in runs if r.run_id in wanted]
+            elif match := _TAG.match(clause):
+                runs = [r for r in runs if r.tags.get(match.group(1)) == match.group(2)]
+            elif match := _METRIC_CMP.match(clause):
+                key, op, bound = match.group(1).strip("`"), match.group(2), float(match.group(3))
+                # MLflow compares the stored (clamped) latest value; NaN and no value never match.
+                runs = [
+                    r
+                    for r in runs
+                    if (v := r.latest_value(key)) is not None and not math.isnan(v) and _OPS[op](v, bound)
+                ]
+            else:
+                raise MlflowError(f"Invalid filter {text!r}", error_code="INVALID_PARAMETER_VALUE")
         runs.sort(key=lambda r: (-r.start_time, r.run_id))  # MLflow breaks ties by run id
+        if order_by and (match := _METRIC_ORDER.match(order_by[0])):
+            key, descending = match.group(1).strip("`"), (match.group(2) or "ASC").upper() == "DESC"
+            valued = [r for r in runs if (v := r.latest_value(key)) is not None and not math.isnan(v)]
+            valued.sort(key=lambda r: r.latest_value(key) or 0.0, reverse=descending)  # stable: ties keep the above
+            nan = [r for r in runs if (v := r.latest_value(key)) is not None and math.isnan(v)]
+            runs = valued + nan + [r for r in runs if r.latest_value(key) is None]  # NaN, then no value: last
         # MLflow's run-search tokens: base64 of {"offset": N} (SearchUtils.create_page_token).
         start = json.loads(base64.b64decode(page_token))["offset"] if page_token else 0
         page = runs[start : start + max_results]

@@ -162,3 +162,34 @@ def test_the_csv_tells_nan_from_never_logged(vic: User, linked: Project, zoo: Zo
     assert float(rows["fine"]["metrics.loss"]) == pytest.approx(0.3)
     # Spreadsheets and pandas read them back as the floats they are.
     assert math.isnan(float(rows["diverged"]["metrics.loss"])) and float(rows["blown"]["metrics.accuracy"]) == math.inf
+
+
+@pytest.mark.parametrize(
+    ("order_by", "expected"),
+    [
+        # MLflow alone would list "blown" (+inf accuracy, -inf loss) first in these two.
+        ("metrics.accuracy DESC", ["fine", "noloss", "blown", "diverged"]),
+        ("metrics.loss ASC", ["fine", "blown", "diverged", "noloss"]),
+    ],
+)
+def test_sorting_by_a_metric_never_ranks_non_finite_values_first(
+    vic: User, linked: Project, order_by: str, expected: list[str]
+) -> None:
+    api = api_for(vic)
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        response = api.get(
+            RUNS_API, {"project": "demo/demo", "order_by": order_by, "max_results": "1", "page_token": token}
+        )
+        assert response.status_code == 200, response.content
+        body = strict(response.content)
+        seen += [run["name"] for run in body["runs"]]
+        token = body["next_page_token"]
+        if not token:
+            break
+    assert seen == expected
+    page = client_for(vic).get(
+        reverse("tracking:runs", kwargs={"team": "demo", "slug": "demo"}), {"order_by": order_by}
+    )
+    assert [row[0].name for row in page.context["rows"]] == expected
