@@ -29,6 +29,25 @@
     return [1000, "s"];
   }
 
+  // Wall-clock axes are drawn in the page's time zone (the one every time on the page is
+  // shown in: the account's, else the browser's), named in the title. Plotly reads ms since
+  // the epoch as UTC, so each trace is shifted by its zone offset at its first point (a run
+  // that crosses a daylight-saving change keeps the offset it started with).
+  var ZONE = document.documentElement.getAttribute("data-time-zone") ||
+    (window.Intl ? Intl.DateTimeFormat().resolvedOptions().timeZone : "") || "UTC";
+  function zoneOffset(ms) {
+    try {
+      var d = new Date(ms);
+      return Date.parse(d.toLocaleString("en-US", { timeZone: ZONE })) -
+        Date.parse(d.toLocaleString("en-US", { timeZone: "UTC" }));
+    } catch (e) { return 0; } // an unknown zone name: UTC
+  }
+  function inZone(times) {
+    if (!times.length) { return times; }
+    var offset = zoneOffset(times[0]);
+    return offset ? times.map(function (t) { return t + offset; }) : times;
+  }
+
   // The figure of a line chart drawn against `mode` ("step", "time" or "relative").
   function against(chart, mode) {
     var unit = mode === "relative" ? relativeUnit(chart) : null;
@@ -37,11 +56,12 @@
       var copy = Object.assign({}, trace);
       if (!alt) { return copy; }
       if (mode === "step") { copy.x = xsOf(chart, i, "step"); }
-      else if (mode === "time") { copy.x = xsOf(chart, i, "time"); }
+      else if (mode === "time") { copy.x = inZone(xsOf(chart, i, "time")); }
       else { copy.x = xsOf(chart, i, "time").map(function (t) { return (t - alt.t0) / unit[0]; }); }
       return copy;
     });
-    var xaxis = { title: { text: TITLES[mode] + (unit ? " (" + unit[1] + ")" : "") } };
+    var title = mode === "time" ? "time (" + ZONE + ")" : TITLES[mode] + (unit ? " (" + unit[1] + ")" : "");
+    var xaxis = { title: { text: title } };
     if (mode === "time") { xaxis.type = "date"; } else { xaxis.type = "linear"; }
     return { data: data, layout: Object.assign({}, chart.figure.layout, { xaxis: xaxis }) };
   }
@@ -54,7 +74,7 @@
     })) {
       mode = "step"; // times unknown for some trace: only steps can be drawn
     }
-    return mode === chart.axis ? chart.figure : against(chart, mode);
+    return mode === chart.axis && mode !== "time" ? chart.figure : against(chart, mode);
   }
 
   function drawNext() {

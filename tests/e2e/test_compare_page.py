@@ -85,6 +85,11 @@ def test_viewer_selects_three_runs_and_compares_them_with_charts(
     expect(page.locator("#chart-1 .xtitle")).to_have_text("step")
     page.get_by_label("relative time").check()
     expect(page.locator("#chart-1 .xtitle")).to_contain_text("time since the run started")
+    # Wall-clock time is drawn in the page's time zone (every time on the page uses it) and says which.
+    zone = page.locator("html").get_attribute("data-time-zone")
+    assert zone
+    page.get_by_label("time", exact=True).check()
+    expect(page.locator("#chart-1 .xtitle")).to_have_text(f"time ({zone})")
     page.get_by_label("step", exact=True).check()
     expect(page.locator("#chart-1 .xtitle")).to_have_text("step")
     page.locator("#parcoords").scroll_into_view_if_needed()
