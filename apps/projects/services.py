@@ -425,63 +425,64 @@ def is_deleted_experiment_error(exc: Exception) -> bool:
     return "'active' state" in str(getattr(exc, "message", exc)) and "deleted" in str(getattr(exc, "message", exc))
 
 
-def mark_experiment_deleted(experiment_id: str, reason: str) -> Project | None:
-    """The linked project of MLflow experiment `experiment_id` becomes `deleted`, with
-    `reason` (why Plinth thinks so) and the time; audited as `project.experiment_deleted`.
-    Returns the project, or None when no linked project holds that id (already marked)."""
+def _move_experiment_state(
+    actor: User | None, experiment_id: str, source: str, target: str, verb: str, reason: str, error: str
+) -> Project | None:
+    """The project of MLflow experiment `experiment_id` in state `source` moves to `target`
+    (with `error` and the time) under a row lock, audited as `verb` with `reason`. None when
+    no project in `source` holds that id (someone else moved it first)."""
     from django.utils import timezone
 
     with transaction.atomic():
         project = (
             Project.objects.select_for_update()
             .select_related("team")
-            .filter(mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.LINKED)
+            .filter(mlflow_experiment_id=experiment_id, mlflow_state=source)
             .first()
         )
         if project is None:
             return None
-        project.mlflow_state = ExperimentState.DELETED
-        project.mlflow_error = f"The experiment is deleted: {reason}."[:500]
-        project.mlflow_state_since = timezone.now()
-        project.save(update_fields=["mlflow_state", "mlflow_error", "mlflow_state_since"])
-        record(
-            None,
-            "project.experiment_deleted",
-            project,
-            team=project.team,
-            project=project,
-            before={"mlflow_state": ExperimentState.LINKED},
-            after={"mlflow_state": ExperimentState.DELETED, "reason": reason, "mlflow_experiment_id": experiment_id},
-        )
-    return project
-
-
-def _mark_experiment_restored(actor: User | None, experiment_id: str, reason: str) -> Project | None:
-    from django.utils import timezone
-
-    with transaction.atomic():
-        project = (
-            Project.objects.select_for_update()
-            .select_related("team")
-            .filter(mlflow_experiment_id=experiment_id, mlflow_state=ExperimentState.DELETED)
-            .first()
-        )
-        if project is None:
-            return None
-        project.mlflow_state = ExperimentState.LINKED
-        project.mlflow_error = ""
+        project.mlflow_state = target
+        project.mlflow_error = error[:500]
         project.mlflow_state_since = timezone.now()
         project.save(update_fields=["mlflow_state", "mlflow_error", "mlflow_state_since"])
         record(
             actor,
-            "project.experiment_restored",
+            verb,
             project,
             team=project.team,
             project=project,
-            before={"mlflow_state": ExperimentState.DELETED},
-            after={"mlflow_state": ExperimentState.LINKED, "reason": reason, "mlflow_experiment_id": experiment_id},
+            before={"mlflow_state": source},
+            after={"mlflow_state": target, "reason": reason, "mlflow_experiment_id": experiment_id},
         )
     return project
+
+
+def mark_experiment_deleted(experiment_id: str, reason: str) -> Project | None:
+    """The linked project of MLflow experiment `experiment_id` becomes `deleted`, with
+    `reason` (why Plinth thinks so) and the time; audited as `project.experiment_deleted`.
+    Returns the project, or None when no linked project holds that id (already marked)."""
+    return _move_experiment_state(
+        None,
+        experiment_id,
+        ExperimentState.LINKED,
+        ExperimentState.DELETED,
+        "project.experiment_deleted",
+        reason,
+        f"The experiment is deleted: {reason}.",
+    )
+
+
+def _mark_experiment_restored(actor: User | None, experiment_id: str, reason: str) -> Project | None:
+    return _move_experiment_state(
+        actor,
+        experiment_id,
+        ExperimentState.DELETED,
+        ExperimentState.LINKED,
+        "project.experiment_restored",
+        reason,
+        "",
+    )
 
 
 def restore_project_experiment(actor: User, project: Project) -> Project:

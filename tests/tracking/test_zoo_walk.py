@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,8 +16,8 @@ from django.urls import reverse
 from apps.accounts.models import User
 from apps.projects.models import Project
 from apps.tracking import keys
-from portal.celery import app
 from tests.conftest import MLFLOW_STORES, api_for, client_for
+from tests.launches.conftest import eager_tasks  # noqa: F401 (a fixture)
 from tests.tracking.conftest import link
 from tests.tracking.zoo import CHILDREN, MANY_PARAMS, UNICODE_NAME, Zoo, seed_zoo
 
@@ -37,18 +37,6 @@ def zoo(mlflow_server: str) -> Zoo:
 def zoo_project(project: Project, zoo: Zoo, mlflow_up: str) -> Project:
     """demo/demo linked to the zoo's experiment, the portal pointed at the real server."""
     return link(project, zoo.experiment_id)
-
-
-@pytest.fixture
-def eager_tasks() -> Iterator[None]:
-    """`.delay()` runs the task at once, in this thread (no broker, no worker)."""
-    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager, app.conf.task_eager_propagates = before
 
 
 def _refuse(token: str) -> Any:
@@ -232,12 +220,12 @@ def test_the_thousand_param_run_renders_and_its_keys_are_offered(ada: User, zoo_
     ]
 
 
+@pytest.mark.usefixtures("eager_tasks")
 def test_the_nan_version_walks_the_model_and_promotion_pages(
     ada: User,
     lin: User,
     zoo_project: Project,
     zoo: Zoo,
-    eager_tasks: None,
     django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     name = zoo.model
