@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_celery_beat",
+    "csp",
     "apps.core",
     "apps.accounts",
     "apps.access",
@@ -62,6 +63,7 @@ MIDDLEWARE = [
     "apps.core.deadline.RequestBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -91,7 +93,7 @@ TEMPLATES = [
                 "apps.core.context_processors.navigation",
             ],
             # `|when`: every time on a page, in the viewer's zone and labelled.
-            "builtins": ["apps.core.templatetags.when"],
+            "builtins": ["apps.core.templatetags.when", "apps.core.templatetags.wording"],
         },
     }
 ]
@@ -112,6 +114,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests run on a file too (one per test process), not Django's default shared-cache
+    # in-memory database: there a worker thread writing locks whole tables against every
+    # other connection ("database table is locked", which no busy timeout waits out), so
+    # tests with a real worker would not see the embedded mode's WAL and busy timeout.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -120,7 +127,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    # View permissions in the Django admin for platform admins (it authenticates nobody).
+    "apps.accounts.backends.PlatformAdminPermissions",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -130,33 +141,50 @@ TIME_ZONE = env_str("PLINTH_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
-# --- static files: the portal's own, plus plotly.js from the installed plotly package --
+# --- static files: the portal's own, htmx and plotly.js (static/vendor, from their ------
+# packages: apps.core.vendor). `collectstatic` (make install, the Dockerfile) writes them
+# with a content hash in the name, gzip and brotli beside them: whitenoise serves those
+# compressed and cacheable for a year, in both modes. Before any collectstatic (a fresh
+# checkout, the tests) pages link the plain names, served from static/ (finders).
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("PLINTH_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start without it
 WHITENOISE_USE_FINDERS = not PRODUCTION  # serve straight from static/ while developing
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True  # compress each file once, not its unhashed copy too
 STATICFILES_DIRS: list[tuple[str, Path] | Path] = [BASE_DIR / "static"]
-try:
-    import plotly
-
-    STATICFILES_DIRS.append(("plotly", Path(plotly.__file__).parent / "package_data"))
-except ImportError:  # pragma: no cover - plotly is a hard dependency
-    pass
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
             if PRODUCTION
-            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+            else "apps.core.staticfiles.CollectedOrSourceStorage"
         )
     },
+}
+
+# --- Content-Security-Policy on every response (django-csp): no inline script, no eval.
+# Chart data is JSON in json_script elements, behaviour is static JS and htmx attributes.
+# Styles may be inline: plotly.js and htmx set style attributes and <style> rules.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
 }
 
 # --- security (check --deploy clean in production) ------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("PLINTH_SESSION_AGE", 60 * 60 * 12)
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"  # the error page, with the reason
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -246,8 +274,10 @@ CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR /
 CELERY_BROKER_DIR = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("sqla+sqlite"):
     # Passed to SQLAlchemy's create_engine: wait for the write lock rather than fail at
-    # once; the worker, beat and the web processes all write to this file.
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"connect_args": {"timeout": 30}}
+    # once; the worker, beat and the web processes all write to this file, in WAL mode.
+    from apps.core.sqlite import WalConnection
+
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"connect_args": {"timeout": 30, "factory": WalConnection}}
 elif CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),
@@ -296,6 +326,8 @@ MLFLOW_UI_URL = env_str("PLINTH_MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
 MLFLOW_TIMEOUT = env_float("PLINTH_MLFLOW_TIMEOUT", 5.0)
 # History and artifact reads may take this long each (workers; web requests are capped below).
 PLINTH_MLFLOW_HISTORY_TIMEOUT = env_float("PLINTH_MLFLOW_HISTORY_TIMEOUT", 120.0)
+# Threads one request or task uses to read many runs' histories from MLflow at once.
+PLINTH_MLFLOW_THREADS = env_int("PLINTH_MLFLOW_THREADS", 4)
 # MLflow's backend store, read-only (a SQLAlchemy URL, e.g. a read replica): metric histories
 # in one SQL query and exact cache checks (apps.tracking.store); empty: REST only.
 PLINTH_MLFLOW_STORE_URI = env_secret("PLINTH_MLFLOW_STORE_URI")
@@ -429,6 +461,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own console handler (DEBUG only) would print every django.* record a
+        # second time next to the root handler: one handler, the root's.
+        "django": {"handlers": [], "propagate": True},
         "django.db.backends": {"level": "INFO"},
         "urllib3": {"level": "WARNING"},
         "kombu.connection": {"level": "ERROR"},

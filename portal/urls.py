@@ -1,8 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from apps.accounts import api as accounts_api
@@ -36,7 +35,9 @@ api_patterns = [
     path("auth/token/", accounts_api.AuthTokenView.as_view(), name="auth-token"),
     path("me/", accounts_api.MeView.as_view(), name="me"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # The split view serves Swagger UI's start-up code as a script of its own (no inline
+    # script: the site's Content-Security-Policy allows none).
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     *(p for app_api in APP_APIS for p in app_api.PATHS),
     *router.urls,
 ]
@@ -91,7 +92,7 @@ launch_patterns = [
 urlpatterns = [
     path("", accounts_views.HomeView.as_view(), name="home"),
     path("login/", accounts_views.PlinthLoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", accounts_views.PlinthLogoutView.as_view(), name="logout"),
     path("account/", accounts_views.AccountView.as_view(), name="account"),
     path("account/time-zone/", accounts_views.AccountTimeZoneView.as_view(), name="account-time-zone"),
     path("account/tokens/<int:pk>/revoke/", accounts_views.TokenRevokeView.as_view(), name="token-revoke"),
@@ -116,5 +117,9 @@ if settings.PLINTH_OIDC_ENABLED:
     # accounts) setup has no routes that cannot work.
     urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))
 
-# An unknown path under /api/ answers JSON like every other API error; pages keep Django's.
-handler404 = "apps.core.api.not_found"
+# Errors outside a view's own handling: JSON under /api/ like every other API error; pages
+# get the error page (the layout, the reason, a way back).
+handler400 = "apps.core.views.bad_request"
+handler403 = "apps.core.views.permission_denied"
+handler404 = "apps.core.views.page_not_found"
+handler500 = "apps.core.views.server_error"

@@ -103,7 +103,7 @@ def seed(now: datetime) -> Seeded:
     rng = random.Random(7)
     models = ("NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3")
     Gpu.objects.bulk_create(
-        Gpu(node=f"gpu-node-{n // PER_NODE:03d}", index=n % PER_NODE, model=models[n // PER_NODE % 2])
+        Gpu(node=f"gpu-node-{n // PER_NODE:03d}", index=n % PER_NODE, product=models[n // PER_NODE % 2])
         for n in range(GPUS)
     )
     gpu_ids = list(Gpu.objects.order_by("pk").values_list("pk", flat=True))

@@ -39,6 +39,33 @@ def _mlflow_down_by_default(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def postgres_required() -> bool:
+    """CI sets PLINTH_REQUIRE_POSTGRES=1: then a test that needs PostgreSQL fails instead of
+    skipping, so losing CI's DATABASE_URL cannot silently turn the race tests off."""
+    return os.environ.get("PLINTH_REQUIRE_POSTGRES", "") == "1"
+
+
+def skip_without_postgres(reason: str) -> None:
+    """Skip the running test for `reason` (PostgreSQL is missing), or fail it when required."""
+    if postgres_required():
+        pytest.fail(f"PLINTH_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture: a race test on SQLite starts no servers only to be skipped.
+    marker = item.get_closest_marker("postgres")
+    if marker is None:
+        return
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine != "django.db.backends.postgresql":
+        why = marker.args[0] if marker.args else "needs PostgreSQL"
+        skip_without_postgres(f"the database is {engine.rsplit('.', 1)[-1]}; {why}")
+
+
 def make_user(username: str, **extra: Any) -> User:
     user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.test", **extra)
     return user

@@ -18,7 +18,7 @@ import pytest
 from apps.access.roles import Role
 from apps.accounts import services as account_services
 from apps.accounts.models import Team, User
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch, Status, Sweep, Template
 from apps.projects import services as project_services
@@ -110,12 +110,12 @@ def launch_crowd(
     trials. MLflow answers the sweep page's one search with a metric for every trial; the
     detailed launch (a trial) has ROWS lines of log. Returns the detailed launch and sweep."""
     settings.DATA_DIR = tmp_path
-    global_template = templates_service.create_template(root, None, **SKLEARN_DIGITS)
+    global_template = launch_services.create_template(root, None, **SKLEARN_DIGITS)
     projects = list(Project.objects.filter(team__memberships__user=crowd).select_related("team").order_by("slug"))
     users = list(User.objects.filter(username__startswith="user-").order_by("username"))
     assert len(projects) > ROWS and len(users) == ROWS
     templates = [
-        templates_service.create_template(crowd, p.team, **{**SKLEARN_DIGITS, "slug": f"digits-{i:02d}"})
+        launch_services.create_template(crowd, p.team, **{**SKLEARN_DIGITS, "slug": f"digits-{i:02d}"})
         for i, p in enumerate(projects[:ROWS])
     ]
 

@@ -1,7 +1,11 @@
-"""Access applied once for pages (ObjectAccessMixin) and once for the API (ScopedViewSet).
+"""Access applied once for pages (ObjectAccessMixin, PolicyRequiredMixin) and once for the
+API (ScopedViewSet).
 
-Both resolve the object through the lookup functions of apps.access.lookups with the
-action the HTTP method needs: reads need VIEW, writes the view's `write_action`."""
+Object pages and viewsets resolve the object through the lookup functions of
+apps.access.lookups with the action the HTTP method needs: reads need VIEW, writes the
+view's `write_action`; lists are the model's scoped queryset (`for_user`). Pages that are
+not about one object (the console, the audit log, admin pages) are opened by one named
+policy of apps.access.policies."""
 
 from __future__ import annotations
 
@@ -41,15 +45,27 @@ class ObjectAccessMixin(LoginRequiredMixin):
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc,no-any-return]
 
 
-class PlatformAdminMixin(LoginRequiredMixin):
-    """Pages for the platform team only (403 for everyone else who is signed in)."""
+class PolicyRequiredMixin(LoginRequiredMixin):
+    """Pages opened by a named policy: `policy(user)` must hold, else 403 with `denied`
+    (anonymous users go to the sign-in page first)."""
+
+    policy: Callable[[Any], bool]
+    denied = "You may not open this page."
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
-        if not policies.is_platform_admin(request.user):
-            raise PermissionDenied("This page is for platform admins.")
+        allowed = type(self).policy  # a plain function stored on the class
+        if not allowed(request.user):
+            raise PermissionDenied(self.denied)
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+class PlatformAdminMixin(PolicyRequiredMixin):
+    """Pages for the platform team only (403 for everyone else who is signed in)."""
+
+    policy = staticmethod(policies.is_platform_admin)
+    denied = "This page is for platform admins."
 
 
 class ScopedViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -59,6 +75,16 @@ class ScopedViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     read_action: Action = Action.VIEW
     write_action: Action = Action.MANAGE
     lookup_function: Callable[..., Any]
+    # Endpoints opened by a named policy (as PolicyRequiredMixin's pages): checked after
+    # authentication, before the handler; None: the scoped queryset alone decides.
+    policy: Callable[[Any], bool] | None = None
+    denied = "You may not use this endpoint."
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        allowed = type(self).policy
+        if allowed is not None and not allowed(request.user):
+            self.permission_denied(request, message=self.denied)
 
     def action_for_request(self) -> Action:
         return self.read_action if self.request.method in SAFE_METHODS else self.write_action

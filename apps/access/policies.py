@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# The two base rules live with the scoped queryset (which the models import) and are
+# re-exported here, so callers ask `policies.is_platform_admin` like every other rule.
+from apps.access.querysets import is_platform_admin as is_platform_admin
+from apps.access.querysets import is_signed_in as is_signed_in
 from apps.access.roles import RANK, Action, Role, role_allows
 from apps.accounts.models import User
 
 
-def is_platform_admin(user: Any) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_platform_admin)
-
-
 def team_role(user: Any, team: Any) -> str | None:
     """The user's role in `team`, or None when they are not a member."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not is_signed_in(user):
         return None
     return user.team_roles().get(team.pk)
 
@@ -67,6 +67,13 @@ def can_view_audit(user: Any, team: Any | None = None) -> bool:
 
 
 def can_view_system_status(user: Any) -> bool:
+    return is_platform_admin(user)
+
+
+def can_see_foreign_usage(user: Any) -> bool:
+    """GPU usage of pods that are not Plinth's launches (known only by their namespace, so
+    no team owns them) is for platform admins; a lead's usage report covers their teams'
+    projects only."""
     return is_platform_admin(user)
 
 

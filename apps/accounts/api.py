@@ -16,6 +16,7 @@ from apps.access.mixins import ScopedViewSet
 from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.accounts import ratelimit, services
+from apps.accounts.filters import TeamFilter
 from apps.accounts.models import Membership, Team, User
 from apps.accounts.serializers import (
     AuthTokenRequestSerializer,
@@ -80,7 +81,7 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewSe
     serializer_class = TeamSerializer
     lookup_field = "slug"
     lookup_function = get_team_for_user
-    filterset_fields = ["slug"]
+    filterset_class = TeamFilter
 
     @extend_schema(request=TeamSerializer, responses={201: TeamSerializer})
     def create(self, request: Request) -> Response:

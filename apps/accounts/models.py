@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from apps.access.roles import Role, roles_for
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import AnonymousUser
+from apps.access.querysets import ScopedQuerySet, TeamScope
+from apps.access.roles import Role
 
 slug_validator = RegexValidator(
     r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$",
@@ -61,17 +59,6 @@ class User(AbstractUser):
         self.__dict__.pop("_plinth_team_roles", None)
 
 
-class TeamQuerySet(models.QuerySet["Team"]):
-    def for_user(self, user: User | AnonymousUser, action: str = "view") -> TeamQuerySet:
-        """Teams on which `user` may do `action` (platform admins: all of them)."""
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if getattr(user, "is_platform_admin", False):
-            return self.all()
-        roles = roles_for(action)
-        return self.filter(id__in=Membership.objects.filter(user=user, role__in=roles).values("team_id"))
-
-
 class Team(models.Model):
     """A group of people who own projects. `gpu_budget` is set by platform admins; the sum
     of the team's project quotas may not exceed it."""
@@ -82,18 +69,14 @@ class Team(models.Model):
     gpu_budget = models.PositiveIntegerField(default=0, validators=[MinValueValidator(0)])
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = TeamQuerySet.as_manager()
+    objects = ScopedQuerySet["Team"].as_manager()
+    access_scope = TeamScope("")
 
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
-
-
-class MembershipQuerySet(models.QuerySet["Membership"]):
-    def for_user(self, user: User | AnonymousUser, action: str = "view") -> MembershipQuerySet:
-        return self.filter(team__in=Team.objects.for_user(user, action))
 
 
 DIRECT = "direct"
@@ -111,7 +94,8 @@ class Membership(models.Model):
     source = models.CharField(max_length=160, default=DIRECT)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = MembershipQuerySet.as_manager()
+    objects = ScopedQuerySet["Membership"].as_manager()
+    access_scope = TeamScope("team")
 
     class Meta:
         ordering = ["team__slug", "user__username"]

@@ -32,6 +32,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from apps.accounts import services
 from apps.accounts.models import User
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class PlinthOIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
         if existing is not None:
             record(
                 None,
-                "user.sso_refused",
+                AuditVerb.USER_SSO_REFUSED,
                 existing,
                 after={"issuer": claims.get("iss"), "subject": claims.get("sub"), "username": username},
             )

@@ -6,6 +6,7 @@ from django.db import transaction
 
 from apps.accounts.models import User
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import InvalidInput
 from apps.core.timezones import valid_zone
 
@@ -25,5 +26,5 @@ def set_time_zone(actor: User, zone: str) -> User:
     before = user.time_zone
     user.time_zone = zone
     user.save(update_fields=["time_zone"])
-    record(user, "account.time_zone_set", user, before={"time_zone": before}, after={"time_zone": zone})
+    record(user, AuditVerb.ACCOUNT_TIME_ZONE_SET, user, before={"time_zone": before}, after={"time_zone": zone})
     return user

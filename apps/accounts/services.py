@@ -25,6 +25,7 @@ from apps.accounts.models import (
     slug_validator,
 )
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 
 TOKEN_PREFIX = "plt_"
@@ -59,7 +60,7 @@ def _team_audit(team: Team) -> dict[str, Any]:
     return {"slug": team.slug, "name": team.name, "gpu_budget": team.gpu_budget}
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def create_team(
     actor: User, *, slug: str, name: str, description: str = "", gpu_budget: int = 0, lead: str = ""
 ) -> Team:
@@ -86,14 +87,14 @@ def create_team(
             team = Team.objects.create(slug=slug, name=name.strip(), description=description, gpu_budget=gpu_budget)
     except IntegrityError:
         raise InvalidInput.field("slug", f"A team with the slug {slug!r} already exists.") from None
-    record(actor, "team.created", team, team=team, after=_team_audit(team))
+    record(actor, AuditVerb.TEAM_CREATED, team, team=team, after=_team_audit(team))
     if lead_user is not None:
         membership = Membership.objects.create(team=team, user=lead_user, role=Role.LEAD)
-        record(actor, "team.member_added", membership, team=team, after={"user": lead, "role": Role.LEAD})
+        record(actor, AuditVerb.TEAM_MEMBER_ADDED, membership, team=team, after={"user": lead, "role": Role.LEAD})
     return team
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def update_team(
     actor: User, team: Team, *, name: str | None = None, description: str | None = None, gpu_budget: int | None = None
 ) -> Team:
@@ -119,11 +120,11 @@ def update_team(
             raise Conflict(f"The team's projects already hold {allocated} GPUs of quota; lower them first.")
         team.gpu_budget = gpu_budget
     team.save()
-    record(actor, "team.updated", team, team=team, before=before, after=_team_audit(team))
+    record(actor, AuditVerb.TEAM_UPDATED, team, team=team, before=before, after=_team_audit(team))
     return team
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def add_member(actor: User, team: Team, *, username: str, role: str) -> Membership:
     """Add an existing user to a team with a role (leads of the team, platform admins)."""
     role = _validate_role(role)
@@ -137,7 +138,7 @@ def add_member(actor: User, team: Team, *, username: str, role: str) -> Membersh
         raise InvalidInput.field("username", f"{username} is already a member of {team.slug}.")
     membership = Membership.objects.create(team=team, user=user, role=role)
     _forget_roles(user, actor)
-    record(actor, "team.member_added", membership, team=team, after={"user": user.username, "role": role})
+    record(actor, AuditVerb.TEAM_MEMBER_ADDED, membership, team=team, after={"user": user.username, "role": role})
     _schedule_access_sync(team)
     return membership
 
@@ -146,7 +147,7 @@ def _leads_left(team: Team, excluding: Membership) -> int:
     return Membership.objects.filter(team=team, role=Role.LEAD).exclude(pk=excluding.pk).count()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def set_member_role(actor: User, membership: Membership, role: str) -> Membership:
     """Change a member's role. Nobody raises their own role; a team always keeps a lead."""
     role = _validate_role(role)
@@ -164,12 +165,12 @@ def set_member_role(actor: User, membership: Membership, role: str) -> Membershi
     membership.role = role
     membership.save(update_fields=["role"])
     _forget_roles(membership.user, actor)
-    record(actor, "team.role_changed", membership, team=team, before={"role": previous}, after={"role": role})
+    record(actor, AuditVerb.TEAM_ROLE_CHANGED, membership, team=team, before={"role": previous}, after={"role": role})
     _schedule_access_sync(team)
     return membership
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def remove_member(actor: User, membership: Membership) -> None:
     """Remove someone from a team (leads, admins; anyone may leave). Never the last lead."""
     team = _locked_team(membership.team)
@@ -181,7 +182,7 @@ def remove_member(actor: User, membership: Membership) -> None:
         raise Conflict(f"{membership.user.username} is the last lead of {team.slug}; name another lead first.")
     record(
         actor,
-        "team.member_removed",
+        AuditVerb.TEAM_MEMBER_REMOVED,
         membership,
         team=team,
         before={"user": membership.user.username, "role": membership.role},
@@ -201,7 +202,7 @@ def _free_token_name(user: User, base: str) -> str:
     return name
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def create_api_token(
     actor: User, *, name: str, expires_at: datetime | None = None, number_if_taken: bool = False
 ) -> tuple[ApiToken, str]:
@@ -235,11 +236,11 @@ def create_api_token(
             )
     except IntegrityError:  # the same name created at the same moment (constraint one_live_token_name_per_user)
         raise InvalidInput.field("name", taken) from None
-    record(actor, "token.created", token, after=token.as_audit())
+    record(actor, AuditVerb.TOKEN_CREATED, token, after=token.as_audit())
     return token, key
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def revoke_api_token(actor: User, token: ApiToken) -> ApiToken:
     """Revoke a token: its owner or a platform admin. Revoking twice is a no-op."""
     if token.user_id != actor.pk and not policies.is_platform_admin(actor):
@@ -247,7 +248,7 @@ def revoke_api_token(actor: User, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        record(actor, "token.revoked", token, before=token.as_audit())
+        record(actor, AuditVerb.TOKEN_REVOKED, token, before=token.as_audit())
     return token
 
 
@@ -261,7 +262,7 @@ def _user_audit(user: User) -> dict[str, Any]:
     }
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def create_user(
     actor: User,
     *,
@@ -298,7 +299,7 @@ def create_user(
     else:
         user.set_unusable_password()
     user.save()
-    record(actor, "user.created", user, after=_user_audit(user))
+    record(actor, AuditVerb.USER_CREATED, user, after=_user_audit(user))
     return user
 
 
@@ -316,7 +317,7 @@ def _delete_sessions_of(user: User) -> int:
     return len(doomed)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def deactivate_user(actor: User, user: User) -> User:
     """Deactivate a user (platform admins; never oneself). It takes effect at once: their
     sessions are deleted, their API tokens are revoked (and `ApiToken.objects.usable()`
@@ -337,7 +338,7 @@ def deactivate_user(actor: User, user: User) -> User:
     tokens = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
     record(
         actor,
-        "user.deactivated",
+        AuditVerb.USER_DEACTIVATED,
         user,
         before=before,
         after={**_user_audit(user), "sessions_ended": sessions, "tokens_revoked": tokens},
@@ -346,7 +347,7 @@ def deactivate_user(actor: User, user: User) -> User:
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def reactivate_user(actor: User, user: User) -> User:
     """Let a deactivated user sign in again (platform admins). Revoked tokens stay revoked."""
     if not policies.is_platform_admin(actor):
@@ -357,12 +358,12 @@ def reactivate_user(actor: User, user: User) -> User:
     before = _user_audit(user)
     user.is_active = True
     user.save(update_fields=["is_active"])
-    record(actor, "user.reactivated", user, before=before, after=_user_audit(user))
+    record(actor, AuditVerb.USER_REACTIVATED, user, before=before, after=_user_audit(user))
     _schedule_access_sync(*Membership.objects.filter(user=user).values_list("team_id", flat=True))
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def unlock_sign_in(actor: User, user: User) -> int:
     """Lift every sign-in lock on `user`'s account (platform admins): the per-address locks
     and the account's ceiling (apps.accounts.ratelimit.unlock). Returns how many attempts
@@ -372,7 +373,7 @@ def unlock_sign_in(actor: User, user: User) -> int:
     if not policies.is_platform_admin(actor):
         raise NotAllowed("Only platform admins unlock sign-in.")
     counted = ratelimit.unlock(user.username)
-    record(actor, "user.sign_in_unlocked", user, after={"username": user.username, "attempts_counted": counted})
+    record(actor, AuditVerb.USER_SIGN_IN_UNLOCKED, user, after={"username": user.username, "attempts_counted": counted})
     return counted
 
 
@@ -430,11 +431,11 @@ def create_sso_user(
             user.save()
     except IntegrityError:  # the same person's first sign-in twice at once, or the name just taken
         raise Conflict("That account was created at the same moment; sign in again.") from None
-    record(user, "user.sso_signed_up", user, after={**_sso_audit(user), "email": user.email})
+    record(user, AuditVerb.USER_SSO_SIGNED_UP, user, after={**_sso_audit(user), "email": user.email})
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def link_sso_identity(actor: User | None, user: User, *, issuer: str, subject: str) -> User:
     """Link an existing account to an identity-provider identity (`issuer` + `subject`), so
     that SSO signs that person in as `user`. Platform admins only (`actor` None: an operator
@@ -458,11 +459,11 @@ def link_sso_identity(actor: User | None, user: User, *, issuer: str, subject: s
     before = _sso_audit(user)
     user.sso_issuer, user.sso_subject = issuer, subject
     user.save(update_fields=["sso_issuer", "sso_subject"])
-    record(actor, "user.sso_linked", user, before=before, after=_sso_audit(user))
+    record(actor, AuditVerb.USER_SSO_LINKED, user, before=before, after=_sso_audit(user))
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def unlink_sso_identity(actor: User | None, user: User) -> User:
     """Remove `user`'s SSO link (platform admins, or an operator when `actor` is None): SSO
     no longer signs anyone in as this account. Audited as `user.sso_unlinked`."""
@@ -474,12 +475,12 @@ def unlink_sso_identity(actor: User | None, user: User) -> User:
     before = _sso_audit(user)
     user.sso_issuer = user.sso_subject = ""
     user.save(update_fields=["sso_issuer", "sso_subject"])
-    record(actor, "user.sso_unlinked", user, before=before, after=_sso_audit(user))
+    record(actor, AuditVerb.USER_SSO_UNLINKED, user, before=before, after=_sso_audit(user))
     return user
 
 
 # --- SSO: identity-provider groups mapped to team roles ------------------------------------------
-@transaction.atomic
+@transaction.atomic(durable=True)
 def add_sso_mapping(actor: User, team: Team, *, group: str, role: str) -> SsoGroupMapping:
     """Map an identity-provider group to a role in `team` (platform admins). It applies at
     each member's next SSO login, and (as a Group subject) at once to the cluster."""
@@ -492,19 +493,21 @@ def add_sso_mapping(actor: User, team: Team, *, group: str, role: str) -> SsoGro
     if SsoGroupMapping.objects.filter(team=team, group=group).exists():
         raise InvalidInput.field("group", f"The group {group!r} is already mapped to {team.slug}.")
     mapping = SsoGroupMapping.objects.create(team=team, group=group, role=role)
-    record(actor, "sso.mapping_added", mapping, team=team, after={"group": group, "role": role})
+    record(actor, AuditVerb.SSO_MAPPING_ADDED, mapping, team=team, after={"group": group, "role": role})
     _schedule_access_sync(team)
     return mapping
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def remove_sso_mapping(actor: User, mapping: SsoGroupMapping) -> None:
     """Remove a group mapping (platform admins). Memberships it granted go at each person's
     next SSO login."""
     if not policies.is_platform_admin(actor):
         raise NotAllowed("Only platform admins map SSO groups to teams.")
     team = mapping.team
-    record(actor, "sso.mapping_removed", mapping, team=team, before={"group": mapping.group, "role": mapping.role})
+    record(
+        actor, AuditVerb.SSO_MAPPING_REMOVED, mapping, team=team, before={"group": mapping.group, "role": mapping.role}
+    )
     mapping.delete()
     _schedule_access_sync(team)
 
@@ -530,7 +533,7 @@ def apply_sso_groups(user: User, groups: list[str]) -> list[Membership]:
             created = Membership.objects.create(team=mapping.team, user=user, role=mapping.role, source=source)
             record(
                 None,
-                "team.member_added",
+                AuditVerb.TEAM_MEMBER_ADDED,
                 created,
                 team=mapping.team,
                 after={"user": user.username, "role": mapping.role, "source": source},
@@ -540,13 +543,20 @@ def apply_sso_groups(user: User, groups: list[str]) -> list[Membership]:
             before = {"role": existing.role, "source": existing.source}
             existing.role, existing.source = mapping.role, source
             existing.save(update_fields=["role", "source"])
-            record(None, "team.role_changed", existing, team=existing.team, before=before, after={"role": mapping.role})
+            record(
+                None,
+                AuditVerb.TEAM_ROLE_CHANGED,
+                existing,
+                team=existing.team,
+                before=before,
+                after={"role": mapping.role},
+            )
             changed.add(team_id)
     for team_id, existing in current.items():
         if existing.source.startswith(SSO_PREFIX) and team_id not in wanted:
             record(
                 None,
-                "team.member_removed",
+                AuditVerb.TEAM_MEMBER_REMOVED,
                 existing,
                 team=existing.team,
                 before={"user": user.username, "role": existing.role, "source": existing.source},

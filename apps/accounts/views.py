@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, LogoutView
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views import View
 from django.views.generic import TemplateView
 
 from apps.access import policies
-from apps.access.lookups import get_membership_for_user, get_team_for_user
+from apps.access.lookups import get_api_token_for_user, get_membership_for_user, get_team_for_user
 from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
 from apps.accounts import preferences, ratelimit, services
+from apps.accounts.filters import TeamFilter
 from apps.accounts.forms import AddMemberForm, RoleForm, TeamForm, TimeZoneForm, TokenForm
 from apps.accounts.models import ApiToken, Membership, Team
+from apps.core.filters import FilteredListMixin
 from apps.core.middleware import client_ip
 from apps.core.pages import paginate, run_service
+from apps.core.partials import fragment_for, render_fragment
 from apps.core.timezones import COOKIE as TZ_COOKIE
 from apps.core.timezones import valid_zone
 from apps.projects.models import ExperimentState, Project
+from apps.registry.policies import awaiting_decision
 
 
 class PlinthLoginView(LoginView):
@@ -50,13 +57,26 @@ class PlinthLoginView(LoginView):
         ip, username = client_ip(request), str(request.POST.get("username", ""))[:150]
         lockout = ratelimit.begin(ip, username)
         if lockout is not None:
-            context = self.get_context_data(form=self.get_form(), lockout=lockout.message)
+            # An unbound form: a bound one would check the password as soon as the page reads
+            # its errors, which is exactly what the lockout refuses.
+            form = self.get_form_class()(request, initial={"username": username})
+            context = self.get_context_data(form=form, lockout=lockout.message)
             response = render(request, self.template_name, context, status=429)
             response["Retry-After"] = str(lockout.retry_after)
             return response
         response = super().post(request, *args, **kwargs)
         if getattr(request.user, "is_authenticated", False):
             ratelimit.succeeded(ip, username)
+        return response
+
+
+class PlinthLogoutView(LogoutView):
+    """Django's sign-out (POST only), then the login page says so: "You are signed out."
+    The message is added after the session is flushed, so it survives into the next page."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are signed out.")
         return response
 
 
@@ -78,13 +98,13 @@ class HomeView(LoginRequiredMixin, TemplateView):
         context.update(memberships=memberships, projects=projects, attention=self.attention(memberships, projects))
         return context
 
-    def attention(self, memberships: list[Membership], projects: list[Project]) -> list[dict[str, str]]:
+    def attention(self, memberships: Sequence[Membership], projects: list[Project]) -> list[dict[str, str]]:
         user = self.request.user
         items: list[dict[str, str]] = []
         managed = {m.team_id for m in memberships if m.role == Role.LEAD}
         for project in projects:
-            manages = policies.is_platform_admin(user) or project.team_id in managed
-            if project.mlflow_state in (ExperimentState.FAILED, ExperimentState.REFUSED) and manages:
+            failed = project.mlflow_state in (ExperimentState.FAILED, ExperimentState.REFUSED)
+            if failed and policies.can_manage_team(user, project.team):
                 items.append(
                     {
                         "level": "error",
@@ -101,6 +121,7 @@ class HomeView(LoginRequiredMixin, TemplateView):
                         "url": _project_url(project),
                     }
                 )
+        items.extend(self.pending_promotions())
         lone = (
             Team.objects.filter(pk__in=managed)
             .annotate(leads=Count("memberships", filter=Q(memberships__role=Role.LEAD)))
@@ -120,13 +141,36 @@ class HomeView(LoginRequiredMixin, TemplateView):
             )
         return items
 
+    def pending_promotions(self) -> list[dict[str, str]]:
+        """The promotion requests waiting for my decision: the same selector as the
+        navigation's badge (apps.registry.policies.awaiting_decision), so the two agree."""
+        waiting = awaiting_decision(self.request.user).select_related("model", "requested_by").order_by("created_at")
+        shown = list(waiting[: PENDING_SHOWN + 1])
+        items = [
+            {
+                "level": "warning",
+                "text": f"Promotion #{r.pk} waits for your decision: {r.model.name} version {r.version} "
+                f"→ @{r.alias}, asked by {r.requested_by.username}.",
+                "url": reverse("registry:request", args=[r.pk]),
+            }
+            for r in shown[:PENDING_SHOWN]
+        ]
+        if len(shown) > PENDING_SHOWN:
+            more = "More promotions wait for you in the inbox."
+            items.append({"level": "warning", "text": more, "url": reverse("registry:inbox")})
+        return items
+
+
+PENDING_SHOWN = 10  # promotion requests listed on the home page; the inbox has the rest
+
 
 def _project_url(project: Project) -> str:
     return f"/projects/{project.team.slug}/{project.slug}/"
 
 
-class TeamListView(LoginRequiredMixin, TemplateView):
+class TeamListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     template_name = "accounts/team_list.html"
+    filterset_class = TeamFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -135,11 +179,8 @@ class TeamListView(LoginRequiredMixin, TemplateView):
             .annotate(n_members=Count("memberships", distinct=True), n_projects=Count("projects", distinct=True))
             .order_by("slug")
         )
-        query = self.request.GET.get("q", "").strip()
-        if query:
-            teams = teams.filter(Q(slug__icontains=query) | Q(name__icontains=query))
         context.update(
-            page=paginate(self.request, teams), query=query, can_create=policies.can_create_team(self.request.user)
+            page=paginate(self.request, self.filtered(teams)), can_create=policies.can_create_team(self.request.user)
         )
         return context
 
@@ -209,8 +250,9 @@ def _render_members(request: HttpRequest, team: Team, status: int = 200, **extra
     context = team_context(request, team)
     context.setdefault("add_form", AddMemberForm())
     context.update(extra)
-    template = "accounts/team_detail.html#members" if getattr(request, "htmx", False) else "accounts/team_detail.html"
-    return render(request, template, context, status=status)
+    if fragment_for(request, ("members",)):  # the member forms swap #members
+        return render_fragment(request, "accounts/team_detail.html", "members", context, status=status)
+    return render(request, "accounts/team_detail.html", context, status=status)
 
 
 class MemberAddView(ObjectAccessMixin, View):
@@ -232,7 +274,7 @@ class MemberAddView(ObjectAccessMixin, View):
             )
             if membership is not None:
                 messages.success(request, f"Added {membership.user.username} as {membership.role}.")
-                if not getattr(request, "htmx", False):
+                if not fragment_for(request, ("members",)):
                     return redirect("teams:detail", slug=team.slug)
                 return _render_members(request, team)
         return _render_members(request, team, status=status, add_form=form)
@@ -252,26 +294,25 @@ class MemberChangeView(ObjectAccessMixin, View):
     def post(self, request: HttpRequest, slug: str, username: str) -> HttpResponse:
         team = self.object
         membership = get_membership_for_user(request.user, team, username, self.action_for(request, self.kwargs))
-        form = RoleForm(request.POST)
-        if self.remove:
+        # Removing takes no input: a form without fields, so a refusal is its one error.
+        form: forms.Form = forms.Form(request.POST) if self.remove else RoleForm(request.POST)
+        if not form.is_valid():
+            status = 400
+        elif self.remove:
             _, status = run_service(form, lambda: services.remove_member(actor_of(request), membership))
             text = f"Removed {username} from {team.slug}."
-        elif form.is_valid():
+        else:
             _, status = run_service(
                 form, lambda: services.set_member_role(actor_of(request), membership, form.cleaned_data["role"])
             )
             text = f"{username} is now {form.cleaned_data['role']}."
-        else:
-            status = 400
         if status == 200:
             messages.success(request, text)
-            if not getattr(request, "htmx", False):
+            if not fragment_for(request, ("members",)):
                 return redirect("teams:detail", slug=team.slug)
             return _render_members(request, team)
-        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
-        messages.error(request, error)
-        if not getattr(request, "htmx", False):
-            return _render_members(request, team, status=status)
+        # Said once: next to the members table, not again as a message.
+        error = " ".join(dict.fromkeys(str(e) for errors in form.errors.values() for e in errors))
         return _render_members(request, team, status=status, member_error=error)
 
 
@@ -347,9 +388,7 @@ class AccountTimeZoneView(LoginRequiredMixin, View):
 class TokenRevokeView(LoginRequiredMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         # One's own tokens only: another user's token id is a 404, not a 403.
-        token = ApiToken.objects.filter(pk=pk, user=actor_of(request)).first()
-        if token is None:
-            raise Http404("No such token.")
+        token = get_api_token_for_user(request.user, pk, Action.MANAGE)
         services.revoke_api_token(actor_of(request), token)
         messages.success(request, f"Token {token.name} revoked; it stops working immediately.")
         return redirect("account")

@@ -9,27 +9,21 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
+from apps.access.querysets import ScopedQuerySet, TeamScope
+from apps.access.roles import Action
+from apps.audit.verbs import AuditVerb
+
 
 class AppendOnlyError(RuntimeError):
     pass
 
 
-class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+class AuditEventQuerySet(ScopedQuerySet["AuditEvent"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("Audit events are append-only")
 
     def delete(self) -> NoReturn:  # type: ignore[override]
         raise AppendOnlyError("Audit events are append-only")
-
-    def for_user(self, user: Any, action: str = "view") -> AuditEventQuerySet:
-        """Platform admins see every event; leads see their teams' events; others none."""
-        from apps.accounts.models import Team
-
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if user.is_platform_admin:
-            return self.all()
-        return self.filter(team_id__in=Team.objects.for_user(user, "manage").values("id"))
 
 
 class AuditEvent(models.Model):
@@ -42,7 +36,8 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     actor_label = models.CharField(max_length=150)
-    verb = models.CharField(max_length=64, db_index=True)
+    # Choices, not a constraint: rows keep whatever verb they were written with.
+    verb = models.CharField(max_length=64, db_index=True, choices=AuditVerb.choices)
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=64)
     target_label = models.CharField(max_length=200, blank=True)
@@ -57,6 +52,8 @@ class AuditEvent(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
+    # Platform admins see every event; leads see their teams' events, whatever was asked.
+    access_scope = TeamScope("team_id", action=Action.MANAGE)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.compute.base import BackendRejected, BackendUnavailable
 from apps.compute.k8s.rbac import AccessGateway, ObjectApi
 from apps.console import cluster_sync, mlflow_sync
@@ -48,7 +49,7 @@ def _finish(
     *,
     changes: list[dict[str, str]],
     applied: dict[str, Any],
-    verb_prefix: str,
+    verbs: tuple[AuditVerb, AuditVerb],
 ) -> SyncState:
     drift = bool(changes) and bool(state.applied) and state.applied == applied
     now = timezone.now()
@@ -66,7 +67,8 @@ def _finish(
             state.repaired_at = now
         state.save()
         if changes:
-            verb = f"{verb_prefix}.drift_repaired" if drift else f"{verb_prefix}.synced"
+            synced, repaired = verbs
+            verb = repaired if drift else synced
             record(None, verb, project, team=project.team, project=project, after={"changes": changes})
     return state
 
@@ -96,7 +98,7 @@ def sync_cluster(project: Project, api: ObjectApi | None = None) -> SyncState | 
         state,
         changes=[c.as_dict() for c in changes],
         applied=cluster_sync.snapshot(objects),
-        verb_prefix="cluster",
+        verbs=(AuditVerb.CLUSTER_SYNCED, AuditVerb.CLUSTER_DRIFT_REPAIRED),
     )
 
 
@@ -118,7 +120,7 @@ def sync_mlflow(project: Project, client: mlflow_sync.MlflowAuthClient | None = 
         state,
         changes=[c.as_dict() for c in result.changes],
         applied={"users": result.wanted, "models": sorted(result.models)},
-        verb_prefix="mlflow",
+        verbs=(AuditVerb.MLFLOW_SYNCED, AuditVerb.MLFLOW_DRIFT_REPAIRED),
     )
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
-from django.http.response import HttpResponseBase
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views import View
@@ -20,41 +17,37 @@ from django.views.generic import TemplateView
 
 from apps.access import policies
 from apps.access.lookups import (
+    get_api_token_for_user,
     get_project_by_slug_for_user,
     get_sso_mapping_for_user,
     get_team_for_user,
     get_template_for_user,
     get_user_for_user,
 )
+from apps.access.mixins import PlatformAdminMixin, PolicyRequiredMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action, Role
 from apps.accounts import ratelimit
 from apps.accounts import services as account_services
 from apps.accounts.models import ApiToken, SsoGroupMapping, Team
 from apps.console import selectors
+from apps.console.filters import UserFilter
 from apps.console.forms import BudgetForm, SsoMappingForm, TemplateForm, UserCreateForm
 from apps.console.models import SyncState, SyncTarget
 from apps.console.scheduling import cluster_sync_enabled, mlflow_sync_enabled
-from apps.core.errors import Conflict
-from apps.core.pages import paginate, run_service
-from apps.launches import templates_service
+from apps.core.filters import FilteredListMixin
+from apps.core.pages import paginate, run_action, run_service
+from apps.launches import services as launch_services
 from apps.launches.models import Template
 from apps.projects.models import Project
 
 
-class ConsoleMixin(LoginRequiredMixin):
-    """Console pages: platform admins and leads (403 for everyone else signed in)."""
+class ConsoleMixin(PolicyRequiredMixin):
+    """Console pages: platform admins and leads (403 for everyone else signed in). The
+    pages about accounts are PlatformAdminMixin's."""
 
-    admin_only = False
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated:
-            return self.handle_no_permission()
-        if not policies.can_use_console(request.user):
-            raise PermissionDenied("The console is for team leads and platform admins.")
-        if self.admin_only and not policies.is_platform_admin(request.user):
-            raise PermissionDenied("This is for platform admins.")
-        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc,no-any-return]
+    policy = staticmethod(policies.can_use_console)
+    denied = "The console is for team leads and platform admins."
 
 
 def _reverse_or_empty(name: str, **kwargs: Any) -> str:
@@ -92,22 +85,21 @@ class IndexView(ConsoleMixin, TemplateView):
 
 
 # --- users -----------------------------------------------------------------------------------
-class UserListView(ConsoleMixin, TemplateView):
+class UserListView(ConsoleMixin, FilteredListMixin, TemplateView):
     template_name = "console/users.html"
+    filterset_class = UserFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        query = self.request.GET.get("q", "").strip()
+        users = self.filtered(selectors.console_users(self.request.user))
         context.update(
-            page=paginate(self.request, selectors.console_users(self.request.user, query), per_page=50),
-            query=query,
+            page=paginate(self.request, users, per_page=50),
             is_admin=policies.is_platform_admin(self.request.user),
         )
         return context
 
 
-class UserCreateView(ConsoleMixin, View):
-    admin_only = True
+class UserCreateView(PlatformAdminMixin, View):
     template_name = "console/user_form.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
@@ -147,30 +139,27 @@ class UserDetailView(ConsoleMixin, TemplateView):
         return context
 
 
-class UserActiveView(ConsoleMixin, View):
+class UserActiveView(PlatformAdminMixin, View):
     """POST: deactivate (sessions and tokens end at once) or reactivate an account."""
 
-    admin_only = True
     activate = False
 
     def post(self, request: HttpRequest, username: str) -> HttpResponse:
         person = get_user_for_user(request.user, username, Action.ADMIN)
-        try:
-            if self.activate:
-                account_services.reactivate_user(actor_of(request), person)
-                messages.success(request, f"{username} can sign in again (revoked tokens stay revoked).")
-            else:
-                account_services.deactivate_user(actor_of(request), person)
-                messages.success(request, f"{username} is deactivated: their sessions and API tokens ended.")
-        except Conflict as exc:
-            messages.error(request, exc.message)
-        return redirect("console:user-detail", username=username)
+        if self.activate:
+            change, said = account_services.reactivate_user, "can sign in again (revoked tokens stay revoked)."
+        else:
+            change, said = account_services.deactivate_user, "is deactivated: their sessions and API tokens ended."
+        return run_action(
+            request,
+            lambda: change(actor_of(request), person),
+            success=f"{username} {said}",
+            then=reverse("console:user-detail", kwargs={"username": username}),
+        )
 
 
-class UserUnlockView(ConsoleMixin, View):
+class UserUnlockView(PlatformAdminMixin, View):
     """POST: a platform admin lifts the sign-in locks on an account (audited)."""
-
-    admin_only = True
 
     def post(self, request: HttpRequest, username: str) -> HttpResponse:
         person = get_user_for_user(request.user, username, Action.ADMIN)
@@ -179,15 +168,11 @@ class UserUnlockView(ConsoleMixin, View):
         return redirect("console:user-detail", username=username)
 
 
-class TokenRevokeView(ConsoleMixin, View):
+class TokenRevokeView(PlatformAdminMixin, View):
     """POST: a platform admin revokes anyone's API token."""
 
-    admin_only = True
-
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
-        token = ApiToken.objects.select_related("user").filter(pk=pk).first()
-        if token is None:
-            raise Http404("No such token.")
+        token = get_api_token_for_user(request.user, pk, Action.ADMIN)
         account_services.revoke_api_token(actor_of(request), token)
         messages.success(request, f"Token {token.name} of {token.user.username} revoked; it stops working now.")
         return redirect("console:user-detail", username=token.user.username)
@@ -289,7 +274,8 @@ class ProjectListView(ConsoleMixin, TemplateView):
         page = paginate(self.request, selectors.console_projects(self.request.user), per_page=50)
         for project in page.object_list:
             project.syncs = {s.target: s for s in project.access_syncs.all()}
-        context.update(page=page, targets=SyncTarget)
+            project.cluster_sync = cluster_sync_enabled(project)
+        context.update(page=page, targets=SyncTarget, mlflow_sync=mlflow_sync_enabled())
         return context
 
 
@@ -366,7 +352,7 @@ class TemplateCreateView(ConsoleMixin, View):
             team = get_team_for_user(request.user, data["team"], Action.MANAGE) if data["team"] else None
             template, status = run_service(
                 form,
-                lambda: templates_service.create_template(
+                lambda: launch_services.create_template(
                     actor_of(request), team, slug=data["slug"], **_template_data(data)
                 ),
             )
@@ -388,7 +374,7 @@ class TemplateEditView(ConsoleMixin, View):
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         template = self.template(request, pk)
-        initial = {field: getattr(template, field) for field in templates_service.FIELDS}
+        initial = {field: getattr(template, field) for field in launch_services.TEMPLATE_FIELDS}
         form = TemplateForm(initial=initial, teams=[], editing=True)
         return render(request, self.template_name, {"form": form, "template": template})
 
@@ -399,7 +385,7 @@ class TemplateEditView(ConsoleMixin, View):
         if form.is_valid():
             data = _template_data(form.cleaned_data)
             updated, status = run_service(
-                form, lambda: templates_service.update_template(actor_of(request), template, **data)
+                form, lambda: launch_services.update_template(actor_of(request), template, **data)
             )
             if updated is not None:
                 messages.success(request, f"Template {updated} saved.")

@@ -1,14 +1,12 @@
-from typing import Any
-
 from django.contrib import admin
 from django.http import HttpRequest
 
+from apps.access import policies
 from apps.core.models import WorkerHeartbeat
 
 
 def _platform_admin_only(request: HttpRequest) -> bool:
-    user: Any = request.user
-    return bool(user.is_active and user.is_authenticated and user.is_platform_admin)
+    return policies.is_platform_admin(request.user)
 
 
 # The Django admin is for platform admins (the flag), not Django's is_staff.

@@ -8,8 +8,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import DataError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.http import Http404
 from rest_framework import exceptions, pagination, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -112,12 +111,3 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                 status=status.HTTP_400_BAD_REQUEST,
             )
     return drf_exception_handler(exc, context)
-
-
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """The site's 404 handler (portal/urls.py `handler404`): under /api/ a JSON
-    {"detail": "Not found."} like every other API error (a path that matches no route, e.g.
-    a non-numeric id where the route takes digits); elsewhere Django's own 404 page."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
-    return defaults.page_not_found(request, exception or Http404())

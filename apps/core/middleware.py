@@ -33,8 +33,12 @@ class RequestIdMiddleware:
 
 
 class ServiceErrorMiddleware:
-    """A service error that reaches a page (not caught to show next to a form) becomes a
-    page with its own status code — 400/403/404/409/503 — never a 500."""
+    """An expected refusal that reaches a page — a ServiceError not caught to show next to a
+    form, `PermissionDenied`, `Http404` — becomes the error page with its status code
+    (400/403/404/409/503; an htmx request gets the reason as a message), with the reason
+    the code gave, logged as one line. Never a 500, and never Django's technical 404 page
+    for a not-found the code expects, even with DEBUG on. The API answers its own errors
+    (DRF's exception handler); this leaves /api/ alone."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -43,15 +47,26 @@ class ServiceErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        from django.shortcuts import render
+        from django.core.exceptions import PermissionDenied
+        from django.http import Http404
 
         from apps.core.errors import ServiceError
+        from apps.core.pages import error_response
 
-        if not isinstance(exception, ServiceError):
+        if request.path.startswith("/api/"):
             return None
-        return render(
-            request,
-            "error.html",
-            {"message": exception.message, "status": exception.status_code},
-            status=exception.status_code,
-        )
+        if isinstance(exception, ServiceError):
+            return error_response(request, exception.status_code, exception.message, exception=exception)
+        if isinstance(exception, PermissionDenied):
+            return error_response(request, 403, reason_of(exception))
+        if isinstance(exception, Http404):
+            return error_response(request, 404, reason_of(exception))
+        return None
+
+
+def reason_of(exception: BaseException | None) -> str:
+    """The sentence an exception was raised with (`PermissionDenied("Only leads …")`), or ""."""
+    if exception is None or not exception.args:
+        return ""
+    first = exception.args[0]
+    return first if isinstance(first, str) else ""

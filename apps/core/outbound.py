@@ -153,7 +153,7 @@ def _allow_list() -> tuple[set[tuple[str, int | None]], list[Network]]:
     it, whatever name leads there. Raises ImproperlyConfigured for an entry it cannot read."""
     hosts: set[tuple[str, int | None]] = set()
     networks: list[Network] = []
-    for raw in getattr(settings, "PLINTH_OUTBOUND_ALLOWED_HOSTS", []) or []:
+    for raw in settings.PLINTH_OUTBOUND_ALLOWED_HOSTS or []:
         entry = str(raw).strip().lower()
         if not entry:
             continue

@@ -1,8 +1,15 @@
 """Fetch third-party browser code from its package registry at install time.
 
-htmx comes from the npm package `htmx.org`; the tarball is checked against the registry's
-published sha512 integrity before anything is unpacked. plotly.js needs no fetching: it is
-served from the installed plotly Python package (see STATICFILES_DIRS).
+htmx comes from the npm package `htmx.org`, plotly.js from `plotly.js-strict-dist-min`;
+each tarball is checked against the registry's published sha512 integrity before anything
+is unpacked.
+
+plotly.js is Plotly's official "strict" bundle, the same version as the one in the plotly
+Python package: its WebGL traces (parcoords here) use precompiled shaders where the full
+bundle compiles code with `Function(...)`, which the site's Content-Security-Policy
+(script-src 'self', no 'unsafe-eval') blocks. The charts use scatter, bar, heatmap and
+parcoords; no smaller official bundle has all four (parcoords is only in the full, gl2d
+and strict bundles, and gl2d's is the eval one).
 
     python -m apps.core.vendor            # fetch what is missing
 """
@@ -23,6 +30,12 @@ PACKAGES = [
         "version": "2.0.8",
         "integrity": "sha512-fm297iru0iWsNJlBrjvtN7V9zjaxd+69Oqjh4F/Vq9Wwi2kFisLcrLCiv5oBX0KLfOX/zG8AUo9ROMU5XUB44Q==",
         "files": {"package/dist/htmx.min.js": "htmx.min.js"},
+    },
+    {
+        "name": "plotly.js-strict-dist-min",
+        "version": "4.1.1",
+        "integrity": "sha512-/M2gRAF8LeqafKIO/bUU+DQk7RlonVbwpPb2G/jZsfqCl/DttBfvF+wQfZ6vT9y9EKy47eDI/zfIWC/uA1L6TQ==",
+        "files": {"package/plotly-strict.min.js": "plotly-strict.min.js"},
     },
 ]
 REGISTRY = "https://registry.npmjs.org"

@@ -21,8 +21,8 @@ class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Gpu)
 class GpuAdmin(ReadOnly):
-    list_display = ["__str__", "model", "allocated", "namespace", "pod", "utilization", "sampled_at", "present"]
-    list_filter = ["model", "allocated", "present"]
+    list_display = ["__str__", "product", "allocated", "namespace", "pod", "utilization", "sampled_at", "present"]
+    list_filter = ["product", "allocated", "present"]
     search_fields = ["node", "uuid", "pod", "namespace"]
 
 

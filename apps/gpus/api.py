@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.access import policies
 from apps.access.mixins import ScopedViewSet
-from apps.core.errors import InvalidInput
+from apps.core.filters import errors_of, form_parameters
 from apps.gpus import usage
-from apps.gpus.models import Gpu, conf
+from apps.gpus.filters import GpuFilter, UsageQuery
+from apps.gpus.models import Gpu
 from apps.gpus.selectors import usage_teams
 
 
@@ -25,6 +25,10 @@ class GpuSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     memory_total = serializers.IntegerField(source="memory_total_mib", help_text="MiB")
     memory_used = serializers.IntegerField(source="memory_used_mib", allow_null=True, help_text="MiB")
     allocated_to = serializers.SerializerMethodField()
+    # Deprecated alias of `product` (its name until this release); removed in the next one.
+    model = serializers.CharField(
+        source="product", read_only=True, help_text="Deprecated: use `product` (removed in the next release)."
+    )
 
     class Meta:
         model = Gpu
@@ -32,6 +36,7 @@ class GpuSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "node",
             "index",
             "uuid",
+            "product",
             "model",
             "memory_total",
             "allocated_to",
@@ -64,6 +69,7 @@ class GpuViewSet(mixins.ListModelMixin, ScopedViewSet):
 
     queryset = Gpu.objects.present()
     serializer_class = GpuSerializer
+    filterset_class = GpuFilter
 
     def get_queryset(self) -> Any:
         gpus = (
@@ -72,24 +78,7 @@ class GpuViewSet(mixins.ListModelMixin, ScopedViewSet):
             .select_related("launch__created_by", "project__team", "team")
             .order_by("node", "index")
         )
-        params = self.request.query_params
-        if node := params.get("node"):
-            gpus = gpus.filter(node=node)
-        if model := params.get("model"):
-            gpus = gpus.filter(model=model)
-        if params.get("allocated") in ("true", "false"):
-            gpus = gpus.filter(allocated=params["allocated"] == "true")
         return gpus
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("node", str),
-            OpenApiParameter("model", str),
-            OpenApiParameter("allocated", bool),
-        ]
-    )
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
 
 
 class UsageGroupSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -112,56 +101,26 @@ class UsageReportSerializer(serializers.Serializer):  # type: ignore[type-arg]
     total = UsageGroupSerializer()
 
 
-def parse_when(name: str, value: str, default: datetime) -> datetime:
-    """An ISO date (midnight, local time) or date-time; 400 naming the parameter otherwise."""
-    if not value:
-        return default
-    moment = parse_datetime(value)
-    if moment is None:
-        day: date | None = None
-        try:
-            day = parse_date(value)
-        except ValueError:
-            day = None
-        if day is None:
-            raise InvalidInput.field(name, "Use an ISO date (2025-01-31) or date-time (2025-01-31T12:00:00Z).")
-        moment = datetime.combine(day, time.min)
-    return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
-
-
 class UsageView(APIView):
     """GPU-hours allocated and used per team or project over [start, end) (default: the last
     30 days), with cost where the GPU model has a price. Leads: their teams; platform
     admins: every team, plus pods outside Plinth's projects (group "ns:<namespace>")."""
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("group_by", str, enum=list(usage.GROUPS)),
-            OpenApiParameter("start", str, description="ISO date or date-time (default: 30 days ago)"),
-            OpenApiParameter("end", str, description="ISO date or date-time, exclusive (default: now)"),
-            OpenApiParameter("team", str, description="one team's slug"),
-        ],
-        responses=UsageReportSerializer,
-    )
+    @extend_schema(parameters=form_parameters(UsageQuery), responses=UsageReportSerializer)
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        group_by = params.get("group_by") or "team"
-        if group_by not in usage.GROUPS:
-            raise InvalidInput.field("group_by", "Group by team or project.")
-        teams, team = usage_teams(request.user, params.get("team", ""))
-        now = timezone.now()
-        end = parse_when("end", params.get("end", ""), now)
-        start = parse_when("start", params.get("start", ""), end - timedelta(days=30))
-        if start >= end:
-            raise InvalidInput.field("start", "The period must start before it ends.")
-        period = usage.Period.of(start, end, now)
-        admin = policies.is_platform_admin(request.user)
-        rows = usage.usage_report(period, group_by, teams, include_foreign=admin, team=team)
+        query = UsageQuery(request.query_params)
+        if not query.is_valid():
+            usage_teams(request.user)  # 403 before a form error tells anything
+            raise ValidationError(errors_of(query))
+        teams, team = usage_teams(request.user, query.cleaned_data["team"])
+        group_by, period = query.cleaned_data["group_by"], query.cleaned_data["period"]
+        foreign = policies.can_see_foreign_usage(request.user)
+        rows = usage.usage_report(period, group_by, teams, include_foreign=foreign, team=team)
         body = {
             "start": period.start,
             "end": period.end,
             "group_by": group_by,
-            "currency": str(conf("PLINTH_GPU_PRICE_CURRENCY", "USD")),
+            "currency": str(settings.PLINTH_GPU_PRICE_CURRENCY),
             "groups": [row.as_dict() for row in rows],
             "total": usage.sum_rows(rows).as_dict(),
         }

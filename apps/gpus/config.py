@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from apps.gpus.models import conf, resolution_seconds
+from apps.gpus.models import resolution_seconds
 from apps.gpus.sources.base import ClusterSource, MetricsSource
 
 
@@ -31,16 +31,16 @@ class Sources:
 
 
 def prometheus_url() -> str:
-    return str(conf("PLINTH_PROMETHEUS_URL", "") or "").strip()
+    return str(settings.PLINTH_PROMETHEUS_URL or "").strip()
 
 
 def kubernetes_configured() -> bool:
-    cluster = bool(getattr(settings, "PLINTH_KUBECONFIG", "") or getattr(settings, "PLINTH_KUBE_IN_CLUSTER", False))
-    return cluster and bool(conf("PLINTH_GPU_KUBERNETES", True))
+    cluster = bool(settings.PLINTH_KUBECONFIG or settings.PLINTH_KUBE_IN_CLUSTER)
+    return cluster and bool(settings.PLINTH_GPU_KUBERNETES)
 
 
 def nvml_enabled() -> bool:
-    return bool(conf("PLINTH_GPU_NVML", True))
+    return bool(settings.PLINTH_GPU_NVML)
 
 
 def configured_sources() -> Sources:
@@ -58,9 +58,9 @@ def configured_sources() -> Sources:
             PrometheusSource(
                 url,
                 window_seconds=resolution_seconds(),
-                timeout=float(conf("PLINTH_PROMETHEUS_TIMEOUT", 10.0)),
-                token=str(conf("PLINTH_PROMETHEUS_TOKEN", "") or ""),
-                pod_labels=str(conf("PLINTH_PROMETHEUS_POD_LABELS", "auto")),
+                timeout=float(settings.PLINTH_PROMETHEUS_TIMEOUT),
+                token=str(settings.PLINTH_PROMETHEUS_TOKEN or ""),
+                pod_labels=str(settings.PLINTH_PROMETHEUS_POD_LABELS),
             )
         )
     if nvml_enabled():

@@ -17,31 +17,27 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.access.querysets import ScopedQuerySet, TeamScope
 from apps.accounts.models import Team
 from apps.launches.models import Launch
 from apps.projects.models import Project
 
 
-def conf(name: str, default: Any) -> Any:
-    """A GPU setting, read with a default so the app works before settings.py names it."""
-    return getattr(settings, name, default)
-
-
 def resolution_seconds() -> int:
     """The sampler's resolution: one sample per GPU per this many seconds (default 60)."""
-    return max(10, int(conf("PLINTH_GPU_SAMPLE_SECONDS", 60)))
+    return max(10, int(settings.PLINTH_GPU_SAMPLE_SECONDS))
 
 
 def default_threshold() -> float:
-    return float(conf("PLINTH_GPU_IDLE_THRESHOLD", 5.0))
+    return float(settings.PLINTH_GPU_IDLE_THRESHOLD)
 
 
 def default_window() -> int:
-    return int(conf("PLINTH_GPU_IDLE_WINDOW_MINUTES", 30))
+    return int(settings.PLINTH_GPU_IDLE_WINDOW_MINUTES)
 
 
 def default_grace() -> int:
-    return int(conf("PLINTH_GPU_IDLE_GRACE_MINUTES", 60))
+    return int(settings.PLINTH_GPU_IDLE_GRACE_MINUTES)
 
 
 def _history_fk(model: Any) -> Any:
@@ -52,16 +48,7 @@ def _history_fk(model: Any) -> Any:
     )
 
 
-class GpuQuerySet(models.QuerySet["Gpu"]):
-    def for_user(self, user: Any, action: str = "view") -> GpuQuerySet:
-        """Platform admins see the whole fleet; everyone else sees free GPUs and the GPUs held
-        by teams they may `action` in (who holds the rest is not theirs to know)."""
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if getattr(user, "is_platform_admin", False):
-            return self.all()
-        return self.filter(Q(allocated=False) | Q(team__in=Team.objects.for_user(user, action)))
-
+class GpuQuerySet(ScopedQuerySet["Gpu"]):
     def present(self) -> GpuQuerySet:
         return self.filter(present=True)
 
@@ -73,7 +60,8 @@ class Gpu(models.Model):
     node = models.CharField(max_length=253)
     index = models.PositiveIntegerField()
     uuid = models.CharField(max_length=100, blank=True)
-    model = models.CharField(max_length=120, blank=True)
+    # NVIDIA's product name (the `nvidia.com/gpu.product` node label, NVML's device name).
+    product = models.CharField(max_length=120, blank=True)
     memory_total_mib = models.PositiveIntegerField(default=0)
     sources = models.CharField(max_length=60, blank=True)  # "kubernetes,prometheus"
     schedulable = models.BooleanField(default=True)
@@ -95,6 +83,9 @@ class Gpu(models.Model):
     sampled_at = models.DateTimeField(null=True, blank=True)
 
     objects = GpuQuerySet.as_manager()
+    # Platform admins see the whole fleet; everyone else sees free GPUs and the GPUs held by
+    # teams they may act in (who holds the rest is not theirs to know).
+    access_scope = TeamScope("team", shared=Q(allocated=False))
 
     class Meta:
         ordering = ["node", "index"]
@@ -270,16 +261,7 @@ class FindingStatus(models.TextChoices):
 ACTIVE_FINDINGS = (FindingStatus.OPEN, FindingStatus.NOTIFIED, FindingStatus.EXEMPT)
 
 
-class IdleFindingQuerySet(models.QuerySet["IdleFinding"]):
-    def for_user(self, user: Any, action: str = "view") -> IdleFindingQuerySet:
-        """Platform admins see every finding (pods Plinth did not launch too); others the
-        findings of their teams' projects."""
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if getattr(user, "is_platform_admin", False):
-            return self.all()
-        return self.filter(team__in=Team.objects.for_user(user, action))
-
+class IdleFindingQuerySet(ScopedQuerySet["IdleFinding"]):
     def active(self) -> IdleFindingQuerySet:
         return self.filter(status__in=ACTIVE_FINDINGS)
 
@@ -308,6 +290,9 @@ class IdleFinding(models.Model):
     resolution = models.CharField(max_length=200, blank=True)
 
     objects = IdleFindingQuerySet.as_manager()
+    # Platform admins see every finding (pods Plinth did not launch too); others the
+    # findings of their teams' projects.
+    access_scope = TeamScope("team")
 
     class Meta:
         ordering = ["idle_since", "id"]
@@ -332,9 +317,9 @@ class IdleFinding(models.Model):
 
 
 class GpuPrice(models.Model):
-    """What one GPU-hour of a GPU model costs, for the usage report (set by platform admins)."""
+    """What one GPU-hour of a GPU product costs, for the usage report (set by platform admins)."""
 
-    model = models.CharField(max_length=120, unique=True)
+    product = models.CharField(max_length=120, unique=True)
     price_per_hour = models.DecimalField(max_digits=10, decimal_places=4, validators=[MinValueValidator(0)])
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -342,10 +327,10 @@ class GpuPrice(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["model"]
+        ordering = ["product"]
 
     def __str__(self) -> str:
-        return f"{self.model}: {self.price_per_hour}/GPU-hour"
+        return f"{self.product}: {self.price_per_hour}/GPU-hour"
 
 
 class SourceStatus(models.Model):

@@ -54,7 +54,7 @@ class GpuState:
     node: str
     index: int
     uuid: str = ""
-    model: str = ""
+    product: str = ""
     memory_total_mib: int = 0
     schedulable: bool = True
     sources: set[str] = field(default_factory=set)
@@ -84,7 +84,7 @@ def merge(
     for node in nodes:
         for index in range(node.count):
             states[(node.name, index)] = GpuState(
-                node.name, index, model=node.model, memory_total_mib=node.memory_mib, schedulable=node.schedulable
+                node.name, index, product=node.product, memory_total_mib=node.memory_mib, schedulable=node.schedulable
             )
             states[(node.name, index)].sources.add("kubernetes")
     for source, found in readings.items():
@@ -95,7 +95,7 @@ def merge(
                 continue  # the first source to measure a GPU wins (Prometheus before NVML)
             state.reading = reading
             state.uuid = state.uuid or reading.uuid
-            state.model = state.model or reading.model
+            state.product = state.product or reading.product
             if not state.memory_total_mib and reading.memory_used_mib is not None and reading.memory_free_mib:
                 state.memory_total_mib = reading.memory_used_mib + reading.memory_free_mib
 
@@ -229,7 +229,7 @@ def local_launches() -> list[Launch]:
 
 GPU_UPDATE_FIELDS = (
     "uuid",
-    "model",
+    "product",
     "memory_total_mib",
     "sources",
     "schedulable",
@@ -253,7 +253,7 @@ def _gpu_values(state: GpuState, at: datetime) -> dict[str, Any]:
     reading, holder = state.reading, state.holder
     return {
         "uuid": state.uuid,
-        "model": state.model,
+        "product": state.product,
         "memory_total_mib": state.memory_total_mib,
         "sources": ",".join(sorted(state.sources)),
         "schedulable": state.schedulable,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -16,7 +17,7 @@ from apps.access.lookups import get_team_for_user
 from apps.access.roles import Action
 from apps.accounts.models import Team
 from apps.gpus.config import kubernetes_configured, nvml_enabled, prometheus_url
-from apps.gpus.models import Gpu, IdleFinding, SourceStatus, conf, default_threshold, resolution_seconds
+from apps.gpus.models import Gpu, IdleFinding, SourceStatus, default_threshold, resolution_seconds
 
 
 @dataclass
@@ -30,7 +31,7 @@ class FleetFigures:
     unmeasured: int = 0  # no utilization reading (no metrics source for it)
     flagged: int = 0  # held and idle for at least the policy's window
     threshold: float = 5.0
-    by_model: list[dict[str, Any]] = field(default_factory=list)
+    by_product: list[dict[str, Any]] = field(default_factory=list)
     by_node: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -55,25 +56,25 @@ def _unprefixed(row: dict[str, Any]) -> dict[str, Any]:
 
 def fleet_figures() -> FleetFigures:
     """Fleet-wide counts (everyone signed in may see how busy the fleet is; who holds what
-    is scoped separately): one aggregate per (node, model), summed here by model and in all,
+    is scoped separately): one aggregate per (node, product), summed here by product and in all,
     and the count of active idle findings."""
     threshold = default_threshold()
     rows = [
         _unprefixed(row)
         for row in Gpu.objects.present()
         .order_by()
-        .values("node", "model")
+        .values("node", "product")
         .annotate(**_counts(threshold))
-        .order_by("node", "model")
+        .order_by("node", "product")
     ]
     keys = ("total", "allocated", "busy", "allocated_idle", "unmeasured")
     figures = FleetFigures(threshold=threshold, **{key: sum(row[key] for row in rows) for key in keys})
-    by_model: dict[str, dict[str, Any]] = {}
+    by_product: dict[str, dict[str, Any]] = {}
     for row in rows:
-        entry = by_model.setdefault(row["model"], {"model": row["model"], **dict.fromkeys(keys, 0)})
+        entry = by_product.setdefault(row["product"], {"product": row["product"], **dict.fromkeys(keys, 0)})
         for key in keys:
             entry[key] += row[key]
-    figures.by_model = [by_model[model] for model in sorted(by_model)]
+    figures.by_product = [by_product[product] for product in sorted(by_product)]
     figures.by_node = rows
     figures.flagged = IdleFinding.objects.active().count()
     return figures
@@ -159,4 +160,4 @@ def source_summary() -> SourceSummary:
 
 
 def heatmap_hours() -> int:
-    return max(1, min(int(conf("PLINTH_GPU_HEATMAP_HOURS", 24)), 7 * 24))
+    return max(1, min(int(settings.PLINTH_GPU_HEATMAP_HOURS), 7 * 24))

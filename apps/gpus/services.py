@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from apps.access import policies
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
 from apps.gpus.models import FindingStatus, GpuPrice, IdleExemption, IdleFinding, IdlePolicy
@@ -39,7 +40,7 @@ def set_idle_policy(actor: Any, project: Project, **values: Any) -> IdlePolicy:
     ignored; values are validated by the model (400 with the field's message)."""
     if not policies.can_manage_team(actor, project.team):
         raise NotAllowed("Only a lead of the team can change the project's idle policy.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         policy = IdlePolicy.objects.select_for_update().filter(project=project).first() or IdlePolicy.defaults(project)
         before = policy.as_audit() if policy.pk else None
         for name in POLICY_FIELDS:
@@ -54,7 +55,7 @@ def set_idle_policy(actor: Any, project: Project, **values: Any) -> IdlePolicy:
         policy.save()
         record(
             actor,
-            "gpu.idle_policy.changed",
+            AuditVerb.GPU_IDLE_POLICY_CHANGED,
             policy,
             team=project.team,
             project=project,
@@ -75,7 +76,7 @@ def exempt_launch(actor: Any, launch: Launch, reason: str, expires_at: datetime 
         raise InvalidInput.field("reason", "Say why this launch may hold idle GPUs.")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput.field("expires_at", "The exemption must end in the future.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         exemption, _ = IdleExemption.objects.update_or_create(
             launch=launch,
             defaults={
@@ -90,7 +91,7 @@ def exempt_launch(actor: Any, launch: Launch, reason: str, expires_at: datetime 
         )
         record(
             actor,
-            "gpu.idle_exemption.granted",
+            AuditVerb.GPU_IDLE_EXEMPTION_GRANTED,
             launch,
             team=team,
             project=launch.project,
@@ -104,7 +105,7 @@ def remove_exemption(actor: Any, launch: Launch) -> bool:
     team = launch.project.team
     if not policies.can_manage_team(actor, team):
         raise NotAllowed("Only a lead of the team can end an exemption.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         exemption = IdleExemption.objects.select_for_update().filter(launch=launch).first()
         if exemption is None:
             return False
@@ -115,25 +116,25 @@ def remove_exemption(actor: Any, launch: Launch) -> bool:
             status=FindingStatus.NOTIFIED
         )
         IdleFinding.objects.filter(launch=launch, status=FindingStatus.EXEMPT).update(status=FindingStatus.OPEN)
-        record(actor, "gpu.idle_exemption.removed", launch, team=team, project=launch.project, before=before)
+        record(actor, AuditVerb.GPU_IDLE_EXEMPTION_REMOVED, launch, team=team, project=launch.project, before=before)
     return True
 
 
-def set_gpu_price(actor: Any, model: str, price: Any) -> GpuPrice | None:
+def set_gpu_price(actor: Any, product: str, price: Any) -> GpuPrice | None:
     """Set (or, with an empty price, remove) the price of one GPU-hour of `model` (platform
     admins). Returns the price row, None when removed."""
     if not policies.is_platform_admin(actor):
         raise NotAllowed("Only platform admins set GPU prices.")
-    model = (model or "").strip()
-    if not model:
-        raise InvalidInput.field("model", "Name the GPU model, as the fleet page shows it.")
-    with transaction.atomic():
-        existing = GpuPrice.objects.select_for_update().filter(model=model).first()
+    product = (product or "").strip()
+    if not product:
+        raise InvalidInput.field("product", "Name the GPU product, as the fleet page shows it.")
+    with transaction.atomic(durable=True):
+        existing = GpuPrice.objects.select_for_update().filter(product=product).first()
         before = {"price_per_hour": existing.price_per_hour} if existing else None
         if price in (None, ""):
             if existing is None:
                 return None
-            record(actor, "gpu.price.removed", existing, before=before)
+            record(actor, AuditVerb.GPU_PRICE_REMOVED, existing, before=before)
             existing.delete()
             return None
         try:
@@ -142,12 +143,12 @@ def set_gpu_price(actor: Any, model: str, price: Any) -> GpuPrice | None:
             raise InvalidInput.field("price", "Give the price per GPU-hour as a number.") from None
         if not amount.is_finite() or amount < 0 or amount >= Decimal("1000000"):
             raise InvalidInput.field("price", "The price per GPU-hour must be between 0 and 1,000,000.")
-        row = existing or GpuPrice(model=model)
+        row = existing or GpuPrice(product=product)
         row.price_per_hour = amount.quantize(Decimal("0.0001"))
         row.updated_by = actor
         row.updated_at = timezone.now()
         row.save()
-        record(actor, "gpu.price.set", row, before=before, after={"price_per_hour": row.price_per_hour})
+        record(actor, AuditVerb.GPU_PRICE_SET, row, before=before, after={"price_per_hour": row.price_per_hour})
     return row
 
 
@@ -184,7 +185,7 @@ def notify_idle(launch: Launch, findings: Sequence[IdleFinding], policy: IdlePol
         gpus = sorted(f.gpu.label for f in findings)
         record(
             None,
-            "gpu.idle.notified",
+            AuditVerb.GPU_IDLE_NOTIFIED,
             launch,
             team=launch.project.team,
             project=launch.project,
@@ -228,8 +229,11 @@ def reclaim_launch(launch: Launch, findings: Sequence[IdleFinding], policy: Idle
             status=FindingStatus.RECLAIMED, reclaimed_at=now, resolution=reason[:200]
         )
         for verb, after in (
-            ("launch.cancelled", {"status": locked.status, "reason": reason}),
-            ("gpu.idle.reclaimed", {"gpus": ", ".join(sorted(f.gpu.label for f in findings)), "reason": reason}),
+            (AuditVerb.LAUNCH_CANCELLED, {"status": locked.status, "reason": reason}),
+            (
+                AuditVerb.GPU_IDLE_RECLAIMED,
+                {"gpus": ", ".join(sorted(f.gpu.label for f in findings)), "reason": reason},
+            ),
         ):
             record(
                 None,

@@ -13,11 +13,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
-from apps.gpus.models import GpuHourly, GpuSample, SourceStatus, conf, resolution_seconds
+from apps.gpus.models import GpuHourly, GpuSample, SourceStatus, resolution_seconds
 
 HOUR = timedelta(hours=1)
 # The sample columns insert_samples() takes, in order.
@@ -168,11 +169,11 @@ def roll_up(now: datetime | None = None) -> dict[str, Any]:
 
 # --- retention --------------------------------------------------------------------------
 def raw_retention_days() -> int:
-    return max(1, int(conf("PLINTH_GPU_RAW_RETENTION_DAYS", 7)))
+    return max(1, int(settings.PLINTH_GPU_RAW_RETENTION_DAYS))
 
 
 def hourly_retention_days() -> int:
-    return max(7, int(conf("PLINTH_GPU_HOURLY_RETENTION_DAYS", 400)))
+    return max(7, int(settings.PLINTH_GPU_HOURLY_RETENTION_DAYS))
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Max, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.gpus.models import Gpu, GpuHourly, GpuPrice, GpuSample, resolution_seconds
-from apps.gpus.store import HOUR, floor_hour, hourly_rows_from_samples, rolled_until
+from apps.gpus.store import HOUR, floor_hour, rolled_until
 from apps.projects.models import Project
 
 GROUPS = ("team", "project")
@@ -39,7 +40,7 @@ class UsageRow:
     used_hours: float = 0.0
     measured_hours: float = 0.0  # allocated hours that had a reading (used is known for these)
     cost: Decimal | None = None
-    by_model: dict[str, float] = field(default_factory=dict)
+    by_product: dict[str, float] = field(default_factory=dict)
 
     @property
     def utilization(self) -> float | None:
@@ -79,16 +80,19 @@ class Period:
         return (self.end - self.start).total_seconds() / 3600
 
 
-def split(period: Period) -> tuple[tuple[datetime, datetime] | None, tuple[datetime, datetime] | None]:
-    """The part of `period` read from roll-ups, and the part read from raw samples."""
+def split(period: Period) -> tuple[tuple[datetime, datetime] | None, tuple[datetime, datetime]]:
+    """The part of `period` read from roll-ups, and the part read from raw samples.
+
+    The raw part is always returned, empty when the roll-ups cover the whole period, and
+    callers always read it: whether it is empty depends on the clock (the first minutes of
+    an hour, before the roll-up moves its mark), and a page's query count must not."""
     mark = rolled_until()
     if mark is None:
         return None, (period.start, period.end)
     hourly_end = min(period.end, mark)
     hourly = (period.start, floor_hour(hourly_end)) if floor_hour(hourly_end) > period.start else None
     raw_start = max(period.start, floor_hour(hourly_end) if hourly else period.start)
-    raw = (raw_start, period.end) if period.end > raw_start else None
-    return hourly, raw
+    return hourly, (raw_start, max(period.end, raw_start))
 
 
 def _usage_rows(period: Period, teams: Any, include_foreign: bool, **filters: Any) -> list[dict[str, Any]]:
@@ -112,23 +116,23 @@ def _usage_rows(period: Period, teams: Any, include_foreign: bool, **filters: An
             .values(*keys)
             .annotate(seconds_=Sum("seconds"), used=Sum("used_seconds"), measured=Sum("util_samples"))
         )
-    if raw is not None:
-        resolution = resolution_seconds()
-        for row in (
-            scoped(GpuSample.objects.filter(at__gte=raw[0], at__lt=raw[1], allocated=True))
-            .order_by()
-            .values(*keys)
-            .annotate(n=Count("at"), util=Sum("utilization"), measured=Count("utilization"))
-        ):
-            rows.append(
-                {
-                    **{k: row[k] for k in keys},
-                    "seconds_": row["n"] * resolution,
-                    "used": float(row["util"] or 0) / 100.0 * resolution,
-                    "measured": row["measured"],
-                    "resolution": resolution,
-                }
-            )
+    resolution = resolution_seconds()
+    # The raw tail is read even when empty (see split()): a fixed query count.
+    for row in (
+        scoped(GpuSample.objects.filter(at__gte=raw[0], at__lt=raw[1], allocated=True))
+        .order_by()
+        .values(*keys)
+        .annotate(n=Count("at"), util=Sum("utilization"), measured=Count("utilization"))
+    ):
+        rows.append(
+            {
+                **{k: row[k] for k in keys},
+                "seconds_": row["n"] * resolution,
+                "used": float(row["util"] or 0) / 100.0 * resolution,
+                "measured": row["measured"],
+                "resolution": resolution,
+            }
+        )
     return rows
 
 
@@ -136,7 +140,7 @@ def usage_report(
     period: Period, group_by: str, teams: Any, *, include_foreign: bool = False, team: Team | None = None
 ) -> list[UsageRow]:
     """GPU-hours allocated and used per team or project of `teams` (a queryset; None for
-    every team), with cost where the GPU model has a price. `include_foreign` adds pods
+    every team), with cost where the GPU product has a price. `include_foreign` adds pods
     outside Plinth's projects, one row per namespace (platform admins)."""
     if group_by not in GROUPS:
         raise ValueError(group_by)
@@ -144,8 +148,8 @@ def usage_report(
         teams = Team.objects.filter(pk=team.pk)
     resolution = resolution_seconds()
     rows = _usage_rows(period, teams, include_foreign and teams is None)
-    gpu_models = dict(Gpu.objects.filter(pk__in={r["gpu_id"] for r in rows}).values_list("pk", "model"))
-    prices = dict(GpuPrice.objects.values_list("model", "price_per_hour"))
+    products = dict(Gpu.objects.filter(pk__in={r["gpu_id"] for r in rows}).values_list("pk", "product"))
+    prices = dict(GpuPrice.objects.values_list("product", "price_per_hour"))
     team_slugs = dict(Team.objects.filter(pk__in={r["team_id"] for r in rows}).values_list("pk", "slug"))
     projects = {
         p.pk: p
@@ -172,10 +176,10 @@ def usage_report(
         entry.allocated_hours += hours
         entry.used_hours += (row["used"] or 0) / 3600
         entry.measured_hours += (row["measured"] or 0) * row.get("resolution", resolution) / 3600
-        model = gpu_models.get(row["gpu_id"], "")
-        entry.by_model[model] = entry.by_model.get(model, 0.0) + hours
+        product = products.get(row["gpu_id"], "")
+        entry.by_product[product] = entry.by_product.get(product, 0.0) + hours
     for entry in out.values():
-        priced = [(hours, prices[m]) for m, hours in entry.by_model.items() if m in prices]
+        priced = [(hours, prices[m]) for m, hours in entry.by_product.items() if m in prices]
         if priced:
             entry.cost = sum((Decimal(str(round(h, 6))) * p for h, p in priced), Decimal(0))
     return sorted(out.values(), key=lambda r: (r.key.startswith("ns:"), r.key))
@@ -239,15 +243,20 @@ def usage_timeline(
             .annotate(s=Sum("seconds"), u=Sum("used_seconds"))
         ):
             add(row["hour"], row["s"] or 0, row["u"] or 0)
-    if raw is not None:
-        resolution = resolution_seconds()
-        hour = floor_hour(raw[0])
-        while hour < raw[1]:
-            totals = scoped(
-                GpuSample.objects.filter(at__gte=max(hour, raw[0]), at__lt=min(hour + HOUR, raw[1]), allocated=True)
-            ).aggregate(n=Count("at"), util=Sum("utilization"))
-            add(hour, (totals["n"] or 0) * resolution, float(totals["util"] or 0) / 100 * resolution)
-            hour += HOUR
+    resolution = resolution_seconds()
+    hour = floor_hour(raw[0])
+    while hour < raw[1]:  # every day the raw part touches has its row, samples or not
+        add(hour, 0.0, 0.0)
+        hour += HOUR
+    # Read even when empty (see split()), in one query however many hours the roll-up lags.
+    for row in (
+        scoped(GpuSample.objects.filter(at__gte=raw[0], at__lt=raw[1], allocated=True))
+        .annotate(hour=TruncHour("at", tzinfo=UTC))
+        .order_by()
+        .values("hour")
+        .annotate(n=Count("at"), util=Sum("utilization"))
+    ):
+        add(row["hour"], (row["n"] or 0) * resolution, float(row["util"] or 0) / 100 * resolution)
     return sorted((day, values[0], values[1]) for day, values in days.items())
 
 
@@ -275,17 +284,35 @@ def heatmap(
             cell = sums[(row["gpu_id"], row["hour"])]
             cell[0] += row["total"] or 0
             cell[1] += row["n"] or 0
-    hour = max(mark, start)
-    while hour < end:
-        for row in hourly_rows_from_samples(hour, hour + HOUR, gpu_id__in=gpu_ids):
-            cell = sums[(row["gpu_id"], hour)]
-            cell[0] += row["util_sum"]
-            cell[1] += row["util_samples"]
-        hour += HOUR
+    for row in raw_by_hour(max(mark, start), end, gpu_id__in=gpu_ids):
+        cell = sums[(row["gpu_id"], row["hour"])]
+        cell[0] += float(row["util_sum"] or 0)
+        cell[1] += row["util_samples"]
     for (gpu_id, when), (total, n) in sums.items():
         if gpu_id in cells and when in position and n:
             cells[gpu_id][position[when]] = round(total / n, 1)
     return columns, cells
+
+
+def raw_by_hour(start: datetime, end: datetime, **filters: Any) -> Any:
+    """Raw samples in [start, end) summed per GPU and hour, oldest hour first, in one query
+    however many hours the range spans (a page's query count must not depend on how far the
+    roll-up lags behind the clock)."""
+    if end <= start:
+        return []
+    return (
+        GpuSample.objects.filter(at__gte=start, at__lt=end, **filters)
+        .annotate(hour=TruncHour("at", tzinfo=UTC))
+        .order_by()
+        .values("gpu_id", "hour")
+        .annotate(
+            util_sum=Sum("utilization"),
+            util_samples=Count("utilization"),
+            mem_sum=Sum("memory_used_mib"),
+            mem_samples=Count("memory_used_mib"),
+        )
+        .order_by("hour", "gpu_id")
+    )
 
 
 # --- one launch over its lifetime ----------------------------------------------------------
@@ -337,12 +364,11 @@ def launch_series(launch_id: int, start: datetime, end: datetime | None) -> dict
             )
         ):
             _append_hour(traces[row["gpu_id"]], row["hour"], row["u"], row["un"], row["m"], row["mn"])
-        hour = floor_hour(max(raw_since, first))
-        while hour <= min(now, last):
-            for row in hourly_rows_from_samples(hour, hour + HOUR, gpu_id__in=gpu_ids, launch_id=launch_id):
-                trace = traces[row["gpu_id"]]
-                _append_hour(trace, hour, row["util_sum"], row["util_samples"], row["mem_sum"], row["mem_samples"])
-            hour += HOUR
+        tail = (floor_hour(max(raw_since, first)), floor_hour(min(now, last)) + HOUR)
+        for row in raw_by_hour(*tail, gpu_id__in=gpu_ids, launch_id=launch_id):
+            trace = traces[row["gpu_id"]]
+            util_sum, mem_sum = float(row["util_sum"] or 0), float(row["mem_sum"] or 0)
+            _append_hour(trace, row["hour"], util_sum, row["util_samples"], mem_sum, row["mem_samples"])
         step = "hour"
         for trace in traces.values():
             _thin(trace)

@@ -17,18 +17,19 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.generic import TemplateView
-from django_htmx.http import HttpResponseStopPolling
 
 from apps.access import policies
 from apps.access.lookups import get_launch_for_user, get_project_by_slug_for_user
 from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
-from apps.core.errors import ServiceError
-from apps.core.pages import paginate, run_service
+from apps.core.filters import FilteredListMixin
+from apps.core.pages import error_response, paginate, run_action, run_service
+from apps.core.partials import fragment_for, render_fragment, vary
 from apps.gpus import charts, services, usage
-from apps.gpus.forms import ExemptionForm, IdlePolicyForm, PriceForm, UsageForm, last_month
-from apps.gpus.models import Gpu, GpuPrice, IdleExemption, IdleFinding, conf
+from apps.gpus.filters import GpuFilter, IdleFilter, UsagePageQuery
+from apps.gpus.forms import ExemptionForm, IdlePolicyForm, PriceForm, last_month
+from apps.gpus.models import Gpu, GpuPrice, IdleExemption, IdleFinding
 from apps.gpus.selectors import (
     fleet_figures,
     heatmap_hours,
@@ -43,19 +44,20 @@ GPUS_PER_PAGE = 100
 
 
 def currency() -> str:
-    return str(conf("PLINTH_GPU_PRICE_CURRENCY", "USD"))
+    return str(settings.PLINTH_GPU_PRICE_CURRENCY)
 
 
-class FleetView(LoginRequiredMixin, TemplateView):
+class FleetView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     """Every GPU: allocated or not, to whom, how busy; "allocated but idle" first."""
 
     template_name = "gpus/index.html"
+    filterset_class = GpuFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user = self.request.user
         admin = policies.is_platform_admin(user)
-        gpus = visible_gpus(user)
+        gpus = self.filtered(visible_gpus(user))
         page = paginate(self.request, gpus, per_page=GPUS_PER_PAGE)
         figures = fleet_figures()
         heatmap = None
@@ -80,17 +82,19 @@ class FleetView(LoginRequiredMixin, TemplateView):
         return context
 
 
-class IdleView(LoginRequiredMixin, TemplateView):
+class IdleView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     """Allocated GPUs idle for at least their policy's window, with owner, project, launch
     and for how long (?history=1 adds the last week's resolved and reclaimed ones)."""
 
+    filterset_class = IdleFilter
     template_name = "gpus/idle.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user = self.request.user
-        history = self.request.GET.get("history") == "1"
-        page = paginate(self.request, idle_findings(user, include_history=history), per_page=50)
+        shown = self.filtered(idle_findings(user, include_history=True))
+        history = self.filterset is not None and self.filterset.form.cleaned_data.get("history") == "1"
+        page = paginate(self.request, shown, per_page=50)
         findings: list[IdleFinding] = list(page.object_list)
         context.update(
             page=page,
@@ -102,18 +106,15 @@ class IdleView(LoginRequiredMixin, TemplateView):
         return context
 
 
-def _usage_context(request: HttpRequest) -> tuple[UsageForm, dict[str, Any]]:
-    form = UsageForm(request.GET or None)
-    if not form.is_valid() and request.GET:
+def _usage_context(request: HttpRequest) -> tuple[UsagePageQuery, dict[str, Any]]:
+    form = UsagePageQuery(request.GET)
+    if not form.is_valid():
         return form, {}
-    if not request.GET:
-        form = UsageForm({})
-        form.is_valid()
     data = form.cleaned_data
     teams, team = usage_teams(request.user, data.get("team") or "")
-    admin = policies.is_platform_admin(request.user)
-    period = form.period()
-    rows = usage.usage_report(period, data["group_by"], teams, include_foreign=admin, team=team)
+    period = data["period"]
+    foreign = policies.can_see_foreign_usage(request.user)
+    rows = usage.usage_report(period, data["group_by"], teams, include_foreign=foreign, team=team)
     return form, {"period": period, "rows": rows, "teams": teams, "team": team, "group_by": data["group_by"]}
 
 
@@ -128,7 +129,8 @@ class UsageView(LoginRequiredMixin, View):
             return render(request, "gpus/usage.html", {"form": form}, status=400)
         rows = report["rows"]
         admin = policies.is_platform_admin(request.user)
-        timeline = usage.usage_timeline(report["period"], report["teams"], include_foreign=admin, team=report["team"])
+        foreign = policies.can_see_foreign_usage(request.user)
+        timeline = usage.usage_timeline(report["period"], report["teams"], include_foreign=foreign, team=report["team"])
         start, end = last_month()
         total = usage.sum_rows(rows)
         context = {
@@ -139,7 +141,7 @@ class UsageView(LoginRequiredMixin, View):
             "timeline": charts.timeline_figure(timeline) if timeline else None,
             "currency": currency(),
             "prices": GpuPrice.objects.all(),
-            "models": sorted(set(Gpu.objects.exclude(model="").values_list("model", flat=True))),
+            "products": sorted(set(Gpu.objects.exclude(product="").values_list("product", flat=True))),
             "price_form": PriceForm() if admin else None,
             "last_month": {"start": start.isoformat(), "end": end.isoformat()},
             "csv_query": request.GET.urlencode(),
@@ -197,19 +199,23 @@ class UsageCsvView(LoginRequiredMixin, View):
 
 
 class PriceView(PlatformAdminMixin, View):
-    """Set or remove the price of a GPU-hour of one model (platform admins)."""
+    """Set or remove the price of a GPU-hour of one product (platform admins)."""
 
     def post(self, request: HttpRequest) -> HttpResponse:
         form = PriceForm(request.POST)
-        if form.is_valid():
-            try:
-                services.set_gpu_price(actor_of(request), form.cleaned_data["model"], form.cleaned_data["price"])
-                messages.success(request, f"Price of {form.cleaned_data['model']} saved.")
-            except ServiceError as exc:
-                messages.error(request, exc.message)
-        else:
-            messages.error(request, "Give a GPU model and a price (a number, or empty to remove it).")
-        return redirect("gpus:usage")
+        if not form.is_valid():
+            return error_response(
+                request,
+                400,
+                "Give a GPU product and a price (a number, or empty to remove it).",
+                back=reverse("gpus:usage"),
+            )
+        return run_action(
+            request,
+            lambda: services.set_gpu_price(actor_of(request), form.cleaned_data["product"], form.cleaned_data["price"]),
+            success=f"Price of {form.cleaned_data['product']} saved.",
+            then=reverse("gpus:usage"),
+        )
 
 
 class PolicyView(ObjectAccessMixin, View):
@@ -248,11 +254,15 @@ class PolicyView(ObjectAccessMixin, View):
         return redirect("gpus:policy", team=team, slug=slug)
 
 
-def _back(request: HttpRequest, launch: Launch) -> HttpResponse:
+def _back_url(request: HttpRequest, launch: Launch) -> str:
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        return redirect(target)
-    return redirect("launches:detail", pk=launch.pk)
+        return target
+    return reverse("launches:detail", kwargs={"pk": launch.pk})
+
+
+def _back(request: HttpRequest, launch: Launch) -> HttpResponse:
+    return redirect(_back_url(request, launch))
 
 
 class ExemptView(ObjectAccessMixin, View):
@@ -265,14 +275,16 @@ class ExemptView(ObjectAccessMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         form = ExemptionForm(request.POST)
         if not form.is_valid():
-            messages.error(request, "Say why this launch may hold idle GPUs.")
-            return _back(request, self.object)
-        try:
-            services.exempt_launch(actor_of(request), self.object, form.cleaned_data["reason"], form.expires_at())
-            messages.success(request, f"{self.object.job_name} is exempt from the idle policy.")
-        except ServiceError as exc:
-            messages.error(request, exc.message)
-        return _back(request, self.object)
+            reason = "Say why this launch may hold idle GPUs."
+            return error_response(request, 400, reason, back=_back_url(request, self.object))
+        return run_action(
+            request,
+            lambda: services.exempt_launch(
+                actor_of(request), self.object, form.cleaned_data["reason"], form.expires_at()
+            ),
+            success=f"{self.object.job_name} is exempt from the idle policy.",
+            then=_back_url(request, self.object),
+        )
 
 
 class UnexemptView(ObjectAccessMixin, View):
@@ -287,8 +299,9 @@ class UnexemptView(ObjectAccessMixin, View):
 
 
 class LaunchUsageView(ObjectAccessMixin, View):
-    """A launch's GPU utilization and memory over its lifetime. With htmx: the panel alone
-    (the launch page loads it, and it polls while the launch lives); without: a page."""
+    """A launch's GPU utilization and memory over its lifetime. For htmx swapping
+    #gpu-usage: the panel alone (the launch page loads it, and it polls while the launch
+    lives); otherwise a page."""
 
     lookup = get_launch_for_user
     lookup_kwargs = ("pk",)
@@ -296,12 +309,11 @@ class LaunchUsageView(ObjectAccessMixin, View):
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         launch: Launch = self.object
         context = launch_panel_context(request, launch)
-        if getattr(request, "htmx", False):
-            response = render(request, "gpus/launch_usage.html#panel", context)
-            if launch.status in TERMINAL:
-                return HttpResponseStopPolling(response.content)
-            return response
-        return render(request, "gpus/launch_usage.html", context)
+        if fragment_for(request, ("gpu-usage",)):
+            return render_fragment(
+                request, "gpus/launch_usage.html", "gpu-usage", context, finished=launch.status in TERMINAL
+            )
+        return vary(render(request, "gpus/launch_usage.html", context))
 
 
 def launch_panel_context(request: HttpRequest, launch: Launch) -> dict[str, Any]:
@@ -321,6 +333,6 @@ def launch_panel_context(request: HttpRequest, launch: Launch) -> dict[str, Any]
         "can_exempt": policies.can_manage_team(request.user, launch.project.team),
         "live": launch.status not in TERMINAL,
         "sources": source_summary(),
-        "poll_seconds": max(30, int(getattr(settings, "PLINTH_GPU_SAMPLE_SECONDS", 60))),
+        "poll_seconds": max(30, int(settings.PLINTH_GPU_SAMPLE_SECONDS)),
         "panel_url": reverse("gpus:launch-usage", kwargs={"pk": launch.pk}),
     }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,8 +17,9 @@ from apps.access.mixins import ScopedViewSet
 from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.compute.registry import get_backend
-from apps.core.api import MAX_ID, int_param, int_schema
-from apps.launches import services, sweeps, templates_service
+from apps.core.api import int_param, int_schema
+from apps.launches import services, sweeps
+from apps.launches.filters import LaunchFilter, SweepFilter, TemplateFilter
 from apps.launches.lookups import project_from, template_from
 from apps.launches.models import Launch, Sweep, Template
 from apps.launches.serializers import (
@@ -43,18 +43,10 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVi
     serializer_class = TemplateSerializer
     lookup_function = get_template_for_user
 
-    def get_queryset(self) -> Any:
-        templates = super().get_queryset().select_related("team").filter(is_active=True).order_by("slug")
-        if project := self.request.query_params.get("project"):
-            chosen = project_from(self.request.user, project, Action.VIEW)
-            templates = templates.filter(Q(team__isnull=True) | Q(team=chosen.team_id))
-            # `backends` is a JSON list: filter in Python (templates are few) to stay portable.
-            templates = templates.filter(pk__in=[t.pk for t in templates if chosen.backend in t.backends])
-        return templates
+    filterset_class = TemplateFilter
 
-    @extend_schema(parameters=[OpenApiParameter("project", str, description="project id or team/project")])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+    def get_queryset(self) -> Any:
+        return super().get_queryset().select_related("team").filter(is_active=True).order_by("slug")
 
     @extend_schema(request=TemplateWriteSerializer, responses={201: TemplateSerializer})
     def create(self, request: Request) -> Response:
@@ -63,7 +55,7 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVi
         data = dict(body.validated_data)
         team_slug = data.pop("team", None)
         team = get_team_for_user(request.user, team_slug, Action.MANAGE) if team_slug else None
-        template = templates_service.create_template(actor_of(request), team, **data)
+        template = services.create_template(actor_of(request), team, **data)
         return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=TemplateUpdateSerializer, responses=TemplateSerializer)
@@ -71,7 +63,7 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVi
         template = self.get_object()
         body = TemplateUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        template = templates_service.update_template(actor_of(request), template, **body.validated_data)
+        template = services.update_template(actor_of(request), template, **body.validated_data)
         return Response(TemplateSerializer(template).data)
 
 
@@ -84,27 +76,11 @@ class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedView
     write_action = Action.LAUNCH
     depends_on = {"create": ("MLflow",), "logs": ("the cluster",)}  # the schema's 503 (apps.core.schema)
 
+    filterset_class = LaunchFilter
+
     def get_queryset(self) -> Any:
         launches = super().get_queryset().select_related("project__team", "template", "created_by")
-        params = self.request.query_params
-        if project := params.get("project"):
-            launches = launches.filter(project=project_from(self.request.user, project, Action.VIEW))
-        if wanted := params.get("status"):
-            launches = launches.filter(status__in=wanted.split(","))
-        if user := params.get("user"):
-            launches = launches.filter(created_by__username=user)
-        if params.get("sweep"):
-            launches = launches.filter(sweep_id=int_param(params, "sweep", 0, minimum=1, maximum=MAX_ID))
         return launches.order_by("-created_at", "-id")
-
-    @extend_schema(
-        parameters=[
-            *(OpenApiParameter(p, str) for p in ("project", "status", "user")),
-            OpenApiParameter("sweep", int_schema(1, MAX_ID), description="a sweep's id: its trials"),
-        ]
-    )
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
 
     @extend_schema(request=LaunchCreateSerializer, responses={201: LaunchSerializer})
     def create(self, request: Request) -> Response:
@@ -153,15 +129,11 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewS
     write_action = Action.LAUNCH
     depends_on = {"create": ("MLflow",)}
 
+    filterset_class = SweepFilter
+
     def get_queryset(self) -> Any:
         found = super().get_queryset().select_related("project__team", "template", "created_by")
-        if project := self.request.query_params.get("project"):
-            found = found.filter(project=project_from(self.request.user, project, Action.VIEW))
         return found.prefetch_related("trials").order_by("-created_at", "-id")
-
-    @extend_schema(parameters=[OpenApiParameter("project", str)])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
 
     @extend_schema(request=SweepCreateSerializer, responses={201: SweepSerializer})
     def create(self, request: Request) -> Response:

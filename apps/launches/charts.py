@@ -33,15 +33,15 @@ def trial_metrics(sweep: Sweep, trials: list[Launch]) -> dict[int, dict[str, flo
             return found
 
 
-def sweep_figure(sweep: Sweep, trials: list[Launch], metrics: dict[int, dict[str, float]]) -> str:
-    """A parallel-coordinates chart as Plotly JSON ("" when there is nothing to draw yet):
+def sweep_figure(sweep: Sweep, trials: list[Launch], metrics: dict[int, dict[str, float]]) -> dict[str, Any] | None:
+    """A parallel-coordinates figure {data, layout} (None when there is nothing to draw yet):
     one dimension per parameter of the space, then the metric. A parameter declared
     `log: true`, or whose values span decades, is drawn on a real log scale (log10 of the
     values, ticks labelled `1e-4`; apps.tracking.charts.numeric_dimension); trials whose
     metric is NaN or ±inf are left out (they have no place on a number axis)."""
     scored = [t for t in trials if sweep.metric and is_finite(metrics.get(t.pk, {}).get(sweep.metric))]
     if not scored:
-        return ""
+        return None
     dimensions: list[dict[str, Any]] = []
     for name in sweep.space:
         values = [t.parameters.get(name) for t in scored]
@@ -62,4 +62,4 @@ def sweep_figure(sweep: Sweep, trials: list[Launch], metrics: dict[int, dict[str
         )
     )
     figure.update_layout(margin={"l": 60, "r": 40, "t": 40, "b": 20}, height=380)
-    return str(figure.to_json())
+    return figure.to_plotly_json()

@@ -29,11 +29,37 @@ def param_field(name: str, spec: dict[str, Any]) -> forms.Field:
     return forms.CharField(required=False, max_length=1000, strip=False, **common)
 
 
+def gpu_field(default: int, template_limit: int, host_gpus: int | None) -> forms.IntegerField:
+    """The GPU count, capped by the template and, on the local backend, by the host: a host
+    without GPUs gets a field fixed at 0 that says why, not "at most 1"."""
+    if host_gpus == 0:
+        return forms.IntegerField(
+            initial=0,
+            min_value=0,
+            max_value=0,
+            disabled=True,
+            label="GPUs",
+            help_text="0: this host has no GPUs (NVML finds none), so the local backend runs on CPU only.",
+        )
+    if template_limit == 0:
+        reason = "0: this template runs without GPUs."
+        return forms.IntegerField(initial=0, min_value=0, max_value=0, disabled=True, label="GPUs", help_text=reason)
+    cap = template_limit if host_gpus is None else min(template_limit, host_gpus)
+    reason = "this host's GPUs" if host_gpus is not None and host_gpus < template_limit else "the template's limit"
+    return forms.IntegerField(
+        initial=min(default, cap), min_value=0, max_value=cap, label="GPUs", help_text=f"at most {cap} ({reason})"
+    )
+
+
 class LaunchForm(forms.Form):
     project = forms.ChoiceField(label="Project")
     name = forms.CharField(required=False, max_length=120, help_text="Optional; shown in lists and in MLflow.")
 
-    def __init__(self, *args: Any, template: Template, projects: list[Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, template: Template, projects: list[Any], host_gpus: int | None = None, **kwargs: Any
+    ) -> None:
+        """`host_gpus`: how many GPUs the local backend's host has, when every project offered
+        runs there (None when a project could run elsewhere): the GPU field is capped by it."""
         super().__init__(*args, **kwargs)
         self.template = template
         self.fields["project"].choices = [(str(p.pk), p.full_slug) for p in projects]  # type: ignore[attr-defined]
@@ -47,9 +73,7 @@ class LaunchForm(forms.Form):
         self.fields["memory"] = forms.CharField(
             initial=defaults["memory"], label="Memory", help_text=f"e.g. 4Gi; at most {limits.get('memory', '—')}"
         )
-        self.fields["gpus"] = forms.IntegerField(
-            initial=defaults["gpus"], min_value=0, label="GPUs", help_text=f"at most {limits.get('gpus', 0)}"
-        )
+        self.fields["gpus"] = gpu_field(defaults["gpus"], int(limits.get("gpus", 0)), host_gpus)
         self.fields["gpu_model"] = forms.CharField(
             initial=defaults["gpu_model"],
             required=False,
@@ -86,7 +110,8 @@ class SweepForm(forms.Form):
     space = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4}),
         label="Search space (JSON)",
-        help_text='e.g. {"learning_rate": {"min": 0.0001, "max": 0.1, "log": true}, "alpha": [0.0001, 0.001]}',
+        help_text='e.g. {"learning_rate": {"min": 0.0001, "max": 0.1, "log": true}, "alpha": [0.0001, 0.001]}; '
+        "ranges ({min, max}) need the Random strategy, Grid takes lists.",
     )
     max_trials = forms.IntegerField(min_value=1, max_value=1000, initial=12)
     parallelism = forms.IntegerField(min_value=1, max_value=1000, initial=3)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.access.querysets import ScopedQuerySet, TeamScope
 from apps.accounts.models import Team, slug_validator
 from apps.projects.models import Project
 
@@ -19,20 +18,6 @@ class ParamType(models.TextChoices):
     STR = "str", "Text"
     BOOL = "bool", "Yes/no"
     CHOICE = "choice", "Choice"
-
-
-class TemplateQuerySet(models.QuerySet["Template"]):
-    def for_user(self, user: Any, action: str = "view") -> TemplateQuerySet:
-        """Global templates for every signed-in user, plus the templates of teams `user` may
-        `action` in. Managing (`manage`) a global template needs a platform admin."""
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if getattr(user, "is_platform_admin", False):
-            return self.all()
-        teams = Team.objects.for_user(user, action)
-        if action == "view":
-            return self.filter(Q(team__isnull=True) | Q(team__in=teams))
-        return self.filter(team__in=teams)
 
 
 class Template(models.Model):
@@ -60,7 +45,10 @@ class Template(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = TemplateQuerySet.as_manager()
+    objects = ScopedQuerySet["Template"].as_manager()
+    # Global templates (no team) are for every signed-in user to use; changing one needs a
+    # platform admin.
+    access_scope = TeamScope("team", shared=Q(team__isnull=True))
 
     class Meta:
         ordering = ["slug"]
@@ -104,10 +92,7 @@ TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-class LaunchQuerySet(models.QuerySet["Launch"]):
-    def for_user(self, user: Any, action: str = "view") -> LaunchQuerySet:
-        return self.filter(project__team__in=Team.objects.for_user(user, action))
-
+class LaunchQuerySet(ScopedQuerySet["Launch"]):
     def live(self) -> LaunchQuerySet:
         return self.filter(status__in=LIVE)
 
@@ -132,6 +117,9 @@ class Launch(models.Model):
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)
     mlflow_closed = models.BooleanField(default=False)
     submit_attempts = models.PositiveIntegerField(default=0)
+    # When the reconciler may try a submit the backend could not take again (apps.core.retry);
+    # empty while a submit is in flight or none failed.
+    next_submit_at = models.DateTimeField(null=True, blank=True)
     max_runtime_seconds = models.PositiveIntegerField(default=3600)
     # local backend bookkeeping: which host runs it, the process group, the GPUs handed out
     local_host = models.CharField(max_length=200, blank=True)
@@ -144,6 +132,7 @@ class Launch(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = LaunchQuerySet.as_manager()
+    access_scope = TeamScope("project__team")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -179,14 +168,9 @@ class SweepStrategy(models.TextChoices):
 
 class SweepStatus(models.TextChoices):
     RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Finished"
+    SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
-
-
-class SweepQuerySet(models.QuerySet["Sweep"]):
-    def for_user(self, user: Any, action: str = "view") -> SweepQuerySet:
-        return self.filter(project__team__in=Team.objects.for_user(user, action))
 
 
 class Sweep(models.Model):
@@ -213,7 +197,8 @@ class Sweep(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = SweepQuerySet.as_manager()
+    objects = ScopedQuerySet["Sweep"].as_manager()
+    access_scope = TeamScope("project__team")
 
     class Meta:
         ordering = ["-created_at", "-id"]

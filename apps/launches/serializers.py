@@ -8,7 +8,7 @@ from apps.accounts.serializers import slug_field
 from apps.launches.models import TERMINAL, Launch, Sweep, Template
 from apps.tracking.gateway import gateway
 
-# What apps.launches.templates_service accepts as a template's max_runtime_seconds: 7 days.
+# What apps.launches.services.create_template accepts as a template's max_runtime_seconds: 7 days.
 MAX_RUNTIME = 7 * 24 * 3600
 
 

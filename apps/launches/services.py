@@ -1,26 +1,28 @@
 """Every change to launches: create (access + quota under a row lock, MLflow run first),
-cancel, and applying what the backends observe."""
+cancel, applying what the backends observe, and creating and changing templates."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from apps.access import policies
 from apps.access.roles import Action
-from apps.accounts.models import User
+from apps.accounts.models import Team, User, slug_validator
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.compute.base import Observation
 from apps.compute.registry import check_enabled, get_backend
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
-from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, Template
-from apps.launches.validation import clean_parameters, clean_resources
-from apps.projects.models import ExperimentState, Project
+from apps.launches.models import LIVE, TERMINAL, Launch, ParamType, Status, Sweep, Template
+from apps.launches.validation import check_value, clean_parameters, clean_resources, quantity
+from apps.projects.models import Backend, ExperimentState, Project
 from apps.tracking.gateway import MlflowError, gateway
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,15 @@ def check_template_allowed(template: Template, project: Project) -> None:
         )
 
 
+def _check_quota(project: Project, gpus: int) -> None:
+    used = gpus_in_use(project)
+    if used + gpus > project.gpu_quota:
+        raise QuotaExceeded(
+            f"Project {project.full_slug} has a GPU quota of {project.gpu_quota}; its live launches "
+            f"hold {used}, so {gpus} more would exceed it."
+        )
+
+
 def create_launch(
     actor: User,
     project: Project,
@@ -117,10 +128,15 @@ def create_launch(
 ) -> Launch:
     """Launch `template` in `project` for `actor` (members and up).
 
-    Order matters: input is validated first (400, nothing created); then, under a lock on
-    the project row, the GPU quota is checked (409 with the numbers); the MLflow run is
-    created before any compute (503 if MLflow is down, nothing created); the launch row
-    and its audit event commit together; the submit task is queued after commit."""
+    Order matters: input is validated first (400, nothing created); the GPU quota is checked
+    (409 with the numbers); the project's experiment is linked if it is not yet and the
+    MLflow run is created before any compute (503 if MLflow is down, nothing created) — both
+    outside any row lock, so a slow MLflow never holds the project; then, under a lock on the
+    project row, the quota is checked again (a launch that committed meanwhile counts), and
+    the launch row and its audit event commit together; the submit task is queued after
+    commit. A run created for a launch that is then refused is deleted.
+
+    Not `durable`: a sweep starts its trials from inside its own transaction."""
     if not policies.can(actor, Action.LAUNCH, project.team):
         raise NotAllowed("Viewers cannot launch; ask a lead of the team for the member role.")
     check_template_allowed(template, project)
@@ -128,31 +144,30 @@ def create_launch(
     clean_res = clean_resources(template, resources)
     name = (name or "").strip()[:120]
     check_local_gpus(project, clean_res["gpus"])
-    run_id = ""
+    _check_quota(project, clean_res["gpus"])  # before MLflow: a full quota creates no run
     client = gateway()
+    experiment_id = _experiment_id(project)  # links it (own transaction) when not yet linked
     try:
+        run_id = create_experiment_run(
+            project,
+            experiment_id,
+            name or template.slug,
+            tags={
+                "plinth.project": project.full_slug,
+                "plinth.template": template.slug,
+                "mlflow.user": actor.username,
+                "plinth.sweep": str(sweep.pk) if sweep else "",
+            },
+        )
+    except ExperimentDeleted:
+        mark_deleted_after_refusal(experiment_id)
+        raise
+    try:
+        if sweep is not None and sweep.mlflow_parent_run_id:
+            client.set_tag(run_id, "mlflow.parentRunId", sweep.mlflow_parent_run_id)
         with transaction.atomic():
             locked = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
-            used = gpus_in_use(locked)
-            if used + clean_res["gpus"] > locked.gpu_quota:
-                raise QuotaExceeded(
-                    f"Project {locked.full_slug} has a GPU quota of {locked.gpu_quota}; its live launches "
-                    f"hold {used}, so {clean_res['gpus']} more would exceed it."
-                )
-            experiment_id = _experiment_id(locked)
-            run_id = create_experiment_run(
-                locked,
-                experiment_id,
-                name or template.slug,
-                tags={
-                    "plinth.project": locked.full_slug,
-                    "plinth.template": template.slug,
-                    "mlflow.user": actor.username,
-                    "plinth.sweep": str(sweep.pk) if sweep else "",
-                },
-            )
-            if sweep is not None and sweep.mlflow_parent_run_id:
-                client.set_tag(run_id, "mlflow.parentRunId", sweep.mlflow_parent_run_id)
+            _check_quota(locked, clean_res["gpus"])
             launch = Launch.objects.create(
                 project=locked,
                 template=template,
@@ -169,7 +184,7 @@ def create_launch(
             )
             record(
                 actor,
-                "launch.created",
+                AuditVerb.LAUNCH_CREATED,
                 launch,
                 team=locked.team,
                 project=locked,
@@ -178,16 +193,12 @@ def create_launch(
             from apps.launches.tasks import submit_launch
 
             enqueue_on_commit(submit_launch, launch.pk)
-    except ExperimentDeleted:
-        if project.mlflow_experiment_id:
-            mark_deleted_after_refusal(project.mlflow_experiment_id)
-        raise
     except Exception:
-        if run_id:  # the run exists but the launch does not: don't leave an orphan behind
-            try:
-                client.delete_run(run_id)
-            except Exception:
-                logger.warning("could not delete orphan MLflow run %s", run_id, exc_info=True)
+        # The run exists but the launch does not: don't leave an orphan behind.
+        try:
+            client.delete_run(run_id)
+        except Exception:
+            logger.warning("could not delete orphan MLflow run %s", run_id, exc_info=True)
         raise
     return launch
 
@@ -212,7 +223,7 @@ def cancel_launch(actor: User, launch: Launch) -> Launch:
         launch.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
         record(
             actor,
-            "launch.cancelled",
+            AuditVerb.LAUNCH_CANCELLED,
             launch,
             team=launch.project.team,
             project=launch.project,
@@ -296,3 +307,118 @@ def close_mlflow_run(launch: Launch) -> None:
         logger.info("MLflow run %s of %s not closed: %s", launch.mlflow_run_id, launch.job_name, exc.message)
     Launch.objects.filter(pk=launch.pk).update(mlflow_closed=True)
     launch.mlflow_closed = True
+
+
+# --- templates: platform admins manage global ones, leads their team's -------------------
+
+TEMPLATE_FIELDS = (
+    "name",
+    "description",
+    "image",
+    "command",
+    "parameters",
+    "default_resources",
+    "max_resources",
+    "max_runtime_seconds",
+    "backends",
+    "is_active",
+)
+
+
+def _check_template_spec(data: dict[str, Any]) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    command = data.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
+        errors["command"] = ['The command is a non-empty list of arguments, e.g. ["python", "train.py"].']
+    if not str(data.get("image", "")).strip():
+        errors["image"] = ["Name the container image the job runs in."]
+    parameters = data.get("parameters", {})
+    if not isinstance(parameters, dict):
+        errors["parameters"] = ["Parameters are an object of name: {type, default, min, max, choices}."]
+        parameters = {}
+    for name, spec in parameters.items():
+        key = f"parameters.{name}"
+        if not name.isidentifier():
+            errors[key] = ["A parameter name is letters, digits and underscores."]
+            continue
+        if not isinstance(spec, dict) or spec.get("type") not in ParamType.values:
+            errors[key] = [f"Give a type: one of {', '.join(ParamType.values)}."]
+            continue
+        if spec["type"] == ParamType.CHOICE and not (isinstance(spec.get("choices"), list) and spec["choices"]):
+            errors[key] = ["A choice parameter needs a non-empty list of choices."]
+            continue
+        if "default" in spec:
+            try:
+                check_value(spec, spec["default"])
+            except ValueError as exc:
+                errors[key] = [f"The default {exc}."]
+    for key in ("default_resources", "max_resources"):
+        res = data.get(key, {})
+        if not isinstance(res, dict):
+            errors[key] = ["Resources are an object with cpu, memory, gpus, gpu_model."]
+            continue
+        for q in ("cpu", "memory"):
+            if q in res:
+                try:
+                    quantity(str(res[q]))
+                except ValueError:
+                    errors[f"{key}.{q}"] = [f"{res[q]!r} is not a quantity like 2, 500m or 4Gi."]
+        if "gpus" in res and (isinstance(res["gpus"], bool) or not isinstance(res["gpus"], int) or res["gpus"] < 0):
+            errors[f"{key}.gpus"] = ["A whole number, 0 or more."]
+    backends = data.get("backends", [])
+    if not isinstance(backends, list) or not backends or any(b not in Backend.values for b in backends):
+        errors["backends"] = [f"Choose from: {', '.join(Backend.values)}."]
+    runtime = data.get("max_runtime_seconds", 3600)
+    if isinstance(runtime, bool) or not isinstance(runtime, int) or not 1 <= runtime <= 7 * 24 * 3600:
+        errors["max_runtime_seconds"] = ["Between 1 second and 7 days."]
+    return errors
+
+
+def _can_manage_templates(actor: User, team: Team | None) -> bool:
+    return policies.is_platform_admin(actor) if team is None else policies.can_manage_team(actor, team)
+
+
+@transaction.atomic
+def create_template(actor: User, team: Team | None, *, slug: str, **data: Any) -> Template:
+    """A new template for `team` (its leads) or global (`team` None: platform admins)."""
+    if not _can_manage_templates(actor, team):
+        raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
+    try:
+        slug_validator(slug)
+    except ValidationError as exc:
+        raise InvalidInput.field("slug", exc.messages[0]) from None
+    data = {key: data[key] for key in TEMPLATE_FIELDS if key in data}
+    data.setdefault("backends", [Backend.LOCAL, Backend.KUBERNETES])
+    data.setdefault("name", slug)
+    errors = _check_template_spec(data)
+    if Template.objects.filter(team=team, slug=slug).exists():
+        errors["slug"] = [f"A template called {slug!r} already exists here."]
+    if errors:
+        raise InvalidInput("The template is not valid.", fields=errors)
+    template = Template.objects.create(team=team, slug=slug, **data)
+    record(actor, AuditVerb.TEMPLATE_CREATED, template, team=team, after={"slug": slug, **data})
+    return template
+
+
+@transaction.atomic(durable=True)
+def update_template(actor: User, template: Template, **changes: Any) -> Template:
+    template = Template.objects.select_for_update(of=("self",)).select_related("team").get(pk=template.pk)
+    if not _can_manage_templates(actor, template.team):
+        raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
+    before = {key: getattr(template, key) for key in TEMPLATE_FIELDS}
+    after = {**before, **{key: changes[key] for key in TEMPLATE_FIELDS if key in changes}}
+    errors = _check_template_spec(after)
+    if errors:
+        raise InvalidInput("The template is not valid.", fields=errors)
+    for key, value in after.items():
+        setattr(template, key, value)
+    template.save()
+    record(
+        actor,
+        AuditVerb.TEMPLATE_UPDATED,
+        template,
+        team=template.team,
+        before={k: v for k, v in before.items() if after[k] != v},
+        after={k: v for k, v in after.items() if before[k] != v},
+    )
+    return template

@@ -21,6 +21,7 @@ from apps.access import policies
 from apps.access.roles import Action
 from apps.accounts.models import User
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed, ServiceError
 from apps.core.queue import enqueue_on_commit
 from apps.launches.models import LIVE, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
@@ -75,8 +76,14 @@ def _space_errors(template: Template, space: Any, strategy: str) -> tuple[dict[s
                 errors[key] = ["min must be below max (and above 0 on a log scale)."]
                 continue
             clean[name] = {"min": low, "max": high, "log": log, "int": spec.get("type") == ParamType.INT}
+        elif isinstance(values, dict):
+            errors[key] = [
+                f"{name}: a range ({{min, max, log}}) needs the Random strategy; "
+                f"choose Random, or give {name} a list of values for Grid."
+            ]
         else:
-            errors[key] = ["Give a list of values" + (" or {min, max, log}." if strategy == "random" else ".")]
+            more = " or a range {min, max, log}" if strategy == SweepStrategy.RANDOM else ""
+            errors[key] = [f"{name}: give a list of values{more}."]
     return clean, errors
 
 
@@ -266,7 +273,7 @@ def create_sweep(
         mark_deleted_after_refusal(experiment_id)
         raise
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             sweep = Sweep.objects.create(
                 project=project,
                 template=template,
@@ -287,7 +294,7 @@ def create_sweep(
             )
             record(
                 actor,
-                "sweep.created",
+                AuditVerb.SWEEP_CREATED,
                 sweep,
                 team=project.team,
                 project=project,
@@ -360,7 +367,12 @@ def _finish(sweep: Sweep, trials: Any) -> None:
     sweep.finished_at = timezone.now()
     sweep.save(update_fields=["status", "finished_at"])
     record(
-        None, "sweep.finished", sweep, team=sweep.project.team, project=sweep.project, after={"status": sweep.status}
+        None,
+        AuditVerb.SWEEP_FINISHED,
+        sweep,
+        team=sweep.project.team,
+        project=sweep.project,
+        after={"status": sweep.status},
     )
     from apps.launches.tasks import close_sweep_run
 
@@ -369,7 +381,7 @@ def _finish(sweep: Sweep, trials: Any) -> None:
 
 def cancel_sweep(actor: User, sweep: Sweep) -> Sweep:
     """Stop planning new trials and cancel the live ones."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         sweep = Sweep.objects.select_for_update().select_related("project__team").get(pk=sweep.pk)
         if sweep.created_by_id != actor.pk and not policies.can_manage_team(actor, sweep.project.team):
             raise NotAllowed("Only the person who started it or a lead of the team can cancel it.")
@@ -377,7 +389,7 @@ def cancel_sweep(actor: User, sweep: Sweep) -> Sweep:
             raise Conflict(f"The sweep already ended ({sweep.status}).")
         sweep.status, sweep.finished_at = SweepStatus.CANCELLED, timezone.now()
         sweep.save(update_fields=["status", "finished_at"])
-        record(actor, "sweep.cancelled", sweep, team=sweep.project.team, project=sweep.project)
+        record(actor, AuditVerb.SWEEP_CANCELLED, sweep, team=sweep.project.team, project=sweep.project)
         for trial in Launch.objects.filter(sweep=sweep, status__in=LIVE).exclude(status=Status.CANCELLING):
             cancel_launch(actor, trial)
         from apps.launches.tasks import close_sweep_run

@@ -8,20 +8,22 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.compute.base import BackendRejected, BackendUnavailable
 from apps.compute.registry import get_backend
+from apps.core.retry import RetryPolicy
 from apps.launches import services
 from apps.launches.models import TERMINAL, Launch, Status, Sweep, SweepStatus
 from apps.tracking.gateway import MlflowUnavailable
 
 logger = logging.getLogger(__name__)
 
-STALE_SUBMITTING = timedelta(seconds=60)
+STALE_SUBMITTING = timedelta(seconds=60)  # a claim whose worker died (no retry time recorded)
 STALE_QUEUED = timedelta(seconds=120)
-MAX_SUBMIT_ATTEMPTS = 5
+# A backend that could not take a submit: waits below 30 s, 60 s, 120 s, 240 s (jittered), 5 tries.
+SUBMIT_RETRY = RetryPolicy(base=30, cap=600, attempts=5)
 
 
 @shared_task(acks_late=True)
@@ -29,7 +31,10 @@ def submit_launch(launch_pk: int) -> str:
     """queued → submitting (claimed) → backend.submit → pending. Another worker holding the
     claim, or a launch already past `queued`, makes this a no-op."""
     claimed = Launch.objects.filter(pk=launch_pk, status=Status.QUEUED).update(
-        status=Status.SUBMITTING, submit_attempts=F("submit_attempts") + 1, updated_at=timezone.now()
+        status=Status.SUBMITTING,
+        submit_attempts=F("submit_attempts") + 1,
+        next_submit_at=None,
+        updated_at=timezone.now(),
     )
     if not claimed:
         return "not queued"
@@ -48,10 +53,14 @@ def _submit(launch: Launch) -> str:
         close_mlflow_run.delay(launch.pk)
         return "rejected"
     except BackendUnavailable as exc:
-        # Stay in `submitting`: the reconciler resubmits (the name is deterministic, so a
-        # job the cluster did accept is found, not duplicated) or fails it after N tries.
+        # Stay in `submitting`: the reconciler resubmits once `next_submit_at` has passed
+        # (the name is deterministic, so a job the cluster did accept is found, not
+        # duplicated) or fails it after SUBMIT_RETRY.attempts tries.
+        now = timezone.now()
         Launch.objects.filter(pk=launch.pk, status=Status.SUBMITTING).update(
-            status_reason=f"{exc.message} Retrying.", updated_at=timezone.now()
+            status_reason=f"{exc.message} Retrying.",
+            next_submit_at=SUBMIT_RETRY.next_try(launch.submit_attempts, now),
+            updated_at=now,
         )
         return "unavailable"
     services.transition(launch, Status.PENDING, submitted_at=timezone.now(), status_reason="submitted")
@@ -145,10 +154,9 @@ def _sync_launches_pass() -> dict[str, int]:
                 _after_end(launch)
             elif launch.status == Status.CANCELLING and seen is not None and seen.state in ("pending", "running"):
                 cancel_on_backend.delay(launch.pk)
-    for launch in Launch.objects.select_related("project__team", "template").filter(
-        status=Status.SUBMITTING, updated_at__lt=now - STALE_SUBMITTING
-    ):
-        if launch.submit_attempts >= MAX_SUBMIT_ATTEMPTS:
+    due = Q(next_submit_at__lte=now) | Q(next_submit_at__isnull=True, updated_at__lt=now - STALE_SUBMITTING)
+    for launch in Launch.objects.select_related("project__team", "template").filter(due, status=Status.SUBMITTING):
+        if SUBMIT_RETRY.exhausted(launch.submit_attempts):
             services.transition(
                 launch,
                 Status.FAILED,
@@ -156,7 +164,10 @@ def _sync_launches_pass() -> dict[str, int]:
             )
             _after_end(launch)
             continue
-        Launch.objects.filter(pk=launch.pk).update(submit_attempts=F("submit_attempts") + 1, updated_at=now)
+        Launch.objects.filter(pk=launch.pk).update(
+            submit_attempts=F("submit_attempts") + 1, next_submit_at=None, updated_at=now
+        )
+        launch.submit_attempts += 1
         _submit(launch)
         counts["resubmitted"] += 1
     for pk in Launch.objects.filter(status=Status.QUEUED, created_at__lt=now - STALE_QUEUED).values_list(

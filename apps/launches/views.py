@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
-from django_htmx.http import HttpResponseStopPolling
 
 from apps.access import policies
 from apps.access.lookups import get_launch_for_user, get_project_for_user, get_sweep_for_user
@@ -22,11 +20,15 @@ from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.compute.registry import get_backend
 from apps.core.errors import ServiceError
+from apps.core.filters import FilteredListMixin
 from apps.core.numbers import best as best_of
-from apps.core.pages import paginate
+from apps.core.pages import paginate, run_action, run_service
+from apps.core.partials import FragmentMixin
 from apps.launches import services, sweeps
+from apps.launches.filters import LaunchFilter, SweepFilter
 from apps.launches.forms import LaunchForm, SweepForm
-from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, Template
+from apps.launches.lookups import find_template, visible_project
+from apps.launches.models import TERMINAL, Launch, Status, Sweep, SweepStatus, Template
 from apps.launches.serializers import sweep_progress
 from apps.projects.models import Project
 from apps.tracking.gateway import MlflowUnavailable, gateway
@@ -39,6 +41,14 @@ def _launchable_projects(request: HttpRequest, template: Template) -> list[Proje
         Project.objects.for_user(request.user, Action.LAUNCH).select_related("team").order_by("team__slug", "slug")
     )
     return [p for p in projects if p.backend in template.backends and (template.team_id in (None, p.team_id))]
+
+
+def _host_gpus(projects: list[Project]) -> int | None:
+    """The local host's GPU count when every project offered runs on the local backend (the
+    launch form caps its GPU field by it), else None."""
+    if not projects or any(p.backend != "local" for p in projects):
+        return None
+    return len(get_backend("local").inventory())
 
 
 def _deleted_experiments(projects: list[Project]) -> list[tuple[Project, str]]:
@@ -58,40 +68,16 @@ def _check_project(request: HttpRequest) -> None:
         get_project_for_user(request.user, value, Action.LAUNCH)
 
 
-def _apply_errors(form: forms.Form, exc: ServiceError, mapper: Any = None) -> None:
-    placed = False
-    for key, texts in exc.fields.items():
-        field = mapper(key) if mapper else (key if key in form.fields else None)
-        if field:
-            for text in texts:
-                form.add_error(field, text)
-            placed = True
-    if not placed:
-        form.add_error(None, exc.message)
-
-
-class LaunchListView(LoginRequiredMixin, TemplateView):
+class LaunchListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     template_name = "launches/list.html"
+    filterset_class = LaunchFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user = self.request.user
-        params = self.request.GET
         launches = Launch.objects.for_user(user).select_related("project__team", "template", "created_by")
-        filters = {k: params.get(k, "").strip() for k in ("project", "status", "user")}
-        if filters["project"].isdigit():
-            launches = launches.filter(project_id=int(filters["project"]))
-        if filters["status"] in Status.values:
-            launches = launches.filter(status=filters["status"])
-        elif filters["status"] == "live":
-            launches = launches.filter(status__in=LIVE)
-        if filters["user"]:
-            launches = launches.filter(created_by__username=filters["user"])
         context.update(
-            page=paginate(self.request, launches.order_by("-created_at", "-id")),
-            filters=filters,
-            projects=Project.objects.for_user(user).select_related("team").order_by("team__slug", "slug"),
-            statuses=Status.choices,
+            page=paginate(self.request, self.filtered(launches).order_by("-created_at", "-id")),
             templates=Template.objects.for_user(user).filter(is_active=True).select_related("team").order_by("slug"),
             can_launch=Project.objects.for_user(user, Action.LAUNCH).exists(),
         )
@@ -103,9 +89,11 @@ class LaunchCreateView(LoginRequiredMixin, View):
     ?from=<launch> for "Launch again with changes"). POST: create."""
 
     def _template(self, request: HttpRequest) -> Template | None:
+        # Resolved as the API resolves it: a slug means the project's team's template first,
+        # then the global one; without a project, only a slug that names one template.
         value = request.POST.get("template") or request.GET.get("template") or ""
-        templates = Template.objects.for_user(request.user).filter(is_active=True)
-        return templates.filter(pk=int(value)).first() if value.isdigit() else templates.filter(slug=value).first()
+        project = visible_project(request.user, request.POST.get("project") or request.GET.get("project"))
+        return find_template(request.user, value, project)
 
     def get(self, request: HttpRequest) -> HttpResponse:
         template = self._template(request)
@@ -125,7 +113,7 @@ class LaunchCreateView(LoginRequiredMixin, View):
             }
         elif request.GET.get("project"):
             initial["project"] = request.GET["project"]
-        form = LaunchForm(template=template, projects=projects, initial=initial)
+        form = LaunchForm(template=template, projects=projects, initial=initial, host_gpus=_host_gpus(projects))
         return render(
             request,
             "launches/form.html",
@@ -139,23 +127,23 @@ class LaunchCreateView(LoginRequiredMixin, View):
             return redirect("launches:create")
         _check_project(request)
         projects = _launchable_projects(request, template)
-        form = LaunchForm(request.POST, template=template, projects=projects)
+        form = LaunchForm(request.POST, template=template, projects=projects, host_gpus=_host_gpus(projects))
         status = 400
         if form.is_valid():
             project = next(p for p in projects if str(p.pk) == form.cleaned_data["project"])
-            try:
-                launch = services.create_launch(
+            launch, status = run_service(
+                form,
+                lambda: services.create_launch(
                     actor_of(request),
                     project,
                     template,
                     parameters=form.parameters(),
                     resources=form.resources(),
                     name=form.cleaned_data["name"],
-                )
-            except ServiceError as exc:
-                _apply_errors(form, exc, form.service_field)
-                status = exc.status_code
-            else:
+                ),
+                field_for=form.service_field,
+            )
+            if launch is not None:
                 messages.success(request, f"Launched {launch.job_name}; it starts in a moment.")
                 return redirect("launches:detail", pk=launch.pk)
         return render(
@@ -166,24 +154,18 @@ class LaunchCreateView(LoginRequiredMixin, View):
         )
 
 
-class LaunchDetailView(ObjectAccessMixin, TemplateView):
-    """Live status and log tail (htmx polling that stops when the launch ends)."""
+class LaunchDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
+    """Live status, actions and log tail: the status fragment polls, and its answer carries
+    the actions and the log out of band, so all three show the same moment; the answer
+    after the launch ended is the last (286)."""
 
     template_name = "launches/detail.html"
     lookup = get_launch_for_user
     lookup_kwargs = ("pk",)
+    fragments = ("status",)
 
-    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        part = request.GET.get("part")
-        if getattr(request, "htmx", False) and part in ("status", "logs"):
-            context = self.get_context_data(**kwargs)
-            response = render(request, f"{self.template_name}#{part}", context)
-            if self.object.status in TERMINAL:
-                # The last fragment, then no more polling: 286 tells htmx to stop.
-                stop = HttpResponseStopPolling(response.content)
-                return stop
-            return response
-        return super().get(request, *args, **kwargs)
+    def finished(self) -> bool:
+        return self.object.status in TERMINAL
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -222,24 +204,23 @@ class LaunchCancelView(ObjectAccessMixin, View):
     write_action = Action.LAUNCH
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
-        try:
-            services.cancel_launch(actor_of(request), self.object)
-            messages.success(request, f"Cancelling {self.object.job_name}.")
-        except ServiceError as exc:
-            if exc.status_code == 403:
-                raise PermissionDenied(exc.message) from exc
-            messages.error(request, exc.message)
-        return redirect("launches:detail", pk=pk)
+        return run_action(
+            request,
+            lambda: services.cancel_launch(actor_of(request), self.object),
+            success=f"Cancelling {self.object.job_name}.",
+            then=reverse("launches:detail", kwargs={"pk": pk}),
+        )
 
 
-class SweepListView(LoginRequiredMixin, TemplateView):
+class SweepListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     template_name = "launches/sweep_list.html"
+    filterset_class = SweepFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         found = Sweep.objects.for_user(self.request.user).select_related("project__team", "template", "created_by")
         context.update(
-            page=paginate(self.request, found.order_by("-created_at", "-id")),
+            page=paginate(self.request, self.filtered(found).order_by("-created_at", "-id")),
             can_launch=Project.objects.for_user(self.request.user, Action.LAUNCH).exists(),
         )
         return context
@@ -282,8 +263,9 @@ class SweepCreateView(LoginRequiredMixin, View):
                 form.add_error("space", f"Not valid JSON: {exc}")
             else:
                 project = next(p for p in projects if str(p.pk) == data["project"])
-                try:
-                    sweep = sweeps.create_sweep(
+                sweep, status = run_service(
+                    form,
+                    lambda: sweeps.create_sweep(
                         actor_of(request),
                         project,
                         template,
@@ -294,13 +276,10 @@ class SweepCreateView(LoginRequiredMixin, View):
                         metric=data["metric"],
                         direction=data["direction"],
                         name=data["name"],
-                    )
-                except ServiceError as exc:
-                    _apply_errors(
-                        form, exc, lambda k: "space" if k.startswith("space") else (k if k in form.fields else None)
-                    )
-                    status = exc.status_code
-                else:
+                    ),
+                    field_for=lambda key: "space" if key.startswith("space") else key,
+                )
+                if sweep is not None:
                     messages.success(
                         request, f"Sweep started: {sweep.max_trials} trials, {sweep.parallelism} at a time."
                     )
@@ -313,10 +292,20 @@ class SweepCreateView(LoginRequiredMixin, View):
         )
 
 
-class SweepDetailView(ObjectAccessMixin, TemplateView):
+class SweepDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
+    """A sweep's one live region: status, progress, best value, chart, trials and the
+    cancel action in one fragment, polled while the sweep runs; the answer after it ended
+    is the last (286) and shows every trial and the chart."""
+
     template_name = "launches/sweep_detail.html"
     lookup = get_sweep_for_user
     lookup_kwargs = ("pk",)
+    fragments = ("sweep",)
+
+    live = True
+
+    def finished(self) -> bool:
+        return not self.live
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         from apps.launches.charts import sweep_figure, trial_metrics
@@ -336,8 +325,12 @@ class SweepDetailView(ObjectAccessMixin, TemplateView):
         found = best_of(scored, sweep.direction)
         best = (found[1], found[0]) if found is not None else None
         progress = sweep_progress(sweep, trials)
+        # Live until the sweep ended and so did its last trial (a cancelled sweep's trials
+        # are still being stopped for a moment), and MLflow answered for the final metrics.
+        self.live = sweep.status == SweepStatus.RUNNING or progress["running"] > 0 or bool(mlflow_error)
         user = self.request.user
         context.update(
+            live=self.live,
             sweep=sweep,
             trials=trials,
             metrics=metrics,
@@ -346,7 +339,7 @@ class SweepDetailView(ObjectAccessMixin, TemplateView):
             progress=progress,
             percent=int(100 * progress["done"] / max(progress["planned"], 1)),
             figure=sweep_figure(sweep, trials, metrics),
-            can_cancel=sweep.status == "running"
+            can_cancel=sweep.status == SweepStatus.RUNNING
             and (sweep.created_by_id == user.pk or policies.can_manage_team(user, sweep.project.team)),
         )
         return context
@@ -358,11 +351,9 @@ class SweepCancelView(ObjectAccessMixin, View):
     write_action = Action.LAUNCH
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
-        try:
-            sweeps.cancel_sweep(actor_of(request), self.object)
-            messages.success(request, "Sweep cancelled; its running trials are being stopped.")
-        except ServiceError as exc:
-            if exc.status_code == 403:
-                raise PermissionDenied(exc.message) from exc
-            messages.error(request, exc.message)
-        return redirect("launches:sweep-detail", pk=pk)
+        return run_action(
+            request,
+            lambda: sweeps.cancel_sweep(actor_of(request), self.object),
+            success="Sweep cancelled; its running trials are being stopped.",
+            then=reverse("launches:sweep-detail", kwargs={"pk": pk}),
+        )

@@ -21,9 +21,11 @@ from django.utils import timezone
 from apps.access import policies
 from apps.accounts.models import Team, User
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core import outbound
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
+from apps.core.retry import RetryPolicy
 from apps.notifications import signing
 from apps.notifications.models import Channel, Delivery, DeliveryStatus, Notification, TeamWebhook
 
@@ -32,19 +34,17 @@ logger = logging.getLogger(__name__)
 LEASE = timedelta(seconds=120)
 
 
-def max_attempts() -> int:
-    return int(getattr(settings, "PLINTH_NOTIFY_MAX_ATTEMPTS", 5))
-
-
-def backoff_seconds(attempts: int) -> int:
-    """30 s, 60 s, 120 s, ... at most an hour: a receiver down for a while still gets it."""
-    base = int(getattr(settings, "PLINTH_NOTIFY_RETRY_SECONDS", 30))
-    return int(min(base * 2 ** max(attempts - 1, 0), 3600))
+def retry_policy() -> RetryPolicy:
+    """Waits below 30 s, 60 s, 120 s, ... at most an hour (jittered), so a receiver down for
+    a while still gets it; PLINTH_NOTIFY_MAX_ATTEMPTS tries in all."""
+    return RetryPolicy(
+        base=settings.PLINTH_NOTIFY_RETRY_SECONDS, cap=3600, attempts=settings.PLINTH_NOTIFY_MAX_ATTEMPTS
+    )
 
 
 def absolute_url(path: str) -> str:
     """Links in emails and webhooks need the portal's public address."""
-    base = str(getattr(settings, "PLINTH_BASE_URL", "http://127.0.0.1:8000")).rstrip("/")
+    base = str(settings.PLINTH_BASE_URL).rstrip("/")
     return f"{base}{path}"
 
 
@@ -83,7 +83,7 @@ def notify(
     return notification
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def configure_webhook(
     actor: User, team: Team, *, url: str, secret: str = "", is_active: bool = True
 ) -> tuple[TeamWebhook, str]:
@@ -115,7 +115,7 @@ def configure_webhook(
         hook.secret_set_at = hook.updated_at
     hook.save()
     after = {"url": hook.url, "is_active": hook.is_active, "secret_changed": bool(secret or made)}
-    record(actor, "team.webhook_configured", hook, team=team, before=before, after=after)
+    record(actor, AuditVerb.TEAM_WEBHOOK_CONFIGURED, hook, team=team, before=before, after=after)
     return hook, made
 
 
@@ -125,7 +125,7 @@ def webhook_refusal(exc: outbound.RefusedURL) -> str:
     return f"The webhook URL {exc.reason}.{hint}"
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def rotate_webhook_secret(actor: User, team: Team) -> tuple[TeamWebhook, str]:
     """Replace the team's webhook secret with a new one Plinth makes (leads, platform admins).
     Returns the row and the new secret, to be shown once. The audit event records the
@@ -139,7 +139,7 @@ def rotate_webhook_secret(actor: User, team: Team) -> tuple[TeamWebhook, str]:
     now = timezone.now()
     hook.secret, hook.secret_set_at, hook.updated_by, hook.updated_at = made, now, actor, now
     hook.save(update_fields=["secret", "secret_set_at", "updated_by", "updated_at"])
-    record(actor, "team.webhook_secret_rotated", hook, team=team, after={"secret_set_at": now.isoformat()})
+    record(actor, AuditVerb.TEAM_WEBHOOK_SECRET_ROTATED, hook, team=team, after={"secret_set_at": now.isoformat()})
     return hook, made
 
 
@@ -186,7 +186,7 @@ def _send_webhook(delivery: Delivery) -> None:
             "X-Plinth-Timestamp": timestamp,
             "X-Plinth-Signature": signing.sign(hook.secret, timestamp, body),
         },
-        timeout=float(getattr(settings, "PLINTH_WEBHOOK_TIMEOUT", 5.0)),
+        timeout=float(settings.PLINTH_WEBHOOK_TIMEOUT),
     )
     if not 200 <= reply.status < 300:
         raise RuntimeError(f"the webhook answered {reply.status}")
@@ -210,13 +210,14 @@ def send(delivery: Delivery) -> tuple[str, int | None]:
         reason = ""
     if reason:
         now = timezone.now()
-        if refused or delivery.attempts >= max_attempts():
+        policy = retry_policy()
+        if refused or policy.exhausted(delivery.attempts):
             Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
                 status=DeliveryStatus.FAILED, last_error=reason, lease_until=None, updated_at=now
             )
             logger.warning("notification delivery %s failed for good: %s", delivery.pk, reason)
             return "failed", None
-        delay = backoff_seconds(delivery.attempts)
+        delay = policy.delay(delivery.attempts)
         Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
             status=DeliveryStatus.PENDING,
             last_error=reason,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -13,6 +13,7 @@ from apps.access.mixins import ScopedViewSet
 from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.projects import services
+from apps.projects.filters import ProjectFilter
 from apps.projects.models import Project
 from apps.projects.serializers import (
     ExperimentAttachSerializer,
@@ -30,18 +31,10 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVie
     lookup_function = get_project_for_user
     depends_on = {"attach_experiment": ("MLflow",)}  # the schema's 503 (apps.core.schema)
 
-    def get_queryset(self) -> Any:
-        projects = super().get_queryset().select_related("team").order_by("team__slug", "slug")
-        params = self.request.query_params
-        if team := params.get("team"):
-            projects = projects.filter(team__slug=team)
-        if backend := params.get("backend"):
-            projects = projects.filter(backend=backend)
-        return projects
+    filterset_class = ProjectFilter
 
-    @extend_schema(parameters=[OpenApiParameter("team", str), OpenApiParameter("backend", str)])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+    def get_queryset(self) -> Any:
+        return super().get_queryset().select_related("team").order_by("team__slug", "slug")
 
     @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
     def create(self, request: Request) -> Response:

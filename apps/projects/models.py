@@ -10,6 +10,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from apps.access.querysets import ScopedQuerySet, TeamScope
 from apps.accounts.models import Team, slug_validator
 
 namespace_validator = RegexValidator(
@@ -31,7 +32,7 @@ class Backend(models.TextChoices):
 def default_backend() -> str:
     """The backend of a new project: `PLINTH_DEFAULT_BACKEND` (local or kubernetes; anything
     else falls back to local, which needs no cluster)."""
-    value = str(getattr(settings, "PLINTH_DEFAULT_BACKEND", Backend.LOCAL) or "").strip().lower()
+    value = str(settings.PLINTH_DEFAULT_BACKEND or "").strip().lower()
     return value if value in Backend.values else Backend.LOCAL
 
 
@@ -45,12 +46,6 @@ class ExperimentState(models.TextChoices):
     # Linked once, then deleted in MLflow (found by the reconciler or refused by MLflow):
     # nothing is logged or launched until it is restored, re-linked or replaced.
     DELETED = "deleted", "Deleted in MLflow"
-
-
-class ProjectQuerySet(models.QuerySet["Project"]):
-    def for_user(self, user: Any, action: str = "view") -> ProjectQuerySet:
-        """Projects whose team allows `user` to do `action`."""
-        return self.filter(team__in=Team.objects.for_user(user, action))
 
 
 class Project(models.Model):
@@ -81,7 +76,8 @@ class Project(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = ProjectQuerySet.as_manager()
+    objects = ScopedQuerySet["Project"].as_manager()
+    access_scope = TeamScope("team")
 
     class Meta:
         ordering = ["team__slug", "slug"]

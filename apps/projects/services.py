@@ -12,6 +12,7 @@ from apps.access import policies
 from apps.access.roles import Action
 from apps.accounts.models import Team, User, slug_validator
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
 from apps.projects.models import (
@@ -211,13 +212,13 @@ def _create_project(
         mlflow_experiment_name=mlflow_experiment,
         mlflow_attach_existing=attach_existing,
     )
-    record(actor, "project.created", project, team=team, project=project, after=project.as_audit())
+    record(actor, AuditVerb.PROJECT_CREATED, project, team=team, project=project, after=project.as_audit())
     _schedule_experiment_link(project)
     _schedule_access_sync(project)
     return project
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def update_project(
     actor: User,
     project: Project,
@@ -249,7 +250,7 @@ def update_project(
     after = project.as_audit()
     if after != before:
         project.save()
-        record(actor, "project.updated", project, team=team, project=project, before=before, after=after)
+        record(actor, AuditVerb.PROJECT_UPDATED, project, team=team, project=project, before=before, after=after)
         if (before["gpu_quota"], before["backend"]) != (after["gpu_quota"], after["backend"]):
             _schedule_access_sync(project)
     return project
@@ -263,7 +264,11 @@ def _mark_unlinked(project: Project, state: str, message: str) -> Project:
             mlflow_state=state, mlflow_error=message[:500]
         )
         project.refresh_from_db()
-        verb = "project.experiment_refused" if state == ExperimentState.REFUSED else "project.experiment_failed"
+        verb = (
+            AuditVerb.PROJECT_EXPERIMENT_REFUSED
+            if state == ExperimentState.REFUSED
+            else AuditVerb.PROJECT_EXPERIMENT_FAILED
+        )
         record(None, verb, project, team=project.team, project=project, after={"error": message[:500]})
     return project
 
@@ -327,7 +332,7 @@ def link_experiment(project_pk: int) -> Project | None:
         if updated:
             record(
                 None,
-                "project.experiment_linked",
+                AuditVerb.PROJECT_EXPERIMENT_LINKED,
                 project,
                 team=project.team,
                 project=project,
@@ -396,7 +401,7 @@ def refresh_experiment_names() -> int:
             Project.objects.filter(pk=project.pk).update(mlflow_experiment_name=new)
             record(
                 None,
-                "project.experiment_renamed",
+                AuditVerb.PROJECT_EXPERIMENT_RENAMED,
                 project,
                 team=project.team,
                 project=project,
@@ -426,7 +431,7 @@ def is_deleted_experiment_error(exc: Exception) -> bool:
 
 
 def _move_experiment_state(
-    actor: User | None, experiment_id: str, source: str, target: str, verb: str, reason: str, error: str
+    actor: User | None, experiment_id: str, source: str, target: str, verb: AuditVerb, reason: str, error: str
 ) -> Project | None:
     """The project of MLflow experiment `experiment_id` in state `source` moves to `target`
     (with `error` and the time) under a row lock, audited as `verb` with `reason`. None when
@@ -467,7 +472,7 @@ def mark_experiment_deleted(experiment_id: str, reason: str) -> Project | None:
         experiment_id,
         ExperimentState.LINKED,
         ExperimentState.DELETED,
-        "project.experiment_deleted",
+        AuditVerb.PROJECT_EXPERIMENT_DELETED,
         reason,
         f"The experiment is deleted: {reason}.",
     )
@@ -479,7 +484,7 @@ def _mark_experiment_restored(actor: User | None, experiment_id: str, reason: st
         experiment_id,
         ExperimentState.DELETED,
         ExperimentState.LINKED,
-        "project.experiment_restored",
+        AuditVerb.PROJECT_EXPERIMENT_RESTORED,
         reason,
         "",
     )
@@ -582,7 +587,7 @@ def replace_project_experiment(actor: User, project: Project, name: str = "") ->
         )
         record(
             actor,
-            "project.experiment_replaced",
+            AuditVerb.PROJECT_EXPERIMENT_REPLACED,
             locked,
             team=locked.team,
             project=locked,
@@ -658,7 +663,7 @@ def attach_experiment(actor: User, project: Project, experiment: str) -> Project
             after = {**project.as_audit(), "mlflow_experiment_id": experiment_id}
             record(
                 actor,
-                "project.experiment_attached",
+                AuditVerb.PROJECT_EXPERIMENT_ATTACHED,
                 project,
                 team=project.team,
                 project=project,

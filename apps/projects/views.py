@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views import View
@@ -19,35 +19,25 @@ from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
 from apps.accounts.models import Team
-from apps.core.errors import ServiceError
+from apps.core.filters import FilteredListMixin
 from apps.core.pages import paginate, run_service
 from apps.projects import services
+from apps.projects.filters import ProjectFilter
 from apps.projects.forms import ExperimentAttachForm, ExperimentReplaceForm, ProjectCreateForm, ProjectEditForm
-from apps.projects.models import Backend, ExperimentState, Project
+from apps.projects.models import ExperimentState, Project
 from apps.tracking.gateway import gateway
 
 
-class ProjectListView(LoginRequiredMixin, TemplateView):
+class ProjectListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     template_name = "projects/list.html"
+    filterset_class = ProjectFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user = self.request.user
         projects = Project.objects.for_user(user, Action.VIEW).select_related("team").order_by("team__slug", "slug")
-        team = self.request.GET.get("team", "").strip()
-        backend = self.request.GET.get("backend", "").strip()
-        query = self.request.GET.get("q", "").strip()
-        if team:
-            projects = projects.filter(team__slug=team)
-        if backend:
-            projects = projects.filter(backend=backend)
-        if query:
-            projects = projects.filter(Q(slug__icontains=query) | Q(name__icontains=query))
         context.update(
-            page=paginate(self.request, projects),
-            teams=Team.objects.for_user(user, Action.VIEW).order_by("slug"),
-            backends=Backend.choices,
-            filters={"team": team, "backend": backend, "q": query},
+            page=paginate(self.request, self.filtered(projects)),
             can_create=Team.objects.for_user(user, Action.MANAGE).exists(),
         )
         return context
@@ -228,10 +218,11 @@ class ExperimentRestoreView(ObjectAccessMixin, View):
 
     def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
         project: Project = self.object
-        try:
-            restored = services.restore_project_experiment(actor_of(request), project)
-        except ServiceError as exc:
-            return _detail_with_error(request, project, team, slug, [exc.message], exc.status_code)
+        form = forms.Form(request.POST)  # no input: a refusal is the form's one error
+        form.is_valid()
+        restored, status = run_service(form, lambda: services.restore_project_experiment(actor_of(request), project))
+        if restored is None:
+            return _detail_with_error(request, project, team, slug, [str(e) for e in form.non_field_errors()], status)
         messages.success(request, f"MLflow experiment {restored.mlflow_experiment_id} restored; linked again.")
         return redirect("projects:detail", team=team, slug=slug)
 
@@ -256,8 +247,6 @@ class ExperimentReplaceView(ObjectAccessMixin, View):
             if replaced is not None:
                 messages.success(request, f"New MLflow experiment {replaced.mlflow_experiment_name!r} linked.")
                 return redirect("projects:detail", team=team, slug=slug)
-        if status == 403:
-            raise PermissionDenied("Only the team's leads and platform admins give a project a new experiment.")
         return _detail_with_error(request, project, team, slug, [], status, replace_form=form)
 
 

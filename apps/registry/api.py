@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -18,9 +18,10 @@ from apps.access.lookups import get_project_for_user
 from apps.access.mixins import ScopedViewSet
 from apps.access.policies import actor_of
 from apps.access.roles import Action
-from apps.launches.lookups import project_from
+from apps.core.filters import filter_or_400, filter_parameters
 from apps.projects.models import Project
 from apps.registry import policies, services
+from apps.registry.filters import AliasHistoryFilter, ModelFilter, PromotionFilter
 from apps.registry.lookups import get_model_for_user, get_promotion_for_user
 from apps.registry.models import PromotionRequest
 from apps.registry.selectors import history, model_views, one_model, requests_with_votes
@@ -42,14 +43,12 @@ class ModelListView(APIView):
 
     @extend_schema(
         operation_id="models_list",
-        parameters=[OpenApiParameter("project", str, description="project id or team/project")],
+        parameters=filter_parameters(ModelFilter),
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
-        if value := request.query_params.get("project"):
-            projects = [project_from(request.user, value, Action.VIEW)]
-        else:
-            projects = list(Project.objects.for_user(request.user).select_related("team"))
+        visible = Project.objects.for_user(request.user).select_related("team")
+        projects = list(filter_or_400(ModelFilter, request, visible))
         views = model_views(projects) if projects else []
         return Response({"count": len(views), "results": [view.as_dict() for view in views]})
 
@@ -74,12 +73,10 @@ class AliasHistoryView(APIView):
 
     depends_on = ("MLflow",)
 
-    @extend_schema(parameters=[OpenApiParameter("alias", str)], responses={200: AliasHistorySerializer(many=True)})
+    @extend_schema(parameters=filter_parameters(AliasHistoryFilter), responses={200: AliasHistorySerializer(many=True)})
     def get(self, request: Request, name: str) -> Response:
         model = get_model_for_user(request.user, name, Action.VIEW)
-        rows = history(model)
-        if alias := request.query_params.get("alias"):
-            rows = rows.filter(alias=alias)
+        rows = filter_or_400(AliasHistoryFilter, request, history(model))
         return Response(AliasHistorySerializer(rows, many=True).data)
 
 
@@ -132,24 +129,10 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedV
     write_action = Action.VIEW  # who may decide is the policy's question: the services answer 403
     depends_on = {"create": ("MLflow",)}
 
-    def get_queryset(self) -> Any:
-        params = self.request.query_params
-        found = (
-            policies.awaiting_decision(self.request.user) if params.get("awaiting") == "me" else super().get_queryset()
-        )
-        if project := params.get("project"):
-            found = found.filter(project=project_from(self.request.user, project, Action.VIEW))
-        if wanted := params.get("status"):
-            found = found.filter(status__in=wanted.split(","))
-        if model := params.get("model"):
-            found = found.filter(model__name=model)
-        if alias := params.get("alias"):
-            found = found.filter(alias=alias)
-        return requests_with_votes(found).order_by("-created_at", "-id")
+    filterset_class = PromotionFilter
 
-    @extend_schema(parameters=[OpenApiParameter(p, str) for p in ("project", "status", "model", "alias", "awaiting")])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+    def get_queryset(self) -> Any:
+        return requests_with_votes(super().get_queryset()).order_by("-created_at", "-id")
 
     @extend_schema(request=PromotionCreateSerializer, responses={201: PromotionSerializer})
     def create(self, request: Request) -> Response:

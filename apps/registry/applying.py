@@ -29,7 +29,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.queue import enqueue_on_commit
+from apps.core.retry import RetryPolicy
 from apps.registry import notices
 from apps.registry.mlflow import MlflowError, MlflowUnavailable, registry
 from apps.registry.models import (
@@ -51,14 +53,12 @@ logger = logging.getLogger(__name__)
 LEASE = timedelta(seconds=120)
 
 
-def max_attempts() -> int:
-    return int(getattr(settings, "PLINTH_PROMOTION_APPLY_ATTEMPTS", 5))
-
-
-def backoff_seconds(attempt: int) -> int:
-    """5 s, 10 s, 20 s, 40 s, ... at most 5 minutes (PLINTH_PROMOTION_RETRY_SECONDS sets the first)."""
-    base = int(getattr(settings, "PLINTH_PROMOTION_RETRY_SECONDS", 5))
-    return int(min(base * 2 ** max(attempt - 1, 0), 300))
+def retry_policy() -> RetryPolicy:
+    """Waits below 5 s, 10 s, 20 s, 40 s, ... at most 5 minutes (jittered;
+    PLINTH_PROMOTION_RETRY_SECONDS sets the first), PLINTH_PROMOTION_APPLY_ATTEMPTS tries."""
+    return RetryPolicy(
+        base=settings.PLINTH_PROMOTION_RETRY_SECONDS, cap=300, attempts=settings.PLINTH_PROMOTION_APPLY_ATTEMPTS
+    )
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,10 @@ def _recorded_holder(request: PromotionRequest) -> int | None:
 
 def _retry_or_fail(request: PromotionRequest, token: str, reason: str) -> Outcome:
     attempts = PromotionRequest.objects.values_list("apply_attempts", flat=True).get(pk=request.pk)
-    if attempts >= max_attempts():
+    policy = retry_policy()
+    if policy.exhausted(attempts):
         return _fail(request, token, f"{reason} Gave up after {attempts} attempts.")
-    delay = backoff_seconds(attempts)
+    delay = policy.delay(attempts)
     try:
         _update(
             request,
@@ -190,7 +191,7 @@ def _retry_or_fail(request: PromotionRequest, token: str, reason: str) -> Outcom
             lease_token="",  # released: the retry (or the reconciler) claims it again
             lease_until=None,
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
-            status_reason=f"{reason} Attempt {attempts} of {max_attempts()}; trying again in {delay} s.",
+            status_reason=f"{reason} Attempt {attempts} of {policy.attempts}; trying again in {delay} s.",
         )
     except LostClaim:
         return Outcome("lost the claim to another worker")
@@ -216,7 +217,7 @@ def _fail(request: PromotionRequest, token: str, reason: str) -> Outcome:
             return Outcome("lost the claim to another worker")
         request.status, request.status_reason = Status.FAILED, reason
         record(
-            None, "promotion.failed", request, team=request.project.team, project=request.project,
+            None, AuditVerb.PROMOTION_FAILED, request, team=request.project.team, project=request.project,
             after={**request.as_audit(), "reason": reason},
         )  # fmt: skip
         notices.apply_result(request)
@@ -257,7 +258,7 @@ def _record_applied(request: PromotionRequest, token: str) -> Outcome:
         ).update(revert_needed=False)
         request.status, request.applied_at, request.status_reason = Status.APPLIED, now, ""
         record(
-            None, "promotion.applied", request, team=model.project.team, project=model.project,
+            None, AuditVerb.PROMOTION_APPLIED, request, team=model.project.team, project=model.project,
             after={**request.as_audit(), "previous_version": locked.previous_version},
         )  # fmt: skip
         notices.apply_result(request)

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.launches.models import Launch
 from apps.launches.models import Status as LaunchStatus
 from apps.projects.models import Project
@@ -51,7 +52,7 @@ def settle_reverts(gateway: RegistryGateway, model: RegisteredModel, alias: str 
                 gateway.delete_alias(model.name, request.alias)
             put_back += 1
             record(
-                None, "promotion.reverted", request, team=request.project.team, project=request.project,
+                None, AuditVerb.PROMOTION_REVERTED, request, team=request.project.team, project=request.project,
                 after={"alias": request.alias, "version": request.previous_version},
             )  # fmt: skip
         PromotionRequest.objects.filter(pk=request.pk, revert_needed=True).update(revert_needed=False)
@@ -88,7 +89,7 @@ def sync_aliases(model: RegisteredModel, aliases: dict[str, int]) -> list[AliasH
                 model=model, alias=alias, version=version, previous_version=believed, valid_from=now, source=source
             )
             recorded.append(made)
-            verb = "alias.changed_outside" if source == Source.OUTSIDE else "alias.observed"
+            verb = AuditVerb.ALIAS_CHANGED_OUTSIDE if source == Source.OUTSIDE else AuditVerb.ALIAS_OBSERVED
             record(
                 None, verb, model, team=model.project.team, project=model.project,
                 before={"alias": alias, "version": believed}, after={"alias": alias, "version": version},
@@ -182,6 +183,6 @@ def _move_model(row: RegisteredModel, project: Project) -> None:
         RegisteredModel.objects.filter(pk=row.pk).update(project=project)
         row.project = project
         record(
-            None, "model.moved", row, team=project.team, project=project,
+            None, AuditVerb.MODEL_MOVED, row, team=project.team, project=project,
             before={"project": before}, after={"project": project.full_slug},
         )  # fmt: skip

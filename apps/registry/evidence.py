@@ -167,12 +167,12 @@ def _bar_values(values: list[Any]) -> dict[str, Any]:
     return {"y": heights, "text": labels, "textposition": "outside"}
 
 
-def evidence_figure(evidence: dict[str, Any]) -> str:
-    """A grouped bar chart (Plotly JSON) of the metrics the two versions share or have;
-    "" when there is nothing to draw."""
+def evidence_figure(evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """A grouped bar chart {data, layout} of the metrics the two versions share or have;
+    None when there is nothing to draw."""
     rows = [row for row in metric_rows(evidence) if row["candidate"] is not None or row["holder"] is not None]
     if not rows:
-        return ""
+        return None
     candidate, holder = evidence.get("candidate") or {}, evidence.get("holder")
     names = chart_texts(row["metric"] for row in rows)
     bars = [
@@ -196,4 +196,4 @@ def evidence_figure(evidence: dict[str, Any]) -> str:
     figure.update_layout(
         barmode="group", height=320, margin={"l": 50, "r": 20, "t": 30, "b": 40}, legend={"orientation": "h"}
     )
-    return str(figure.to_json())
+    return figure.to_plotly_json()

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from apps.access.policies import can
+from apps.access.lookups import check_team_access
 from apps.access.roles import Action
 from apps.projects.models import Project
 from apps.registry.mlflow import registry, tags_of
 from apps.registry.models import PROJECT_TAG, PromotionRequest, RegisteredModel
-
-
-def _check(user: Any, action: Action | str, team: Any, what: str) -> None:
-    if not can(user, Action.VIEW, team):
-        raise Http404(f"No such {what}.")
-    if not can(user, action, team):
-        raise PermissionDenied("Your role in this team does not allow that.")
 
 
 def get_promotion_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW) -> PromotionRequest:
@@ -27,7 +19,7 @@ def get_promotion_for_user(user: Any, pk: Any, action: Action | str = Action.VIE
         found = PromotionRequest.objects.select_related("project__team", "model", "requested_by").get(pk=int(pk))
     except (PromotionRequest.DoesNotExist, ValueError, TypeError):
         raise Http404("No such promotion request.") from None
-    _check(user, action, found.project.team, "promotion request")
+    check_team_access(user, action, found.project.team, "promotion request")
     return found
 
 
@@ -50,5 +42,5 @@ def get_model_for_user(user: Any, name: str, action: Action | str = Action.VIEW)
         if project is None:
             raise Http404("No such registered model in any project.")
         found = RegisteredModel(name=name, project=project)
-    _check(user, action, found.project.team, "registered model")
+    check_team_access(user, action, found.project.team, "registered model")
     return found

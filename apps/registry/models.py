@@ -15,7 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.accounts.models import Team
+from apps.access.querysets import ScopedQuerySet, TeamScope
 from apps.core.numbers import JSONSafeEncoder, MetricsJSONDecoder
 from apps.projects.models import Project
 
@@ -27,11 +27,6 @@ DEFAULT_ALIASES = ["champion"]
 
 def default_aliases() -> list[str]:
     return list(DEFAULT_ALIASES)
-
-
-class RegisteredModelQuerySet(models.QuerySet["RegisteredModel"]):
-    def for_user(self, user: Any, action: str = "view") -> RegisteredModelQuerySet:
-        return self.filter(project__team__in=Team.objects.for_user(user, action))
 
 
 class RegisteredModel(models.Model):
@@ -48,7 +43,8 @@ class RegisteredModel(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = RegisteredModelQuerySet.as_manager()
+    objects = ScopedQuerySet["RegisteredModel"].as_manager()
+    access_scope = TeamScope("project__team")
 
     class Meta:
         ordering = ["name"]
@@ -141,11 +137,6 @@ class Kind(models.TextChoices):
     ROLLBACK = "rollback", "Rollback"
 
 
-class PromotionRequestQuerySet(models.QuerySet["PromotionRequest"]):
-    def for_user(self, user: Any, action: str = "view") -> PromotionRequestQuerySet:
-        return self.filter(project__team__in=Team.objects.for_user(user, action))
-
-
 class PromotionRequest(models.Model):
     """A request to point `alias` of `model` at `version`, with the evidence captured when
     it was made and the rules (quorum, gate) of the policy at that moment.
@@ -187,7 +178,8 @@ class PromotionRequest(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
 
-    objects = PromotionRequestQuerySet.as_manager()
+    objects = ScopedQuerySet["PromotionRequest"].as_manager()
+    access_scope = TeamScope("project__team")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -12,21 +12,15 @@ from apps.access.roles import Role
 from apps.accounts.models import User
 from apps.notifications.services import absolute_url, notify
 from apps.registry.models import PromotionRequest, RegisteredModel
-from apps.registry.policies import policy_for
+from apps.registry.policies import eligible_approvers
 
 
 def approvers_of(request: PromotionRequest) -> list[User]:
-    """The people the policy names (or the team's leads), without the requester. Platform
-    admins may decide too, but are not mailed about every team's requests."""
-    named = policy_for(request.project).approver_ids()
-    people = User.objects.filter(is_active=True)
-    if named:
-        people = people.filter(
-            pk__in=named, memberships__team=request.project.team, memberships__role__in=[Role.MEMBER, Role.LEAD]
-        )
-    else:
-        people = people.filter(memberships__team=request.project.team, memberships__role=Role.LEAD)
-    return list(people.exclude(pk=request.requested_by_id).distinct().order_by("username"))
+    """The people who may decide the request (policies.eligible_approvers), without the
+    requester. Platform admins may decide too, but are not mailed about every team's
+    requests."""
+    people = eligible_approvers(request.project).exclude(pk=request.requested_by_id)
+    return list(people.order_by("username"))
 
 
 def leads_of(model: RegisteredModel) -> list[User]:

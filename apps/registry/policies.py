@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.access.policies import can, is_platform_admin, team_role
 from apps.access.roles import Action, Role
-from apps.accounts.models import Membership
+from apps.accounts.models import Membership, User
 from apps.projects.models import Project
 from apps.registry.models import PromotionPolicy, PromotionRequest, Status
 
@@ -27,19 +27,54 @@ def can_request_promotion(user: Any, project: Project) -> bool:
     return can(user, Action.LAUNCH, project.team)
 
 
+# Who decides a project's requests. The policy may name approvers, each of whom must hold
+# one of NAMED_APPROVER_ROLES in the team; with none named, the team's DEFAULT_APPROVER_ROLES
+# (its leads) decide. Platform admins may always decide. Every question about approvers
+# (may this person decide, whose inbox, who is mailed, who may be named, how big a quorum
+# can be) is answered from these two and the functions below.
+NAMED_APPROVER_ROLES: tuple[str, ...] = (Role.MEMBER, Role.LEAD)
+DEFAULT_APPROVER_ROLES: tuple[str, ...] = (Role.LEAD,)
+
+
+def approver_roles(named: list[int]) -> tuple[str, ...]:
+    """The team roles that let a person decide, given the policy's named approvers."""
+    return NAMED_APPROVER_ROLES if named else DEFAULT_APPROVER_ROLES
+
+
+def approver_candidates(project: Project) -> QuerySet[User]:
+    """The people a policy may name as approvers of `project`: active members and leads of
+    its team."""
+    return User.objects.filter(
+        is_active=True, memberships__team=project.team, memberships__role__in=NAMED_APPROVER_ROLES
+    ).distinct()
+
+
+def eligible_approvers(project: Project, named: list[int] | None = None) -> QuerySet[User]:
+    """The people of the team who may decide `project`'s requests: the named approvers
+    (`named`, by default the saved policy's) who are still active members or leads, or,
+    with none named, the team's active leads. Platform admins may decide too but are not
+    listed: they are not mailed about every team's requests."""
+    named = policy_for(project).approver_ids() if named is None else named
+    people = User.objects.filter(
+        is_active=True, memberships__team=project.team, memberships__role__in=approver_roles(named)
+    )
+    if named:
+        people = people.filter(pk__in=named)
+    return people.distinct()
+
+
 def is_eligible_approver(user: Any, project: Project, policy: PromotionPolicy | None = None) -> bool:
     """Who may decide a project's requests: the approvers the policy names (each still a
     member or lead of the team), or by default the team's leads. Platform admins may always
-    decide. Eligibility alone is not enough to approve a given request: see can_approve."""
+    decide. Eligibility alone is not enough to approve a given request: see can_approve.
+    (eligible_approvers is the same rule as a query.)"""
     if is_platform_admin(user):
         return True
     role = team_role(user, project.team)
     if role is None:
         return False
     named = (policy or policy_for(project)).approver_ids()
-    if named:
-        return user.pk in named and role in (Role.MEMBER, Role.LEAD)
-    return role == Role.LEAD
+    return role in approver_roles(named) and (not named or user.pk in named)
 
 
 def can_approve(user: Any, request: PromotionRequest, policy: PromotionPolicy | None = None) -> bool:
@@ -93,11 +128,11 @@ def awaiting_decision(user: Any) -> QuerySet[PromotionRequest]:
         return pending
     with_named = PromotionPolicy.objects.filter(approvers__isnull=False).values("project_id")
     named_me = PromotionPolicy.objects.filter(approvers=user).values("project_id")
-    led = Membership.objects.filter(user=user, role=Role.LEAD).values("team_id")
-    member = Membership.objects.filter(user=user, role__in=[Role.MEMBER, Role.LEAD]).values("team_id")
+    by_default = Membership.objects.filter(user=user, role__in=DEFAULT_APPROVER_ROLES).values("team_id")
+    as_named = Membership.objects.filter(user=user, role__in=NAMED_APPROVER_ROLES).values("team_id")
     return pending.filter(
-        (Q(project__team_id__in=led) & ~Q(project_id__in=with_named))
-        | (Q(project_id__in=named_me) & Q(project__team_id__in=member))
+        (Q(project__team_id__in=by_default) & ~Q(project_id__in=with_named))
+        | (Q(project_id__in=named_me) & Q(project__team_id__in=as_named))
     )
 
 

@@ -12,9 +12,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.access.roles import Role
-from apps.accounts.models import Membership, User
+from apps.accounts.models import User
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
 from apps.projects.models import Project
@@ -130,7 +130,7 @@ def _new_request(
     holder = gateway.get_model_version(model.name, holder_version) if holder_version else None
     evidence = capture(gateway, alias, candidate, holder, model.project)
     model = save_model(model)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         # Serialise requests per model, so two identical ones at once cannot both pass the check.
         model = RegisteredModel.objects.select_for_update().select_related("project__team").get(pk=model.pk)
         duplicate = _open_request(model, alias, version)
@@ -158,7 +158,12 @@ def _new_request(
             decided_at=now if emergency else None,
             approved_at=now if emergency else None,
         )
-        verb = "promotion.emergency_rollback" if emergency else f"promotion.{kind}_requested"
+        if emergency:
+            verb = AuditVerb.PROMOTION_EMERGENCY_ROLLBACK
+        elif kind == Kind.ROLLBACK:
+            verb = AuditVerb.PROMOTION_ROLLBACK_REQUESTED
+        else:
+            verb = AuditVerb.PROMOTION_PROMOTION_REQUESTED
         after = {**request.as_audit(), "justification": justification, "holder": holder_version}
         record(actor, verb, request, team=model.project.team, project=model.project, after=after)
         notices.request_made(request)
@@ -248,11 +253,13 @@ def request_rollback(
 
 
 def _check_decider(actor: User, request: PromotionRequest, policy: PromotionPolicy) -> None:
+    """rules.can_approve decides; this only says why not."""
+    if rules.can_approve(actor, request, policy):
+        return
     if actor.pk == request.requested_by_id:
         raise NotAllowed("Nobody approves or rejects their own request, whatever their role; withdraw it instead.")
-    if not rules.can_approve(actor, request, policy):
-        who = "the approvers the policy names" if policy.approver_ids() else "the team's leads"
-        raise NotAllowed(f"Only {who} (and platform admins) decide promotion requests of {request.project}.")
+    who = "the approvers the policy names" if policy.approver_ids() else "the team's leads"
+    raise NotAllowed(f"Only {who} (and platform admins) decide promotion requests of {request.project}.")
 
 
 def approve(actor: User, request: PromotionRequest, comment: str = "") -> PromotionRequest:
@@ -273,7 +280,7 @@ def _decide(actor: User, request: PromotionRequest, decision: str, comment: str)
     if expire_if_due(request.pk):
         raise Conflict(f"Request #{request.pk} expired on {request.expires_at:%Y-%m-%d %H:%M}; ask again.")
     comment = str(comment or "").strip()[:5000]
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = _locked(request.pk)
         if locked.status != Status.PENDING:
             raise Conflict(f"Request #{locked.pk} is {locked.status}; only pending requests take decisions.")
@@ -291,7 +298,15 @@ def _decide(actor: User, request: PromotionRequest, decision: str, comment: str)
             vote.decision, vote.comment, vote.created_at = decision, comment, timezone.now()
             vote.save(update_fields=["decision", "comment", "created_at"])
         team, project = locked.project.team, locked.project
-        record(actor, "promotion.vote", locked, team=team, project=project, before=before, after={"decision": decision})
+        record(
+            actor,
+            AuditVerb.PROMOTION_VOTE,
+            locked,
+            team=team,
+            project=project,
+            before=before,
+            after={"decision": decision},
+        )
         now = timezone.now()
         if decision == Decision.REJECT:
             _move(locked, Status.REJECTED, decided_at=now, status_reason=f"rejected by {actor.username}")
@@ -301,7 +316,8 @@ def _decide(actor: User, request: PromotionRequest, decision: str, comment: str)
                 return locked
             _move(locked, Status.APPROVED, decided_at=now, approved_at=now)
             _schedule_apply(locked)
-        record(actor, f"promotion.{locked.status}", locked, team=team, project=project, after=locked.as_audit())
+        decided = AuditVerb.PROMOTION_REJECTED if locked.status == Status.REJECTED else AuditVerb.PROMOTION_APPROVED
+        record(actor, decided, locked, team=team, project=project, after=locked.as_audit())
         notices.decided(locked, actor, comment)
     return locked
 
@@ -312,12 +328,12 @@ def withdraw(actor: User, request: PromotionRequest) -> PromotionRequest:
         raise NotAllowed("Only the person who asked (or a lead of the team) can withdraw a request.")
     if expire_if_due(request.pk):
         raise Conflict(f"Request #{request.pk} already expired.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = _locked(request.pk)
         if locked.status != Status.PENDING:
             raise Conflict(f"Request #{locked.pk} is {locked.status}; only pending requests can be withdrawn.")
         _move(locked, Status.WITHDRAWN, decided_at=timezone.now(), status_reason=f"withdrawn by {actor.username}")
-        record(actor, "promotion.withdrawn", locked, team=locked.project.team, project=locked.project)
+        record(actor, AuditVerb.PROMOTION_WITHDRAWN, locked, team=locked.project.team, project=locked.project)
         if actor.pk != locked.requested_by_id:
             notices.decided(locked, actor)
     return locked
@@ -340,7 +356,7 @@ def expire_if_due(pk: int) -> bool:
         if locked.expires_at > timezone.now():
             return False
         _move(locked, Status.EXPIRED, decided_at=timezone.now(), status_reason="nobody decided in time")
-        record(None, "promotion.expired", locked, team=locked.project.team, project=locked.project)
+        record(None, AuditVerb.PROMOTION_EXPIRED, locked, team=locked.project.team, project=locked.project)
         notices.decided(locked, None)
     return True
 
@@ -383,12 +399,7 @@ def _clean_int(name: str, value: Any, low: int, high: int) -> int:
 def _clean_approvers(project: Project, value: Any) -> list[User]:
     names = value.split(",") if isinstance(value, str) else list(value or [])
     wanted = sorted({str(n).strip() for n in names if str(n).strip()})
-    eligible = {
-        m.user.username: m.user
-        for m in Membership.objects.filter(
-            team=project.team, user__username__in=wanted, role__in=[Role.MEMBER, Role.LEAD], user__is_active=True
-        ).select_related("user")
-    }
+    eligible = {user.username: user for user in rules.approver_candidates(project).filter(username__in=wanted)}
     unknown = [name for name in wanted if name not in eligible]
     if unknown:
         raise InvalidInput.field(
@@ -404,7 +415,7 @@ def update_policy(actor: User, project: Project, **changes: Any) -> PromotionPol
     (1-90), allowed_aliases, gate_metric and gate_comparison (gte / lte)."""
     if not rules.can_edit_policy(actor, project):
         raise NotAllowed("Only the team's leads and platform admins edit the promotion policy.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         policy, _ = PromotionPolicy.objects.select_for_update().get_or_create(project=project)
         before = policy.as_audit()
         approvers = None
@@ -424,8 +435,8 @@ def update_policy(actor: User, project: Project, **changes: Any) -> PromotionPol
             raise InvalidInput.field("gate_comparison", "Say whether the metric must be ≥ (gte) or ≤ (lte).")
         if not policy.gate_metric:
             policy.gate_comparison = ""
-        named = approvers if approvers is not None else list(policy.approvers.all())
-        enough = len(named) if named else Membership.objects.filter(team=project.team, role=Role.LEAD).count()
+        named = [user.pk for user in approvers] if approvers is not None else policy.approver_ids()
+        enough = rules.eligible_approvers(project, named).count()
         if policy.required_approvals > enough:
             raise InvalidInput.field(
                 "required_approvals",
@@ -440,7 +451,7 @@ def update_policy(actor: User, project: Project, **changes: Any) -> PromotionPol
         if after != before:
             record(
                 actor,
-                "promotion.policy_updated",
+                AuditVerb.PROMOTION_POLICY_UPDATED,
                 policy,
                 team=project.team,
                 project=project,
@@ -473,7 +484,7 @@ def attach_model(actor: User, project: Project, name: Any) -> RegisteredModel:
             raise Conflict(f"{name} has open promotion requests in {current}; let them finish first.")
     if current != project.full_slug:
         gateway.set_registered_model_tag(name, PROJECT_TAG, project.full_slug)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         row = RegisteredModel.objects.select_for_update().filter(name=name).first()
         if row is None:
             row = RegisteredModel.objects.create(name=name, project=project, attached_by=actor)
@@ -481,7 +492,7 @@ def attach_model(actor: User, project: Project, name: Any) -> RegisteredModel:
             row.project, row.attached_by = project, actor
             row.save(update_fields=["project", "attached_by"])
         record(
-            actor, "model.attached", row, team=project.team, project=project,
+            actor, AuditVerb.MODEL_ATTACHED, row, team=project.team, project=project,
             before={"project": current or None}, after={"project": project.full_slug},
         )  # fmt: skip
     return row

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -19,38 +18,35 @@ from apps.access.lookups import get_project_by_slug_for_user, get_team_for_user
 from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
-from apps.core.errors import ServiceError
+from apps.core.filters import FilteredListMixin
 from apps.core.pages import paginate, run_service
 from apps.notifications.models import TeamWebhook
 from apps.notifications.services import configure_webhook, rotate_webhook_secret
 from apps.projects.models import Project
 from apps.registry import policies, services
 from apps.registry.evidence import metric_rows, scoped_evidence
+from apps.registry.filters import PromotionFilter
 from apps.registry.forms import AttachForm, PolicyForm, RollbackForm, WebhookForm
 from apps.registry.lookups import get_model_for_user
 from apps.registry.mlflow import MlflowUnavailable
-from apps.registry.models import PromotionRequest, RegisteredModel, Source, Status
+from apps.registry.models import PromotionRequest, RegisteredModel, Source
 from apps.registry.selectors import history, model_views, one_model, requests_with_votes
 
 
-class IndexView(LoginRequiredMixin, TemplateView):
+class IndexView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     """Where models live: the projects you can see, the latest promotion requests of your
     teams, and how many wait for your decision."""
 
     template_name = "registry/index.html"
+    filterset_class = PromotionFilter
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user = self.request.user
         found = requests_with_votes(PromotionRequest.objects.for_user(user)).order_by("-created_at", "-id")
-        status = self.request.GET.get("status", "")
-        if status:
-            found = found.filter(status=status)
         context.update(
             projects=list(Project.objects.for_user(user).select_related("team").order_by("team__slug", "slug")),
-            page=paginate(self.request, found),
-            status=status,
-            statuses=Status.values,
+            page=paginate(self.request, self.filtered(found)),
             awaiting=policies.pending_count(user),
         )
         return context
@@ -227,20 +223,17 @@ class RollbackView(ObjectAccessMixin, View):
         status = 400
         if form.is_valid():
             data = form.cleaned_data
-            try:
-                made = services.request_rollback(
+            made, status = run_service(
+                form,
+                lambda: services.request_rollback(
                     actor_of(request),
                     self.object,
                     alias=data["alias"],
                     justification=data["justification"],
                     emergency=data["emergency"],
-                )
-            except ServiceError as exc:
-                if exc.status_code == 403:
-                    raise PermissionDenied(exc.message) from exc
-                form.add_error(None, exc.message)
-                status = exc.status_code
-            else:
+                ),
+            )
+            if made is not None:
                 verb = "Emergency rollback under way" if made.emergency else "Rollback requested"
                 messages.success(
                     request, f"{verb}: #{made.pk}, {made.model.name}@{made.alias} → version {made.version}."

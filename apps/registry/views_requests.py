@@ -8,18 +8,17 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
-from django_htmx.http import HttpResponseStopPolling
 
 from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
-from apps.core.errors import ServiceError
-from apps.core.pages import paginate
+from apps.core.pages import paginate, run_action, run_service
+from apps.core.partials import FragmentMixin, fragment_for, render_fragment
 from apps.registry import policies, services
 from apps.registry.evidence import evaluate_gate, evidence_figure, metric_rows, scoped_evidence
 from apps.registry.forms import DecisionForm, PromotionForm
@@ -58,27 +57,17 @@ class RequestCreateView(ObjectAccessMixin, View):
         status = 400
         if form.is_valid():
             data = form.cleaned_data
-            try:
-                made = services.create_request(
+            made, status = run_service(
+                form,
+                lambda: services.create_request(
                     actor_of(request),
                     self.object,
                     version=data["version"],
                     alias=data["alias"],
                     justification=data["justification"],
-                )
-            except ServiceError as exc:
-                if exc.status_code == 403:
-                    raise PermissionDenied(exc.message) from exc
-                placed = False
-                for key, texts in exc.fields.items():
-                    if key in form.fields:
-                        placed = True
-                        for text in texts:
-                            form.add_error(key, text)
-                if not placed:
-                    form.add_error(None, exc.message)
-                status = exc.status_code
-            else:
+                ),
+            )
+            if made is not None:
                 messages.success(request, f"Request #{made.pk} sent to the approvers.")
                 return redirect("registry:request", pk=made.pk)
         return self._render(request, form, status)
@@ -108,21 +97,17 @@ def request_context(request: HttpRequest, promotion: PromotionRequest, **extra: 
     return context
 
 
-class RequestDetailView(ObjectAccessMixin, TemplateView):
+class RequestDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
     """One request: who asked and why, the evidence, the votes, and its status live while
-    it is being applied (htmx polling that stops once it is applied or failed)."""
+    it is being applied (htmx polling of #status that stops once it is applied or failed)."""
 
     template_name = "registry/request.html"
     lookup = get_promotion_for_user
     lookup_kwargs = ("pk",)
+    fragments = ("status",)
 
-    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if getattr(request, "htmx", False) and request.GET.get("part") == "status":
-            response = render(request, f"{self.template_name}#status", self.get_context_data(**kwargs))
-            if self.object.status not in IN_FLIGHT:
-                return HttpResponseStopPolling(response.content)
-            return response
-        return super().get(request, *args, **kwargs)
+    def finished(self) -> bool:
+        return self.object.status not in IN_FLIGHT
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -145,6 +130,15 @@ class InboxView(LoginRequiredMixin, TemplateView):
 
     template_name = "registry/inbox.html"
 
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if fragment_for(request, ("nav-approvals",)):
+            # The navigation's badge (a link to this page) polls here: the count alone, from
+            # the layout's own partial; the last poll (286) once nothing waits.
+            count = policies.pending_count(request.user)
+            context = {"nav_pending_approvals": count}
+            return render_fragment(request, "base.html", "nav-approvals", context, finished=not count)
+        return super().get(request, *args, **kwargs)
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.update(inbox_context(self.request))
@@ -152,8 +146,8 @@ class InboxView(LoginRequiredMixin, TemplateView):
 
 
 class DecisionView(ObjectAccessMixin, View):
-    """POST approve / reject (with a comment) or withdraw. From the inbox (htmx) it answers
-    with the refreshed inbox; otherwise it goes back to the request page."""
+    """POST approve / reject (with a comment) or withdraw. From the inbox (htmx swapping
+    #inbox) it answers with the refreshed inbox; otherwise it goes back to the request page."""
 
     lookup = get_promotion_for_user
     lookup_kwargs = ("pk",)
@@ -165,27 +159,24 @@ class DecisionView(ObjectAccessMixin, View):
         comment = form.cleaned_data["comment"] if form.is_valid() else ""
         actor = actor_of(request)
         from_inbox = request.POST.get("from") == "inbox"
-        try:
-            if self.decision == "approve":
-                done = services.approve(actor, self.object, comment)
-            elif self.decision == "reject":
-                done = services.reject(actor, self.object, comment)
-            else:
-                done = services.withdraw(actor, self.object)
-        except ServiceError as exc:
-            if exc.status_code == 403:
-                raise PermissionDenied(exc.message) from exc
-            messages.error(request, exc.message)
-            if from_inbox and getattr(request, "htmx", False):
-                return render(request, "registry/inbox.html#inbox", inbox_context(request), status=exc.status_code)
-            context = request_context(request, self.object, error=exc.message)
-            return render(request, "registry/request.html", context, status=exc.status_code)
-        messages.success(request, _said(done, self.decision))
-        if from_inbox:
-            if getattr(request, "htmx", False):
-                return render(request, "registry/inbox.html#inbox", inbox_context(request))
-            return redirect("registry:inbox")
-        return redirect("registry:request", pk=pk)
+        decide = {
+            "approve": lambda: services.approve(actor, self.object, comment),
+            "reject": lambda: services.reject(actor, self.object, comment),
+            "withdraw": lambda: services.withdraw(actor, self.object),
+        }[self.decision]
+        then = reverse("registry:inbox") if from_inbox else reverse("registry:request", kwargs={"pk": pk})
+        inbox = fragment_for(request, ("inbox",))  # the inbox's forms swap #inbox
+        return run_action(
+            request,
+            decide,
+            success=lambda done: _said(done, self.decision),
+            then=then,
+            # The inbox (htmx) swaps its own table in, with the message and the navigation's
+            # badge out of band; a refusal arrives as a message instead.
+            respond=(lambda _: render_fragment(request, "registry/inbox.html", "inbox", inbox_context(request)))
+            if inbox
+            else None,
+        )
 
 
 def _said(done: PromotionRequest, decision: str) -> str:

@@ -1,14 +1,15 @@
 """Plotly figures of runs, built here from already-downsampled series and sent as JSON
-(tracking.js only draws them). Line charts are assembled as text around the stored JSON
-arrays — building hundreds of traces through plotly.graph_objects would validate every
-point again and take seconds — while the two small figures are plain dicts.
+(static/plinth/charts.js only draws them). Line charts are assembled as text around the
+stored JSON arrays — building hundreds of traces through plotly.graph_objects, or even
+parsing and printing them again, would take seconds — and reach the page as
+`apps.core.figures.Chart` through `json_script`; the two small figures are plain dicts.
 
 The chart fits the data, as MLflow's and W&B's run charts do:
 
 * a metric with a history is a line chart against the step, or against wall-clock time
   when its steps do not vary (`log_metric` without a step logs every point at step 0);
   each such chart also carries the steps and times of its traces, and the switch above the
-  charts (tracking.js) redraws them against step, time or time since the run's start;
+  charts (charts.js) redraws them against step, time or time since the run's start;
 * a metric every run logged once is a bar per run, not dots on a meaningless step axis;
 * a metric with nothing to draw is an empty state with a sentence, never an axis;
 * NaN and ±inf (MLflow's ±1.797e308 sentinels included, apps.core.numbers) are never
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from apps.core.chart_text import chart_text, chart_texts, chart_values
+from apps.core.figures import Chart, JSONText
 from apps.core.numbers import is_finite, normalise
 from apps.tracking.runs import Run
 from apps.tracking.series import Series
@@ -51,12 +53,6 @@ MARK_AT = {"inf": 0.97, "NaN": 0.97, "-inf": 0.03}
 MARK_SYMBOL = {"inf": "triangle-up", "NaN": "x", "-inf": "triangle-down"}
 # A parameter axis is logarithmic when its positive values span this many decades.
 LOG_DECADES = 2
-
-
-def for_script(text: str) -> str:
-    """JSON text made safe inside <script type="application/json"> (as Django's
-    json_script does): no "<", ">" or "&" that could end the element."""
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def color(index: int) -> str:
@@ -170,11 +166,12 @@ def _axis(mode: str) -> dict[str, Any]:
     return axis
 
 
-def _empty(chart_id: str, key: str, message: str) -> str:
-    return json.dumps({"id": chart_id, "key": key, "kind": "empty", "traces": 0, "message": message})
+def _empty(chart_id: str, key: str, message: str) -> Chart:
+    text = json.dumps({"id": chart_id, "key": key, "kind": "empty", "traces": 0, "message": message})
+    return Chart(chart_id, key, "empty", JSONText(text), message)
 
 
-def _bar_chart(chart_id: str, key: str, shown: list[tuple[int, Run, Series]], names: dict[str, str]) -> str:
+def _bar_chart(chart_id: str, key: str, shown: list[tuple[int, Run, Series]], names: dict[str, str]) -> Chart:
     """One bar per run for a metric each run logged once (a non-finite value is a marker
     where its bar would be, with its name: "NaN", "inf")."""
     x = [names[run.run_id] for _, run, _ in shown]
@@ -198,16 +195,18 @@ def _bar_chart(chart_id: str, key: str, shown: list[tuple[int, Run, Series]], na
         data[-1]["textposition"] = "bottom center"
     layout = _layout(key, {"type": "category"}, 1, bool(marked))
     layout["yaxis"] = {"title": {"text": "value (logged once)"}}
-    return json.dumps(
+    text = json.dumps(
         {"id": chart_id, "key": key, "kind": "bar", "traces": len(shown), "figure": {"data": data, "layout": layout}},
         allow_nan=False,
     )
+    return Chart(chart_id, key, "bar", JSONText(text))
 
 
 def line_charts(
     runs: list[Run], keys: list[str], series_of: Callable[[str, str], Series | None], *, prefix: str = "chart"
-) -> str:
-    """A JSON list with one chart per metric, in `keys` order: {id, key, kind, traces, ...}.
+) -> list[Chart]:
+    """One chart per metric, in `keys` order, each a `Chart` whose JSON is {id, key, kind,
+    traces, ...}:
 
     kind "line": `figure` {data, layout}, one trace per run (x = step, or time when the
     steps do not vary), the same color for a run on every chart, `axis` (the x drawn:
@@ -217,7 +216,7 @@ def line_charts(
     against another x. kind "bar": every run logged the metric
     once; `figure` has one bar per run. kind "empty": nothing to draw; `message` says why.
     Non-finite points are marked, never plotted (see the module docstring)."""
-    charts: list[str] = []
+    charts: list[Chart] = []
     names = trace_names(runs)
     for number, key in enumerate(keys):
         chart_id = f"{prefix}-{number}"
@@ -276,12 +275,13 @@ def line_charts(
                 other_x = [m[1] for m in marks] if mode == "step" else [m[0] for m in marks]
                 alternatives.append(json.dumps({"time" if mode == "step" else "step": other_x, "t0": start}))
         layout = _layout(key, _axis(mode), len(shown), marked)
-        charts.append(
+        text = (
             '{"id":' + json.dumps(chart_id) + ',"key":' + json.dumps(key) + ',"kind":"line","traces":'
             + str(len(shown)) + ',"axis":"' + mode + '","alt":[' + ",".join(alternatives) + "]"
             + ',"figure":{"data":[' + ",".join(traces) + '],"layout":' + json.dumps(layout) + "}}"
         )  # fmt: skip
-    return for_script("[" + ",".join(charts) + "]")
+        charts.append(Chart(chart_id, key, "line", JSONText(text)))
+    return charts
 
 
 def power_label(exponent: int) -> str:

@@ -31,7 +31,7 @@ RUNS_PER_CALL = 100  # MLflow refuses more run ids per get-history-bulk call
 
 
 def pool_size() -> int:
-    return max(1, int(getattr(settings, "PLINTH_MLFLOW_THREADS", 4)))
+    return max(1, int(settings.PLINTH_MLFLOW_THREADS))
 
 
 def in_parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:

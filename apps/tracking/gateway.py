@@ -37,7 +37,7 @@ class MlflowGateway:
         self.timeout = timeout if timeout is not None else settings.MLFLOW_TIMEOUT
         # Reading 25,000 points takes MLflow about a second, several when it is busy: a
         # longer read timeout for history and artifact reads, the usual one to connect.
-        self.history_timeout = max(self.timeout, float(getattr(settings, "PLINTH_MLFLOW_HISTORY_TIMEOUT", 120.0)))
+        self.history_timeout = max(self.timeout, float(settings.PLINTH_MLFLOW_HISTORY_TIMEOUT))
         self.session = requests.Session()
         if settings.MLFLOW_TRACKING_USERNAME:
             self.session.auth = (settings.MLFLOW_TRACKING_USERNAME, settings.MLFLOW_TRACKING_PASSWORD)
@@ -277,7 +277,9 @@ class MlflowGateway:
         return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def experiment_url(self, experiment_id: str) -> str:
-        return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}"
+        """The experiment's runs tab: MLflow 3's bare experiment route opens its GenAI
+        overview, which is not where a training experiment's runs are."""
+        return f"{settings.MLFLOW_UI_URL.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
 def gateway() -> MlflowGateway:

@@ -117,7 +117,7 @@ def experiment_keys(project: Project, page_runs: Iterable[Run] = ()) -> Experime
     experiment_id = project.mlflow_experiment_id
     if not experiment_id:
         return ExperimentKeys([], [], []).merged(page_runs)
-    seconds = int(getattr(settings, "PLINTH_RUN_KEYS_CACHE_SECONDS", 60))
+    seconds = int(settings.PLINTH_RUN_KEYS_CACHE_SECONDS)
     keys: ExperimentKeys | None = cache.get(_cache_key(experiment_id)) if seconds > 0 else None
     if keys is None:
         keys = store_keys(experiment_id)

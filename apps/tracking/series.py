@@ -255,7 +255,7 @@ def histories(
         rows = rows.filter(key__in=keys)
     stale: list[int] = []
     checks = _store_fingerprints(list(by_id))
-    oldest = timezone.now() - timedelta(seconds=float(getattr(settings, "PLINTH_METRIC_CACHE_MAX_AGE", 3600)))
+    oldest = timezone.now() - timedelta(seconds=float(settings.PLINTH_METRIC_CACHE_MAX_AGE))
     for row in rows.values_list(*_FIELDS):
         run_id, key = str(row[1]), str(row[2])
         run = by_id[run_id]

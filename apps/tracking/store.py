@@ -64,7 +64,7 @@ class Fingerprint:
 
 def store_uri() -> str:
     """The configured SQLAlchemy URL of MLflow's backend store, or "" (REST only)."""
-    return str(getattr(settings, "PLINTH_MLFLOW_STORE_URI", "") or "")
+    return str(settings.PLINTH_MLFLOW_STORE_URI or "")
 
 
 def enabled() -> bool:
@@ -84,13 +84,13 @@ def _engine(uri: str) -> Any:
             return engine
         import sqlalchemy as sa
 
-        timeout = float(getattr(settings, "MLFLOW_TIMEOUT", 5.0))
+        timeout = float(settings.MLFLOW_TIMEOUT)
         connect_args: dict[str, Any] = {}
         if uri.startswith("sqlite"):
             connect_args = {"timeout": timeout, "check_same_thread": False}
         elif uri.startswith("postgresql"):
             # A query may take as long as one history read over REST, no longer.
-            longest = float(getattr(settings, "PLINTH_MLFLOW_HISTORY_TIMEOUT", 120.0))
+            longest = float(settings.PLINTH_MLFLOW_HISTORY_TIMEOUT)
             connect_args = {
                 "connect_timeout": max(1, int(timeout)),
                 "options": f"-c statement_timeout={int(longest * 1000)}",

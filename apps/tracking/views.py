@@ -19,6 +19,7 @@ from django.views import View
 from apps.access.lookups import get_project_by_slug_for_user
 from apps.access.roles import Action
 from apps.core.errors import InvalidInput
+from apps.core.partials import fragment_for, render_fragment
 from apps.projects.models import Project
 from apps.tracking import charts
 from apps.tracking.compare import Comparison, build_comparison, comparison_csv, parse_compare_query
@@ -294,10 +295,10 @@ class CompareView(LoginRequiredMixin, View):
         context["query"] = query
         if not query.run_ids:
             return render(request, self.template_name, context)
-        part = request.GET.get("part", "")
+        analysis = fragment_for(request, ("analysis",))  # the analysis form swaps #analysis
         as_csv = request.GET.get("format") == "csv"
         try:
-            comparison = build_comparison(request.user, query, with_series=not (as_csv or part == "analysis"))
+            comparison = build_comparison(request.user, query, with_series=not (as_csv or analysis))
         except MlflowUnavailable as exc:
             context["mlflow_down"] = exc.message
             return render(request, self.template_name, context, status=503)
@@ -306,8 +307,8 @@ class CompareView(LoginRequiredMixin, View):
             response["Content-Disposition"] = 'attachment; filename="runs.csv"'
             return response
         context.update(comparison=comparison, **_analysis(request, comparison))
-        if part == "analysis" and getattr(request, "htmx", False):
-            return render(request, f"{self.template_name}#analysis", context)
+        if analysis:
+            return render_fragment(request, self.template_name, "analysis", context)
         best = comparison.best
         differing = set(comparison.differing_params)
         context.update(

@@ -38,7 +38,6 @@ from apps.accounts import services as account_services
 from apps.accounts.models import Membership, User
 from apps.launches import services as launch_services
 from apps.launches import sweeps as sweep_services
-from apps.launches import templates_service
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch, Status, Sweep, Template
 from apps.projects.models import ExperimentState, Project
@@ -419,8 +418,8 @@ def world(people: dict[str, User], project: Project, other_project: Project, mon
     Project.objects.filter(pk=project.pk).update(mlflow_state=ExperimentState.LINKED, mlflow_experiment_id="1")
     project.refresh_from_db()
     root = people["root"]
-    template = templates_service.create_template(root, None, **SKLEARN_DIGITS)
-    team_template = templates_service.create_template(root, project.team, **{**SKLEARN_DIGITS, "slug": "demo-digits"})
+    template = launch_services.create_template(root, None, **SKLEARN_DIGITS)
+    team_template = launch_services.create_template(root, project.team, **{**SKLEARN_DIGITS, "slug": "demo-digits"})
     bea = make_user("bea")
     Membership.objects.create(team=project.team, user=bea, role=Role.MEMBER)
     ada = people["ada"]

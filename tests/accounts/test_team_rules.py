@@ -168,3 +168,21 @@ def test_a_member_may_leave_a_team_but_not_remove_others(ada: User, vic: User, l
     response = client_for(vic).post("/teams/demo/members/vic/remove/")
     assert response.status_code == 302
     assert not Membership.objects.filter(team=team, user=vic).exists()
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_removing_the_last_lead_on_the_page_says_why_once(lin: User, team: Team, htmx: bool) -> None:
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client_for(lin).post("/teams/demo/members/lin/remove/", headers=headers)
+    page = response.content.decode()
+    assert response.status_code == 409
+    assert page.count("lin is the last lead of demo") == 1, page
+    assert "This field is required." not in page
+    assert Membership.objects.filter(team=team, user=lin).exists()
+
+
+def test_demoting_the_last_lead_on_the_page_says_why_once(lin: User, team: Team) -> None:
+    response = client_for(lin).post("/teams/demo/members/lin/role/", {"role": "member"})
+    page = response.content.decode()
+    assert response.status_code == 409 and page.count("lin is the last lead of demo") == 1, page
+    assert membership(team, lin).role == Role.LEAD

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from apps.accounts import services as account_services
 from apps.accounts.models import User
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch, Status
 from apps.projects.models import ExperimentState, Project
@@ -120,7 +120,7 @@ def world(people: dict[str, User], project: Project) -> Iterator[None]:
     """Team demo with its project (linked to MLflow experiment 1), a global template and
     one of ada's launches."""
     Project.objects.filter(pk=project.pk).update(mlflow_experiment_id="1", mlflow_state=ExperimentState.LINKED)
-    template = templates_service.create_template(people["root"], None, **SKLEARN_DIGITS)
+    template = launch_services.create_template(people["root"], None, **SKLEARN_DIGITS)
     launch = Launch.objects.create(
         project=project,
         template=template,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from typing import Any
 
@@ -51,18 +50,23 @@ def test_two_processes_share_one_budget(redis_url: str) -> None:
 
 def test_a_caller_over_the_shared_budget_waits_for_the_window_to_move(redis_url: str) -> None:
     key = f"plinth-test:{uuid.uuid4().hex}"
+    # Two requests a minute: however slowly this machine runs the lines below, the third
+    # request falls in the same window (a one-second window would make that a race).
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
-        time.sleep(seconds)
+        # A minute is too long to wait in a test: a fresh budget stands for the window moving on.
+        first.key = f"{key}-next-window"
 
-    first = SharedRateLimiter(2, redis_url, key=key, sleep=sleep)
-    second = SharedRateLimiter(2, redis_url, key=key, sleep=sleep)
+    first = SharedRateLimiter(2 / 60, redis_url, key=key, window_seconds=60, sleep=sleep)
+    second = SharedRateLimiter(2 / 60, redis_url, key=key, window_seconds=60)
     assert first.acquire() == 0 and second.acquire() == 0
-    waited = first.acquire()  # the third request within a second must wait its turn
-    assert waited > 0 and slept
+    waited = first.acquire()  # the third request in the window must wait its turn
+    assert len(slept) == 1 and 0 < slept[0] <= 0.05  # polled, not slept through the whole window
+    assert waited == pytest.approx(slept[0], abs=1e-6)
     assert first.stats.granted == 2 and second.stats.granted == 1
+    assert second.try_acquire() is False  # the old window is still full for everyone else
 
 
 def test_it_falls_back_to_a_per_process_limit_when_the_storage_is_down() -> None:

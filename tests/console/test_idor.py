@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from apps.access.roles import Role
 from apps.accounts.models import Membership, SsoGroupMapping, Team, User
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.projects.models import Project
 from tests.conftest import client_for, make_user
@@ -35,7 +35,7 @@ def demo_ids(team: Team, project: Project, lin: User, ada: User, vic: User) -> d
         team=team, slug="second", name="Second", namespace="plinth-demo-second", mlflow_experiment_name="demo/second"
     )
     mapping = SsoGroupMapping.objects.create(team=team, group="demo-people", role=Role.MEMBER)
-    template = templates_service.create_template(lin, team, **{**SKLEARN_DIGITS, "slug": "demo-digits"})
+    template = launch_services.create_template(lin, team, **{**SKLEARN_DIGITS, "slug": "demo-digits"})
     projects = [{"team": "demo", "slug": p.slug} for p in (project, second)]
     return {
         "team": [{"slug": "demo"}],

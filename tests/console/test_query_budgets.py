@@ -11,7 +11,7 @@ from apps.access.roles import Role
 from apps.accounts import services as account_services
 from apps.accounts.models import Membership, SsoGroupMapping, Team, User
 from apps.console.models import SyncState
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.projects.models import Project
 from tests.conftest import client_for, make_user
@@ -34,7 +34,7 @@ def crowd(root: User, lin: User, team: Team) -> User:
         )
         SyncState.objects.create(project=project, target="cluster", status="in_sync")
         SyncState.objects.create(project=project, target="mlflow", status="in_sync")
-        templates_service.create_template(root, each, **{**SKLEARN_DIGITS, "slug": f"digits-{i:02d}"})
+        launch_services.create_template(root, each, **{**SKLEARN_DIGITS, "slug": f"digits-{i:02d}"})
         person = make_user(f"user-{i:02d}")
         source = "direct" if i % 2 else "sso:ml-team"
         Membership.objects.create(team=team, user=person, role=Role.MEMBER, source=source)

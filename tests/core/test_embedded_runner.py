@@ -52,11 +52,13 @@ def answers(url: str) -> bool:
         return False
 
 
-def runner_env(data: Path, *, own_mlflow: bool = False) -> dict[str, str]:
+def runner_env(data: Path, *, own_mlflow: bool = False, log_level: str = "") -> dict[str, str]:
     # The runner's own SQLite database and embedded broker, whatever this test run uses.
     drop = ("PLINTH_", "DJANGO_", "DATABASE_URL", "CELERY_", "MLFLOW_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(PLINTH_DATA_DIR=str(data), PLINTH_LOG_JSON="false", PYTHONUNBUFFERED="1")
+    if log_level:
+        env["PLINTH_LOG_LEVEL"] = log_level
     if own_mlflow:
         env["PLINTH_MLFLOW_PORT"] = str(free_port())
     else:
@@ -82,12 +84,12 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Runner:
     """One `manage.py embedded` in its own data directory, with helpers to look at it."""
 
-    def __init__(self, data: Path, migrated: Path, *, own_mlflow: bool = False) -> None:
+    def __init__(self, data: Path, migrated: Path, *, own_mlflow: bool = False, log_level: str = "") -> None:
         data.mkdir(parents=True, exist_ok=True)
         shutil.copy(migrated, data / "plinth.sqlite3")
         self.data = data
         self.port = free_port()
-        self.env = runner_env(data, own_mlflow=own_mlflow)
+        self.env = runner_env(data, own_mlflow=own_mlflow, log_level=log_level)
         self.log = open(data / "runner.log", "wb")  # noqa: SIM115 - closed in stop()
         self.seen_groups: set[int] = set()
         self.proc = self.start_another()
@@ -231,6 +233,54 @@ def test_a_second_runner_on_the_same_data_directory_refuses(
     assert runner.proc.wait(timeout=60) == 0
     wait_for(lambda: not runner.survivors(), 30, "every process it started to end")
     assert "did not stop" not in runner.output(), "every part stopped in order, none had to be killed"
+
+
+BANNER = "Plinth is running"
+BEAT_ROUTINE = "Sending due task"  # beat's INFO line, every few seconds
+
+
+def last_reconciler_pass(data: Path) -> str | None:
+    """When the last `sync_launches` pass (sent by beat, run by the worker) finished."""
+    with sqlite3.connect(data / "plinth.sqlite3", timeout=20) as db:
+        row = db.execute("SELECT last_finished_at FROM core_reconcilerpass WHERE name = 'sync_launches'").fetchone()
+    return row[0] if row else None
+
+
+def test_the_banner_comes_once_everything_answers_and_routine_logs_do_not_bury_it(
+    tmp_path: Path, migrated: Path, runners: list[Runner]
+) -> None:
+    runner = Runner(tmp_path / "data", migrated, own_mlflow=True)
+    runners.append(runner)
+    wait_for(lambda: BANNER in runner.output(), 240, "the banner")
+    before, _, after = runner.output().partition(BANNER)
+    for part in ("web", "worker", "mlflow"):
+        assert f"  {part} answers (" in before, f"progress names {part} before the banner"
+    assert "Waiting for the web server, MLflow and a worker to answer" in before
+    assert f"http://127.0.0.1:{runner.port}/" in after and "Demo logins" in after
+    assert answers(f"{runner.url}/healthz")
+    # Beat sends its routine tasks and the worker runs them (which call MLflow), quietly.
+    banner_at, pass_at_banner = len(runner.output()), last_reconciler_pass(runner.data)
+    wait_for(
+        lambda: last_reconciler_pass(runner.data) not in (None, pass_at_banner),
+        60,
+        "a reconciler pass after the banner",
+    )
+    later = runner.output()[banner_at:]
+    assert BEAT_ROUTINE not in later and "/api/2.0/mlflow/" not in later, later[-2000:]
+    assert "Sending due task" not in runner.output()
+
+
+def test_no_banner_while_mlflow_is_down_and_plinth_log_level_still_rules_beat(
+    tmp_path: Path, migrated: Path, runners: list[Runner]
+) -> None:
+    runner = Runner(tmp_path / "data", migrated, log_level="INFO")
+    runners.append(runner)
+    runner.wait_until_up()
+    # PLINTH_LOG_LEVEL=INFO: beat's routine lines are back; MLflow (down) holds the banner.
+    wait_for(lambda: BEAT_ROUTINE in runner.output(), 60, "beat's INFO lines")
+    wait_for(lambda: "still waiting for mlflow" in runner.output(), 60, "a progress line naming MLflow")
+    assert "  web answers (" in runner.output()
+    assert BANNER not in runner.output()
 
 
 def _ppid(pid: int) -> int:

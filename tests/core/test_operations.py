@@ -110,10 +110,12 @@ def test_the_status_page_is_for_platform_admins(root: User, lin: User) -> None:
 
 
 def test_the_status_fragment_polls_with_htmx(root: User) -> None:
-    response = client_for(root).get("/status/", HTTP_HX_REQUEST="true")
+    response = client_for(root).get("/status/", headers={"HX-Request": "true", "HX-Target": "checks"})
     body = response.content.decode()
-    assert body.lstrip().startswith('<section id="checks"')
-    assert "<html" not in body
+    assert response.status_code == 200 and body.lstrip().startswith('<section id="checks"')
+    assert "<html" not in body and 'hx-trigger="every 10s"' in body
+    # Another htmx request on the page (no known target) gets the page, as without htmx.
+    assert "<html" in client_for(root).get("/status/", headers={"HX-Request": "true"}).content.decode()
 
 
 def _deploy_check(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

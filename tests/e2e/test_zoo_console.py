@@ -39,8 +39,10 @@ def console_errors(page: Page) -> Iterator[list[str]]:
     yield errors
 
 
-FIGURE_IDS = """() => Array.from(document.querySelectorAll("script[data-plotly-figures]"))
-    .flatMap((script) => JSON.parse(script.textContent).filter((chart) => chart.figure).map((chart) => chart.id))"""
+# Chart containers whose data has a figure (an empty chart is a sentence, not a container).
+FIGURE_IDS = """() => Array.from(document.querySelectorAll(".chart[data-chart]"))
+    .filter((el) => JSON.parse(document.getElementById(el.getAttribute("data-chart")).textContent).figure)
+    .map((el) => el.id)"""
 
 
 def draw_every_chart(page: Page, undrawn: list[str]) -> int:

@@ -27,7 +27,7 @@ MATRIX: dict[str, Route] = {
     "gpus:usage": route(NONE, Op("GET", "lin", too_weak="ada", outsider=403)),
     "gpus:usage-csv": route(NONE, Op("GET", "lin", too_weak="ada", outsider=403)),
     "gpus:prices": route(
-        NONE, Op("POST", "root", ok=302, too_weak="lin", outsider=403, body={"model": "NVIDIA A100", "price": "2.5"})
+        NONE, Op("POST", "root", ok=302, too_weak="lin", outsider=403, body={"product": "NVIDIA A100", "price": "2.5"})
     ),
     "gpus:policy": route(
         DEMO_PROJECT,
@@ -50,7 +50,7 @@ def extend_world(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     held = Gpu.objects.create(
         node="gpu-node-1",
         index=0,
-        model="NVIDIA A100",
+        product="NVIDIA A100",
         allocated=True,
         launch=launch,
         project=project,
@@ -59,7 +59,7 @@ def extend_world(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
         pod=f"plinth-{launch.pk}-abcde",
         utilization=1.0,
     )
-    free = Gpu.objects.create(node="gpu-node-1", index=1, model="NVIDIA A100", utilization=0.0)
+    free = Gpu.objects.create(node="gpu-node-1", index=1, product="NVIDIA A100", utilization=0.0)
     now = floor_time(timezone.now(), 60)
     insert_samples(
         (held.pk, now - timedelta(minutes=m), 1.0, 900, 60.0, None, True, launch.pk, project.pk, project.team_id, "")

@@ -92,7 +92,7 @@ def test_nodes_and_gpu_pods_become_the_inventory_and_its_holders(
     cluster.add_pod("research", "cpu-only", "gpu-node-2", 0)
 
     source = KubernetesSource(cluster.api)
-    assert [(n.name, n.count, n.model) for n in source.nodes()] == [
+    assert [(n.name, n.count, n.product) for n in source.nodes()] == [
         ("gpu-node-1", 4, "NVIDIA-A100-SXM4-80GB"),
         ("gpu-node-2", 2, "NVIDIA-H100-80GB-HBM3"),
     ]

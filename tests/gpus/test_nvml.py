@@ -38,7 +38,7 @@ def two_gpus() -> FakeNvml:
 def test_nvml_figures_are_read_into_readings() -> None:
     nvml = two_gpus()
     readings = NvmlSource(nvml, hostname="worker-1").readings()
-    assert [(r.node, r.index, r.uuid, r.model) for r in readings] == [
+    assert [(r.node, r.index, r.uuid, r.product) for r in readings] == [
         ("worker-1", 0, "GPU-0", "NVIDIA A100-SXM4-80GB"),
         ("worker-1", 1, "GPU-1", "NVIDIA L4"),
     ]
@@ -60,7 +60,7 @@ def test_the_local_backends_launch_holds_the_gpus_it_was_given(project: Project,
     result = run_pass(Sources(metrics=[NvmlSource(two_gpus(), hostname=host)]))
     assert (result.gpus, result.allocated) == (2, 1)
     held = Gpu.objects.get(node=host, index=1)
-    assert (held.launch_id, held.project_id, held.model, held.memory_total_mib) == (
+    assert (held.launch_id, held.project_id, held.product, held.memory_total_mib) == (
         launch.pk,
         project.pk,
         "NVIDIA L4",

@@ -83,17 +83,19 @@ def test_the_fleet_headline_counts_allocated_but_idle_first(fleet: dict[str, Any
 def test_the_launch_panel_is_a_fragment_for_htmx_and_a_page_without(fleet: dict[str, Any], vic: User) -> None:
     launch: Launch = fleet["mine"]
     client = client_for(vic)
-    fragment = client.get(f"/gpus/launches/{launch.pk}/", headers={"HX-Request": "true"})
+    swap = {"HX-Request": "true", "HX-Target": "gpu-usage"}  # the launch page's panel asks
+    fragment = client.get(f"/gpus/launches/{launch.pk}/", headers=swap)
     body = fragment.content.decode()
     assert fragment.status_code == 200 and body.lstrip().startswith('<section class="card" id="gpu-usage"')
-    assert "<html" not in body and 'hx-trigger="every 60s"' in body and "gpu-usage-data" in body
-    figure = json.loads(body.split('id="gpu-usage-data" type="application/json">')[1].split("<")[0])
+    assert "<html" not in body and 'hx-trigger="every 60s"' in body and "gpu-usage-chart-data" in body
+    figure = json.loads(body.split('id="gpu-usage-chart-data" type="application/json">')[1].split("<")[0])
     assert figure["data"][0]["name"] == "n1/0 util" and set(figure["data"][0]["y"]) == {1.0}
     page = client.get(f"/gpus/launches/{launch.pk}/")
     assert "<html" in page.content.decode() and 'id="gpu-usage"' in page.content.decode()
     Launch.objects.filter(pk=launch.pk).update(status=Status.SUCCEEDED, finished_at=timezone.now())
-    stopped = client.get(f"/gpus/launches/{launch.pk}/", headers={"HX-Request": "true"})
+    stopped = client.get(f"/gpus/launches/{launch.pk}/", headers=swap)
     assert stopped.status_code == 286, "htmx stops polling a launch that ended"
+    assert 'id="gpu-usage"' in stopped.content.decode() and "hx-trigger" not in stopped.content.decode()
 
 
 def test_a_launch_without_gpus_says_so(project: Project, vic: User, ada: User) -> None:
@@ -135,7 +137,7 @@ def test_the_usage_page_is_for_leads(fleet: dict[str, Any], lin: User, ada: User
     response = client_for(lin).get("/gpus/usage/", {"group_by": "project"})
     page = text(response)
     assert response.status_code == 200 and "demo/demo" in page and "other/other" not in page
-    assert "usage-data" in page and "Export CSV" in page
+    assert "usage-chart-data" in page and "Export CSV" in page
     assert client_for(lin).get("/gpus/usage/", {"start": "2025-02-01", "end": "2025-01-01"}).status_code == 400
 
 
@@ -153,10 +155,10 @@ def test_a_lead_sets_the_projects_idle_policy(project: Project, lin: User, vic: 
 
 
 def test_a_platform_admin_sets_a_price(root: User) -> None:
-    response = client_for(root).post("/gpus/prices/", {"model": "NVIDIA A100-SXM4-80GB", "price": "2.75"})
+    response = client_for(root).post("/gpus/prices/", {"product": "NVIDIA A100-SXM4-80GB", "price": "2.75"})
     assert response.status_code == 302
     assert str(GpuPrice.objects.get().price_per_hour) == "2.7500"
-    client_for(root).post("/gpus/prices/", {"model": "NVIDIA A100-SXM4-80GB", "price": ""})
+    client_for(root).post("/gpus/prices/", {"product": "NVIDIA A100-SXM4-80GB", "price": ""})
     assert not GpuPrice.objects.exists()
     assert [e.verb for e in AuditEvent.objects.order_by("id")] == ["gpu.price.set", "gpu.price.removed"]
 

@@ -43,7 +43,7 @@ def test_the_source_reads_what_the_exporters_served(prometheus: PrometheusServer
         for gpu in served:
             reading = readings[(host, gpu.gpu)]
             assert reading.uuid == gpu.uuid
-            assert reading.model == gpu.model
+            assert reading.product == gpu.model
             assert reading.utilization == pytest.approx(gpu.util)
             assert reading.memory_used_mib == gpu.fb_used
             assert reading.memory_free_mib == gpu.fb_free
@@ -73,7 +73,7 @@ def test_a_sampler_pass_stores_the_served_figures_and_holders(
     assert (held.launch_id, held.project_id, held.team_id) == (launch.pk, project.pk, project.team_id)
     assert held.utilization == pytest.approx(87) and held.memory_used_mib == 40000
     assert held.memory_total_mib == 40000 + 41920  # no node labels: used + free
-    assert held.model == "NVIDIA A100-SXM4-80GB" and held.sources == "prometheus"
+    assert held.product == "NVIDIA A100-SXM4-80GB" and held.sources == "prometheus"
     foreign = gpus["gpu-b1/0"]
     assert (foreign.allocated, foreign.launch_id, foreign.project_id) == (True, None, None)
     assert (foreign.namespace, foreign.pod) == ("research", "notebook-0")

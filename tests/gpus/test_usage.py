@@ -36,9 +36,9 @@ class History:
     def __init__(self, start: datetime, demo: Launch, other: Launch) -> None:
         self.h0 = start
         self.demo, self.other = demo, other
-        self.g1 = Gpu.objects.create(node="n1", index=0, model="NVIDIA A100", memory_total_mib=81920)
-        self.g2 = Gpu.objects.create(node="n1", index=1, model="NVIDIA H100", memory_total_mib=81920)
-        self.g3 = Gpu.objects.create(node="n2", index=0, model="NVIDIA A100", memory_total_mib=81920)
+        self.g1 = Gpu.objects.create(node="n1", index=0, product="NVIDIA A100", memory_total_mib=81920)
+        self.g2 = Gpu.objects.create(node="n1", index=1, product="NVIDIA H100", memory_total_mib=81920)
+        self.g3 = Gpu.objects.create(node="n2", index=0, product="NVIDIA A100", memory_total_mib=81920)
         rows = []
         for minute in range(120):
             at = start + timedelta(minutes=minute)
@@ -210,5 +210,8 @@ def test_the_fleet_api_shows_free_gpus_and_the_users_teams(history: History, lin
     assert seen["lin"][1]["allocated_to"] is None
     assert [(g["node"], g["index"]) for g in seen["omar"]] == [("n1", 1), ("n2", 0)]
     assert len(seen["root"]) == 3
-    assert set(seen["root"][0]) >= {"node", "index", "uuid", "model", "memory_total", "allocated_to", "utilization",
-                                    "memory_used", "sampled_at"}  # fmt: skip
+    assert set(seen["root"][0]) >= {"node", "index", "uuid", "product", "model", "memory_total", "allocated_to",
+                                    "utilization", "memory_used", "sampled_at"}  # fmt: skip
+    # `model` is the deprecated alias of `product` for one release: the same value.
+    by_node = {(g["node"], g["index"]): g for g in seen["root"]}
+    assert by_node[("n1", 1)]["product"] == by_node[("n1", 1)]["model"] == "NVIDIA H100"

@@ -19,7 +19,7 @@ from apps.launches import tasks
 from apps.launches.argv import build_argv
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import TERMINAL, Launch, Status, Template
-from apps.launches.templates_service import create_template
+from apps.launches.services import create_template
 from apps.projects.models import ExperimentState, Project
 from apps.projects.services import link_experiment
 from apps.tracking.gateway import MlflowGateway

@@ -131,16 +131,22 @@ def test_a_launch_stuck_in_submitting_is_failed_with_a_reason_after_the_attempt_
     assert launch.status == Status.SUBMITTING
     assert "the fake cluster is down." in launch.status_reason
 
-    for _ in range(tasks.MAX_SUBMIT_ATTEMPTS + 2):
-        age(launch)
+    retry_at = reload(launch).next_submit_at
+    assert retry_at is not None
+    assert retry_at <= timezone.now() + timedelta(seconds=tasks.SUBMIT_RETRY.ceiling(1))
+    tasks.sync_launches()
+    assert fake_backend.submits[launch.pk] == 1  # not before its retry time
+
+    for _ in range(tasks.SUBMIT_RETRY.attempts + 2):
+        age(launch, next_submit_at=timezone.now() - LONG_AGO)
         tasks.sync_launches()
         if reload(launch).status != Status.SUBMITTING:
             break
 
     assert launch.status == Status.FAILED
-    assert f"could not submit after {tasks.MAX_SUBMIT_ATTEMPTS} attempts" in launch.status_reason
+    assert f"could not submit after {tasks.SUBMIT_RETRY.attempts} attempts" in launch.status_reason
     assert "the fake cluster is down." in launch.status_reason
-    assert fake_backend.submits[launch.pk] == tasks.MAX_SUBMIT_ATTEMPTS
+    assert fake_backend.submits[launch.pk] == tasks.SUBMIT_RETRY.attempts
     assert launch.finished_at is not None
     assert fake_mlflow.runs[launch.mlflow_run_id]["status"] == "FAILED"
 

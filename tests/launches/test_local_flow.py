@@ -20,7 +20,7 @@ from apps.accounts.models import Team, User
 from apps.launches import tasks
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import TERMINAL, Launch, Status
-from apps.launches.templates_service import create_template
+from apps.launches.services import create_template
 from apps.projects.models import Project
 from apps.tracking.gateway import MlflowGateway
 from portal.celery import app

@@ -1,6 +1,7 @@
 """Twenty people click Launch at the same moment for the last GPUs of a project: the row
 lock on the project lets exactly as many through as the quota allows, and the rest get a
-409. This needs real row locks, so it runs on PostgreSQL (CI) and is skipped on SQLite."""
+409. This needs real row locks, so it runs on PostgreSQL (CI) and is skipped on SQLite
+(a failure when PLINTH_REQUIRE_POSTGRES=1, as CI sets)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from apps.projects.models import ExperimentState, Project
 from tests.conftest import api_for
 from tests.launches.conftest import FakeMlflow, make_template
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres(
+        "needs real row locks (SELECT ... FOR UPDATE): run with DATABASE_URL=postgres://... as CI does"
+    ),
+]
 
 REQUESTS = 20
 QUOTA = 3
@@ -52,9 +58,6 @@ def test_concurrent_launches_for_the_last_gpus_never_exceed_the_quota(
     fake_mlflow: FakeMlflow,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if connection.vendor == "sqlite":
-        pytest.skip("needs real row locks (SELECT ... FOR UPDATE): run with DATABASE_URL=postgres://... as CI does")
-
     queued: list[int] = []
     monkeypatch.setattr(services, "enqueue_on_commit", lambda task, *args: queued.append(args[0]))
     create_run = fake_mlflow.create_run

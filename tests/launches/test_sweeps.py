@@ -169,6 +169,23 @@ def test_an_invalid_sweep_is_a_400_naming_the_field_and_creates_nothing(
     assert not callbacks
 
 
+def test_the_forms_own_example_under_grid_names_the_parameter_and_the_random_strategy(
+    ada: User, linked_project: Project, train: Template, fake_mlflow: FakeMlflow
+) -> None:
+    ranged = {"lr": {"min": 0.0001, "max": 0.1, "log": True}, "batch": [16, 32]}
+    response = api_for(ada).post("/api/v1/sweeps/", sweep_body(space=ranged), format="json")
+    assert response.status_code == 400, response.json()
+    [message] = response.json()["space.lr"]
+    assert message.startswith("lr:") and "Random" in message, message
+    assert "space.batch" not in response.json()
+    assert not Sweep.objects.exists()
+
+    accepted = api_for(ada).post(
+        "/api/v1/sweeps/", sweep_body(space=ranged, strategy="random", max_trials=2), format="json"
+    )
+    assert accepted.status_code == 201, accepted.json()
+
+
 def test_a_viewer_cannot_start_a_sweep(vic: User, linked_project: Project, train: Template) -> None:
     assert api_for(vic).post("/api/v1/sweeps/", sweep_body(), format="json").status_code == 403
     assert not Sweep.objects.exists()
@@ -326,7 +343,7 @@ def test_a_sweep_started_while_the_quota_is_full_starts_when_gpus_free_up(
     assert len(trials_of(sweep)) == 1, "the sweep never started its trial"
 
 
-def test_a_gpu_sweep_on_a_local_host_without_gpus_is_refused_or_fails_rather_than_hanging(
+def test_a_gpu_sweep_on_a_local_host_without_gpus_is_refused(
     ada: User,
     team: Team,
     linked_project: Project,
@@ -335,21 +352,43 @@ def test_a_gpu_sweep_on_a_local_host_without_gpus_is_refused_or_fails_rather_tha
     eager_tasks: None,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
+    assert linked_project.backend == "local"
     fake_backend.gpus = 0
     make_template(team, "gpu", ["python", "train.py"], parameters=PARAMETERS, max_resources={"gpus": 1})
     with django_capture_on_commit_callbacks(execute=True):
         response = api_for(ada).post(
             "/api/v1/sweeps/", sweep_body(template="gpu", resources={"gpus": 1}, parallelism=1), format="json"
         )
-    if response.status_code == 201:
-        for _ in range(3):
-            with django_capture_on_commit_callbacks(execute=True):
-                tasks.sync_launches()
-        sweep = Sweep.objects.get()
-        assert sweep.status != SweepStatus.RUNNING or live_trials(sweep.pk) > 0, "running with nothing to run"
-    else:
-        assert response.status_code == 409
-        assert "GPU" in response.json()["detail"]
+    assert response.status_code == 409, response.json()
+    assert "1 GPUs requested, but the local backend's host has 0" in response.json()["detail"]
+    assert not Sweep.objects.exists() and not Launch.objects.exists()
+    assert fake_mlflow.runs == {}
+
+
+def test_a_gpu_sweep_whose_host_lost_its_gpus_fails_rather_than_hanging(
+    ada: User,
+    team: Team,
+    linked_project: Project,
+    fake_backend: FakeBackend,
+    fake_mlflow: FakeMlflow,
+    eager_tasks: None,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    fake_backend.gpus = 1
+    make_template(team, "gpu", ["python", "train.py"], parameters=PARAMETERS, max_resources={"gpus": 1})
+    sweep = start_sweep(ada, django_capture_on_commit_callbacks, template="gpu", resources={"gpus": 1}, parallelism=1)
+    [first] = trials_of(sweep)
+    fake_backend.gpus = 0  # the host's GPU went away while the first trial ran
+    fake_backend.set_state(first.pk, "failed", exit_code=1)
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            tasks.sync_launches()
+
+    sweep.refresh_from_db()
+    assert [t.pk for t in trials_of(sweep)] == [first.pk] and live_trials(sweep.pk) == 0
+    assert sweep.status == SweepStatus.FAILED, sweep.status_reason
+    assert "stopped after 1 trials" in sweep.status_reason and "GPUs" in sweep.status_reason
+    assert len(sweep.planned) == 1
 
 
 def test_cancelling_a_sweep_cancels_its_live_trials_and_starts_no_more(
@@ -474,4 +513,11 @@ def test_a_sweep_whose_template_was_retired_mid_way_ends_instead_of_hanging(
 
     sweep.refresh_from_db()
     assert live_trials(sweep.pk) == 0
-    assert sweep.status != SweepStatus.RUNNING, "the sweep can never start another trial, yet it is still running"
+    # The trials already run succeeded, so the sweep finished (not running, not failed), and
+    # says why it stopped early.
+    finished = trials_of(sweep)
+    assert finished and all(t.status == Status.SUCCEEDED for t in finished)
+    assert sweep.status == SweepStatus.SUCCEEDED, sweep.status_reason
+    assert sweep.finished_at is not None
+    assert f"stopped after {len(finished)} trials" in sweep.status_reason and "retired" in sweep.status_reason
+    assert len(sweep.planned) == len(finished) < 12

@@ -4,6 +4,8 @@ delivery is a row: a receiver that fails is retried with backoff, then marked fa
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -107,7 +109,13 @@ def test_the_webhook_gets_signed_json(team: Team, lin: User, receiver: Receiver)
     headers, body = call["headers"], call["body"]
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Plinth-Event"] == "promotion.requested"
-    assert signing.verify(SECRET, headers["X-Plinth-Timestamp"], body, headers["X-Plinth-Signature"])
+    # The documented scheme, computed here without Plinth's code: sha256=HMAC(secret, "<ts>.<body>").
+    stamp = headers["X-Plinth-Timestamp"]
+    assert stamp.isdigit() and abs(int(stamp) - time.time()) < signing.TOLERANCE_SECONDS
+    expected = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert headers["X-Plinth-Signature"] == f"sha256={expected}"
+    # The reference receiver accepts it too.
+    assert signing.verify(SECRET, stamp, body, headers["X-Plinth-Signature"])
     sent = json.loads(body)
     assert (sent["event"], sent["id"], sent["request"]["model"]) == ("promotion.requested", note.pk, "digits")
     # What a receiver must refuse: another body, another secret, an old timestamp.
@@ -123,6 +131,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(
     team: Team, lin: User, receiver: Receiver, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.PLINTH_NOTIFY_MAX_ATTEMPTS = 3
+    monkeypatch.setattr("apps.core.retry.jitter", lambda: 1.0)  # each wait at the top of its window
     later: list[int] = []
     monkeypatch.setattr(deliver, "apply_async", lambda args, countdown: later.append(countdown))
     configure_webhook(lin, team, url=receiver.url, secret=SECRET)
@@ -225,5 +234,8 @@ def lin2_no_email(team: Team) -> User:
 
 def test_timestamps_in_signatures_are_whole_seconds() -> None:
     stamp = str(int(time.time()))
-    assert signing.verify(SECRET, stamp, b"{}", signing.sign(SECRET, stamp, b"{}"))
-    assert not signing.verify(SECRET, "not-a-number", b"{}", signing.sign(SECRET, stamp, b"{}"))
+    # A signature made by hand to the documented scheme is accepted; a non-numeric stamp is not.
+    by_hand = "sha256=" + hmac.new(SECRET.encode(), f"{stamp}.{{}}".encode(), hashlib.sha256).hexdigest()
+    assert signing.sign(SECRET, stamp, b"{}") == by_hand
+    assert signing.verify(SECRET, stamp, b"{}", by_hand)
+    assert not signing.verify(SECRET, "not-a-number", b"{}", by_hand)

@@ -89,12 +89,15 @@ def test_a_namespace_that_would_be_too_long_asks_for_an_explicit_one(lin: User, 
     assert "namespace" in caught.value.fields
 
 
-def test_the_project_page_shows_quota_backend_namespace_and_experiment(vic: User, project: Project) -> None:
+def test_the_project_page_shows_quota_backend_and_experiment_and_no_namespace_on_local(
+    vic: User, project: Project
+) -> None:
     response = client_for(vic).get("/projects/demo/demo/")
     assert response.status_code == 200
     page = response.content.decode()
-    for text in ("plinth-demo-demo", "demo/demo", "waiting for MLflow", "Local (worker host)"):
+    for text in ("demo/demo", "waiting for MLflow", "Local (worker host)"):
         assert text in page
+    assert "plinth-demo-demo" not in page  # a Kubernetes namespace means nothing on the local backend
     assert "Edit name, quota or backend" not in page  # viewers cannot change it
 
 
@@ -148,4 +151,4 @@ def test_the_project_page_links_to_the_mlflow_experiment(vic: User, project: Pro
     services.link_experiment(project.pk)
     project.refresh_from_db()
     response = client_for(vic).get("/projects/demo/demo/")
-    assert f"{mlflow_up}/#/experiments/{project.mlflow_experiment_id}" in response.content.decode()
+    assert f'{mlflow_up}/#/experiments/{project.mlflow_experiment_id}/runs"' in response.content.decode()

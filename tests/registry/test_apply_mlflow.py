@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.audit.models import AuditEvent
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch
 from apps.launches.models import Status as LaunchStatus
@@ -281,7 +281,7 @@ def test_a_model_registered_from_a_launch_joins_the_launchs_project(
     reconciler finds the version's run among recent launches and tags the model."""
     name = registered.model(None, [{"accuracy": 0.9}])
     run_id = str(registered.client.get_model_version(name, "1").run_id)
-    template = templates_service.create_template(root, None, **SKLEARN_DIGITS)
+    template = launch_services.create_template(root, None, **SKLEARN_DIGITS)
     Launch.objects.create(
         project=project,
         template=template,

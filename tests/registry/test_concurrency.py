@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from apps.accounts.models import User
@@ -26,10 +25,10 @@ from tests.conftest import api_for
 from tests.registry.conftest import Registered
 from tests.registry.fakes import FakeRegistry
 
-# Decided at collection, so a skipped race does not start the MLflow server first.
-needs_row_locks = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
-    reason="needs real row locks (SELECT ... FOR UPDATE) and concurrent writers: run on PostgreSQL as CI does",
+# Decided before any fixture (tests/conftest.py), so a skipped race does not start the MLflow
+# server first; PLINTH_REQUIRE_POSTGRES=1 (CI) turns the skip into a failure.
+needs_row_locks = pytest.mark.postgres(
+    "needs real row locks (SELECT ... FOR UPDATE) and concurrent writers: run on PostgreSQL as CI does"
 )
 
 

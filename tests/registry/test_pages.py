@@ -5,6 +5,7 @@ once it is settled. MLflow's registry is the FakeRegistry here."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -75,7 +76,7 @@ def test_a_failing_gate_on_the_request_page_shows_the_numbers(
 def test_the_inbox_swaps_in_place_and_answers_409_in_place(
     asked: PromotionRequest, lin: User, lin2: User, django_capture_on_commit_callbacks: Any
 ) -> None:
-    headers = {"HX-Request": "true"}
+    headers = {"HX-Request": "true", "HX-Target": "inbox"}
     inbox = client_for(lin).get("/models/approvals/")
     assert [row["req"].pk for row in inbox.context["rows"]] == [asked.pk]
     with django_capture_on_commit_callbacks(execute=False):
@@ -86,17 +87,69 @@ def test_the_inbox_swaps_in_place_and_answers_409_in_place(
     html = done.content.decode()
     assert html.lstrip().startswith('<section class="card" id="inbox"')
     assert 'hx-swap-oob="true"' in html and f"Request #{asked.pk} approved" in html
+    assert "<html" not in html, "a fragment, not the page"
     late = client_for(lin2).post(f"/models/requests/{asked.pk}/reject/", {"from": "inbox"}, headers=headers)
     assert late.status_code == 409
     assert "only pending requests" in late.content.decode()
 
 
+def badge(html: str) -> str:
+    """The navigation's approvals badge as sent: its tag with the count, or the hidden placeholder."""
+    found = re.search(r'<(a|span) id="nav-approvals"[^>]*>[^<]*</(a|span)>', html)
+    assert found, "no approvals badge in the answer"
+    return found.group(0)
+
+
+def test_deciding_in_the_inbox_updates_the_navigation_badge_in_place(
+    asked: PromotionRequest,
+    ada: User,
+    lin: User,
+    project: Project,
+    fake_registry: FakeRegistry,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    fake_registry.add_model("faces", "demo/demo", [{"accuracy": 0.8}])
+    other = services.create_request(
+        ada, RegisteredModel(name="faces", project=project), version=1, alias="champion", justification="x"
+    )
+    page = client_for(lin).get("/models/approvals/").content.decode()
+    assert ">2</a>" in badge(page) and "hx-swap-oob" not in badge(page)
+    assert 'hx-trigger="every 60s"' in badge(page), "a showing badge refreshes itself slowly"
+
+    swap = {"HX-Request": "true", "HX-Target": "inbox"}
+    with django_capture_on_commit_callbacks(execute=False):
+        first = client_for(lin).post(f"/models/requests/{asked.pk}/approve/", {"from": "inbox"}, headers=swap)
+    assert first.status_code == 200
+    assert 'hx-swap-oob="true"' in badge(first.content.decode()) and ">1</a>" in badge(first.content.decode())
+
+    last = client_for(lin).post(f"/models/requests/{other.pk}/reject/", {"from": "inbox"}, headers=swap)
+    assert last.status_code == 200
+    gone = badge(last.content.decode())
+    assert gone.startswith("<span") and " hidden" in gone and 'hx-swap-oob="true"' in gone, "the badge disappears"
+
+
+def test_the_badge_polls_the_inbox_for_its_count_alone_and_stops_at_zero(
+    asked: PromotionRequest, lin: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    poll = {"HX-Request": "true", "HX-Target": "nav-approvals"}
+    counted = client_for(lin).get("/models/approvals/", headers=poll)
+    assert counted.status_code == 200
+    assert counted.content.decode().strip() == badge(counted.content.decode()), "the badge alone"
+    assert ">1</a>" in counted.content.decode() and "hx-swap-oob" not in counted.content.decode()
+    with django_capture_on_commit_callbacks(execute=False):
+        services.reject(lin, asked, "no")
+    done = client_for(lin).get("/models/approvals/", headers=poll)
+    assert done.status_code == 286 and done.content.decode().strip().startswith('<span id="nav-approvals" hidden')
+
+
 def test_the_status_stops_polling_once_settled(asked: PromotionRequest, vic: User) -> None:
-    url = f"/models/requests/{asked.pk}/?part=status"
-    headers = {"HX-Request": "true"}
+    url = f"/models/requests/{asked.pk}/"
+    headers = {"HX-Request": "true", "HX-Target": "status"}
     PromotionRequest.objects.filter(pk=asked.pk).update(status=Status.APPLYING)
     live = client_for(vic).get(url, headers=headers)
     assert live.status_code == 200 and 'hx-trigger="every 2s"' in live.content.decode()
+    assert live.content.decode().lstrip().startswith('<section class="card" id="status"')
+    assert "<html" not in live.content.decode() and "Evidence" not in live.content.decode()
     PromotionRequest.objects.filter(pk=asked.pk).update(status=Status.APPLIED)
     settled = client_for(vic).get(url, headers=headers)
     assert settled.status_code == 286 and "hx-trigger" not in settled.content.decode()

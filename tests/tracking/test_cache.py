@@ -109,6 +109,7 @@ def test_a_run_that_goes_on_after_it_finished_is_never_served_stale(
     run_id = mlflow_client.create_run(experiment, run_name="resumed").info.run_id
     log(mlflow_client, run_id, [3.0, 2.0])
     mlflow_client.set_terminated(run_id)
+    first_end = mlflow_client.get_run(run_id).info.end_time
     assert series_of(compare(vic, run_id), "loss", run_id)[1] == [3.0, 2.0]
     assert MetricSeries.objects.filter(run_id=run_id).exists()
 
@@ -118,9 +119,8 @@ def test_a_run_that_goes_on_after_it_finished_is_never_served_stale(
     assert series_of(compare(vic, run_id), "loss", run_id)[1] == [3.0, 2.0, 1.0]
     assert not MetricSeries.objects.filter(run_id=run_id).exists()
 
-    # Finished again: a new end time, a new row.
-    time.sleep(0.01)
-    mlflow_client.set_terminated(run_id)
+    # Finished again, a second after the first end by MLflow's record: a new end time, a new row.
+    mlflow_client.set_terminated(run_id, end_time=first_end + 1000)
     assert series_of(compare(vic, run_id), "loss", run_id)[1] == [3.0, 2.0, 1.0]
     assert MetricSeries.objects.get(run_id=run_id).values == "[3.0,2.0,1.0]"
 

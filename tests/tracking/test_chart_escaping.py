@@ -61,7 +61,7 @@ def test_the_compare_figures_escape_run_names_param_keys_values_and_metric_names
     )
 
     assert response.status_code == 200
-    charts = [chart["figure"] for chart in json.loads(response.context["charts"])]
+    charts = [chart["figure"] for chart in [json.loads(c.json) for c in response.context["charts"]]]
     parcoords, scatter = response.context["parcoords"], response.context["scatter"]
     assert charts and parcoords and scatter
     for figure in (charts, parcoords, scatter):

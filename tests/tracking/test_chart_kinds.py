@@ -44,7 +44,9 @@ def _run(run_id: str, name: str = "") -> Run:
 
 
 def _charts(runs: list[Run], series: dict[tuple[str, str], Series], keys: list[str]) -> list[dict[str, Any]]:
-    charts: list[dict[str, Any]] = json.loads(line_charts(runs, keys, lambda r, k: series.get((r, k))))
+    charts: list[dict[str, Any]] = [
+        json.loads(c.json) for c in line_charts(runs, keys, lambda r, k: series.get((r, k)))
+    ]
     return charts
 
 
@@ -178,12 +180,12 @@ def test_the_compare_page_chooses_the_chart_and_the_cache_keeps_what_it_needs(
     for _ in range(2):  # computed, then from the cache: the same charts
         response = client.get(reverse("tracking:compare"), {"run_ids": ",".join(ids)})
         assert response.status_code == 200
-        bodies.append(response.context["charts"])
+        bodies.append([c.json for c in response.context["charts"]])
         html = response.content.decode()
-        assert "e+308" not in response.context["charts"]
+        assert "e+308" not in "".join(bodies[-1])
         assert "data-axis-switch" in html
     assert bodies[0] == bodies[1]
-    charts = {c["key"]: c for c in json.loads(bodies[1])}
+    charts = {c["key"]: c for c in map(json.loads, bodies[1])}
     assert charts["accuracy"]["kind"] == "bar"
     assert charts["epoch_loss"]["kind"] == "line" and charts["epoch_loss"]["axis"] == "time"
     assert charts["epoch_loss"]["figure"]["data"][0]["x"] == [T0 + i * 60_000 for i in range(4)]
@@ -208,12 +210,15 @@ def test_the_run_page_shows_an_empty_state_for_a_metric_with_only_non_finite_val
     )
     response = client_for(vic).get(reverse("tracking:run", args=[linked.team.slug, linked.slug, run_id]))
     assert response.status_code == 200
-    loss, lr = json.loads(response.context["charts"])
+    loss, lr = [json.loads(c.json) for c in response.context["charts"]]
     assert loss["kind"] == "empty" and "figure" not in loss
     assert loss["message"] == "No finite values of loss to draw (3 NaN, 1 inf)."
     assert lr["kind"] == "line" and lr["id"] == "metric-1"
     html = response.content.decode()
     assert 'id="metric-0"' in html and "data-axis-switch" in html
+    # The empty one is a sentence (no container to draw an axis in); the other a chart.
+    assert "No finite values of loss to draw (3 NaN, 1 inf).</p>" in html
+    assert 'data-chart="metric-0-data"' not in html and 'data-chart="metric-1-data"' in html
 
 
 def test_the_promotion_evidence_chart_names_non_finite_values_instead_of_drawing_them() -> None:
@@ -222,9 +227,11 @@ def test_the_promotion_evidence_chart_names_non_finite_values_instead_of_drawing
         "candidate": {"version": 2, "metrics": {"loss": float("nan"), "accuracy": SENTINEL, "f1": 0.7}},
         "holder": {"version": 1, "metrics": {"loss": 0.3, "accuracy": 0.8, "f1": "-Infinity"}},
     }
-    text = evidence_figure(evidence)
+    figure = evidence_figure(evidence)
+    assert figure is not None
+    text = json.dumps(figure)
     assert "e+308" not in text and "1.7976931348623157e308" not in text
-    candidate, holder = json.loads(text)["data"]
+    candidate, holder = figure["data"]
     # Metrics sorted: accuracy, f1, loss. A non-finite value is a zero-height bar labelled
     # with what it is; a finite one is its bar, unlabelled.
     assert candidate["y"] == [0.0, 0.7, 0.0] and candidate["text"] == ["inf", "", "NaN"]

@@ -39,7 +39,7 @@ def many_runs(project: Project, fake_mlflow: FakeMlflow) -> list[str]:
 def test_traces_after_the_first_twenty_start_hidden_and_keep_their_color(vic: User, many_runs: list[str]) -> None:
     response = client_for(vic).get(reverse("tracking:compare"), {"run_ids": ",".join(many_runs)})
     assert response.status_code == 200
-    charts = json.loads(response.context["charts"])
+    charts = [json.loads(c.json) for c in response.context["charts"]]
     assert [c["key"] for c in charts] == ["accuracy", "loss"]
     for chart in charts:
         traces = chart["figure"]["data"]
@@ -58,6 +58,6 @@ def test_a_run_name_cannot_break_out_of_the_page(vic: User, many_runs: list[str]
     response = client_for(vic).get(reverse("tracking:compare"), {"run_ids": ",".join(many_runs[:5])})
     html = response.content.decode()
     assert "<script>alert(" not in html
-    names = [t["name"] for t in json.loads(response.context["charts"])[0]["figure"]["data"]]
+    names = [t["name"] for t in json.loads(response.context["charts"][0].json)["figure"]["data"]]
     # Intact once parsed, escaped for Plotly (which draws "&lt;" as "<"), not mangled.
     assert escape(EVIL, quote=False) in names

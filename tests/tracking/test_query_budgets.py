@@ -15,7 +15,7 @@ import pytest
 
 from apps.access.roles import Role
 from apps.accounts.models import Membership, Team, User
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch, Status
 from apps.projects.models import ExperimentState, Project
@@ -62,7 +62,7 @@ def crowd(lin: User, team: Team, project: Project, monkeypatch: pytest.MonkeyPat
     fake = FakeMlflow().install(monkeypatch)
     Project.objects.filter(pk=project.pk).update(mlflow_experiment_id="1", mlflow_state=ExperimentState.LINKED)
     project.refresh_from_db()
-    template = templates_service.create_template(make_user("admin", is_platform_admin=True), None, **SKLEARN_DIGITS)
+    template = launch_services.create_template(make_user("admin", is_platform_admin=True), None, **SKLEARN_DIGITS)
     ids = []
     for i in range(ROWS):
         member = make_user(f"user-{i:02d}")

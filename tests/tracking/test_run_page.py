@@ -45,7 +45,7 @@ def test_the_run_page_shows_params_metrics_histories_tags_and_artifacts(
     html = response.content.decode()
     assert "run-07" in html and "<code>0.01</code>" in html  # lr of run-07
     assert "candidate" in html  # its tag
-    charts = json.loads(response.context["charts"])
+    charts = [json.loads(c.json) for c in response.context["charts"]]
     assert [c["key"] for c in charts] == ["accuracy", "loss"]
     assert len(charts[1]["figure"]["data"][0]["y"]) == 30
     assert f"{linked.mlflow_experiment_id}/runs/{with_artifacts}" in html  # the MLflow UI link

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from apps.accounts.models import User
-from apps.launches import templates_service
+from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch, Status
 from apps.projects.models import Project
@@ -62,7 +62,7 @@ def test_the_runs_page_shows_the_table_with_chosen_columns_and_links(
 def test_a_run_launched_through_plinth_links_to_its_launch(
     vic: User, ada: User, root: User, linked: Project, seeded: Seeded
 ) -> None:
-    template = templates_service.create_template(root, None, **SKLEARN_DIGITS)
+    template = launch_services.create_template(root, None, **SKLEARN_DIGITS)
     launch = Launch.objects.create(
         project=linked,
         template=template,

@@ -20,7 +20,7 @@ from apps.tracking.fetch import Want, read_histories
 from apps.tracking.gateway import gateway
 from apps.tracking.runs import Run
 from apps.tracking.series import compute, histories
-from tests.conftest import MLFLOW_STORES
+from tests.conftest import MLFLOW_STORES, skip_without_postgres
 from tests.tracking.conftest import new_experiment
 
 pytestmark = pytest.mark.mlflow
@@ -178,7 +178,7 @@ def postgres_copy(zoo: list[str], store_uri: str) -> Any:
             connection.execute(sa.text(f"CREATE DATABASE {name}"))
     except sa.exc.OperationalError:
         admin.dispose()
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+        skip_without_postgres("no PostgreSQL at 127.0.0.1:5432")
     source = sa.create_engine(store_uri)
     target = sa.create_engine(POSTGRES + name)
     try:

@@ -88,7 +88,7 @@ def test_every_runs_and_compare_page_and_endpoint_answers_without_a_5xx(
         (reverse("tracking:compare"), {"run_ids": ids}),
         (reverse("tracking:compare"), {"run_ids": ids, "format": "csv"}),
         (reverse("tracking:compare"), {"run_ids": ids, "dir": "score:min,loss:max"}),
-        (reverse("tracking:compare"), {"run_ids": ids, "part": "analysis", "pc": "score", "sx": "lr", "sy": "loss"}),
+        (reverse("tracking:compare"), {"run_ids": ids, "pc": "score", "sx": "lr", "sy": "loss"}),
         (reverse("tracking:compare"), {"run_ids": zoo.runs["stepless"]}),
         (reverse("tracking:compare"), {"run_ids": zoo.runs["single"]}),
         (reverse("tracking:compare"), {"run_ids": zoo.runs["empty"]}),

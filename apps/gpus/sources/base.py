@@ -20,7 +20,7 @@ class Reading:
     node: str
     index: int
     uuid: str = ""
-    model: str = ""
+    product: str = ""
     utilization: float | None = None  # percent of time a kernel ran (DCGM_FI_DEV_GPU_UTIL)
     memory_used_mib: int | None = None
     memory_free_mib: int | None = None
@@ -36,7 +36,7 @@ class NodeGpus:
 
     name: str
     count: int
-    model: str = ""
+    product: str = ""
     memory_mib: int = 0
     schedulable: bool = True
 

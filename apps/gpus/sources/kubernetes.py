@@ -95,7 +95,7 @@ class KubernetesSource:
                 NodeGpus(
                     name=meta.get("name", ""),
                     count=count,
-                    model=labels.get(GPU_PRODUCT_LABEL, ""),
+                    product=labels.get(GPU_PRODUCT_LABEL, ""),
                     memory_mib=_int(labels.get(GPU_MEMORY_LABEL)),
                     schedulable=not (node.get("spec") or {}).get("unschedulable"),
                 )

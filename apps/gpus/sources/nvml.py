@@ -111,7 +111,7 @@ class NvmlSource:
                 node=self.hostname,
                 index=device.index,
                 uuid=device.uuid,
-                model=device.name,
+                product=device.name,
                 utilization=device.utilization_gpu,
                 memory_used_mib=device.memory_used_mib,
                 memory_free_mib=device.memory_free_mib,

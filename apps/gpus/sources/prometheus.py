@@ -92,7 +92,7 @@ def parse_vector(
             continue
         entry = merged.setdefault((node, index), {"node": node, "index": index})
         entry.setdefault("uuid", labels.get("UUID") or labels.get("uuid") or "")
-        entry.setdefault("model", labels.get("modelName") or "")
+        entry.setdefault("product", labels.get("modelName") or "")
         exported = pod_labels == "exported" or (pod_labels == "auto" and labels.get("job", "") in renamed_jobs)
         if exported:
             namespace, pod = labels.get("exported_namespace", ""), labels.get("exported_pod", "")
@@ -109,7 +109,7 @@ def parse_vector(
                 node=entry["node"],
                 index=entry["index"],
                 uuid=entry.get("uuid", ""),
-                model=entry.get("model", ""),
+                product=entry.get("product", ""),
                 utilization=entry.get("util"),
                 memory_used_mib=round(fb_used) if fb_used is not None else None,
                 memory_free_mib=round(fb_free) if fb_free is not None else None,

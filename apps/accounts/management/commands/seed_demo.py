@@ -11,6 +11,7 @@ from django.db import transaction
 from apps.access.roles import Role
 from apps.accounts.models import Membership, Team, User
 from apps.audit.services import record
+from apps.audit.verbs import AuditVerb
 from apps.projects.models import Backend, Project
 
 DEMO_USERS = [
@@ -57,7 +58,7 @@ class Command(BaseCommand):
             slug="demo", defaults={"name": "Demo team", "description": "Try Plinth here.", "gpu_budget": 4}
         )
         if made:
-            record(users["root"], "team.created", team, team=team, after={"slug": "demo", "gpu_budget": 4})
+            record(users["root"], AuditVerb.TEAM_CREATED, team, team=team, after={"slug": "demo", "gpu_budget": 4})
             created.append("team demo")
         for username, _full_name, role in DEMO_USERS:
             # vic is left out by default: adding the viewer is the lead's first thing to try.
@@ -68,7 +69,11 @@ class Command(BaseCommand):
             )
             if made:
                 record(
-                    users["root"], "team.member_added", membership, team=team, after={"user": username, "role": role}
+                    users["root"],
+                    AuditVerb.TEAM_MEMBER_ADDED,
+                    membership,
+                    team=team,
+                    after={"user": username, "role": role},
                 )
                 created.append(f"{username} as {role}")
         project = Project.objects.filter(team=team, slug="demo").first()
@@ -89,7 +94,7 @@ class Command(BaseCommand):
         from apps.launches.models import Template
 
         if not Template.objects.filter(team__isnull=True, slug=SKLEARN_DIGITS["slug"]).exists():
-            from apps.launches.templates_service import create_template
+            from apps.launches.services import create_template
 
             create_template(users["root"], None, **SKLEARN_DIGITS)
             created.append(f"template {SKLEARN_DIGITS['slug']}")

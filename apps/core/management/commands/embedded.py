@@ -10,7 +10,14 @@ handlers are installed before the first part starts), a crash (a `finally`), and
 (Linux sends each guard SIGTERM when the runner dies; the guard ends its whole group).
 One runner per data directory: `embedded.pid` there is locked (flock) for the runner's
 life and names its PID; `embedded.children.json` lists the process groups it started, so a
-runner that finds a dead one's groups still alive ends them before starting its own."""
+runner that finds a dead one's groups still alive ends them before starting its own.
+
+What it prints is for a person at a terminal: a line as each part starts and as each one
+answers, a "still waiting for …" line while one does not, and the banner with the URL and
+the demo logins only once the web server, MLflow and a worker (a task round trip) all
+answer. The worker and beat log at WARNING unless PLINTH_LOG_LEVEL says otherwise, and
+MLflow's server then leaves out its access log, so routine lines (beat sends a task every
+few seconds, each of them calls MLflow) do not scroll the banner away."""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from apps.core.guard import end_group, group_members, parent_death_signal
 
@@ -38,6 +46,11 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 STABLE_SECONDS = 60.0  # a part that ran this long before exiting restarts after BACKOFF_FIRST again
 STOP_SECONDS = 20.0  # how long the parts get to stop before they are killed
+PROGRESS_SECONDS = 15.0  # how often "still waiting for …" is printed while a part does not answer
+HEARTBEAT_SECONDS = 10.0  # how often the runner sends the worker a heartbeat task until one comes back
+QUIET_LEVEL = "WARNING"  # the worker's and beat's log level unless PLINTH_LOG_LEVEL is set
+# Why a part can take a while the first time, printed with its "still waiting" line.
+SLOW_REASON = {"mlflow": "its first start creates and migrates its database, about a minute"}
 
 
 def process_start_time(pid: int) -> int | None:
@@ -161,20 +174,24 @@ class Command(BaseCommand):
                         mlflow_port,
                         "--workers",
                         "1",
+                        *mlflow_quiet_options(),
                     ],
                 )
             )
         celery = str(bin_dir / "celery")
-        worker = [celery, "-A", "portal", "worker", "-l", "INFO", "--concurrency", "2", "-n", "plinth-embedded@%h"]
+        level = celery_log_level()
+        worker = [celery, "-A", "portal", "worker", "-l", level, "--concurrency", "2", "-n", "plinth-embedded@%h"]
         parts.append(Part("worker", worker))
         parts.append(
-            Part("beat", [celery, "-A", "portal", "beat", "-l", "INFO", "--pidfile", str(data / "celerybeat.pid")])
+            Part("beat", [celery, "-A", "portal", "beat", "-l", level, "--pidfile", str(data / "celerybeat.pid")])
         )
         parts.append(Part("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]))
         return parts
 
     def _start(self, part: Part, data: Path, parts: list[Part]) -> None:
         env = dict(os.environ, PLINTH_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+        if part.name in ("worker", "beat"):
+            env["PLINTH_LOG_LEVEL"] = celery_log_level()
         if not os.environ.get("PLINTH_MLFLOW_STORE_URI") and any(p.name == "mlflow" for p in parts):
             # The portal reads histories from its own MLflow's store directly (read-only).
             env["PLINTH_MLFLOW_STORE_URI"] = f"sqlite:///{data / 'mlflow.sqlite3'}"
@@ -193,16 +210,15 @@ class Command(BaseCommand):
         tmp = data / f"{CHILDREN_FILE}.tmp"
         tmp.write_text(json.dumps(records))
         tmp.replace(data / CHILDREN_FILE)
+        if not part.restarts:
+            self.stdout.write(f"  started {part.name} (PID {part.proc.pid})")
 
     def _supervise(self, parts: list[Part], data: Path, port: int) -> None:
-        """Until asked to stop: restart parts that exit, with backoff; announce the portal
-        once it answers and MLflow once it does (or that it is still starting)."""
-        web_url = f"http://127.0.0.1:{port}/healthz"
-        mlflow_url = f"{settings.MLFLOW_TRACKING_URI.rstrip('/')}/health"
-        own_mlflow = any(p.name == "mlflow" for p in parts)
+        """Until asked to stop: restart parts that exit, with backoff; report each part as
+        it answers, and print the banner once all of them do."""
+        waiting = Readiness(port, own_mlflow=any(p.name == "mlflow" for p in parts))
+        self.stdout.write("Waiting for the web server, MLflow and a worker to answer…")
         announced = False
-        mlflow_deadline = time.monotonic() + 90
-        mlflow_known = not own_mlflow
         while not self._stopping:
             now = time.monotonic()
             for part in parts:
@@ -213,16 +229,12 @@ class Command(BaseCommand):
                     self._start(part, data, parts)
                     assert part.proc is not None
                     self.stderr.write(f"{part.name} restarted (restart {part.restarts}, PID {part.proc.pid}).")
-            if not announced and self._answers(web_url):
-                announced = True
-                self._announce(port, data, own_mlflow)
-            if announced and not mlflow_known:
-                if self._answers(mlflow_url):
-                    mlflow_known = True
-                    self.stdout.write(f"  MLflow is up at {settings.MLFLOW_TRACKING_URI}.\n")
-                elif now > mlflow_deadline:
-                    mlflow_known = True
-                    self.stdout.write("  MLflow is still starting; pages show a banner until it is up.\n")
+            if not announced:
+                for line in waiting.poll(now):
+                    self.stdout.write(line)
+                if waiting.all_answer():
+                    announced = True
+                    self._announce(port, data, waiting.own_mlflow, waiting.elapsed(now))
             time.sleep(0.3)
 
     def _schedule_restart(self, part: Part, now: float) -> None:
@@ -240,24 +252,19 @@ class Command(BaseCommand):
         part.backoff = min(part.backoff * 2, BACKOFF_MAX)
         part.proc = None
 
-    def _announce(self, port: int, data: Path, own_mlflow: bool) -> None:
+    def _announce(self, port: int, data: Path, own_mlflow: bool, took: float) -> None:
         password = settings.PLINTH_DEMO_PASSWORD
         mlflow_note = settings.MLFLOW_TRACKING_URI + (" (local, started here)" if own_mlflow else "")
-        self.stdout.write(self.style.SUCCESS(f"\nPlinth is running at http://127.0.0.1:{port}/\n"))
+        self.stdout.write(
+            self.style.SUCCESS(f"\nPlinth is running at http://127.0.0.1:{port}/  (ready in {took:.0f} s)\n")
+        )
         self.stdout.write(f"  MLflow:     {mlflow_note}\n  Data:       {data}\n")
         self.stdout.write(
             f"  Demo logins (password {password!r}): lin (lead of team demo), ada (member), root (platform admin),\n"
             "              vic (not in a team yet: sign in as lin and add vic as a viewer from the team page)\n"
+            f"  Logs:       the worker and beat log at {celery_log_level()} (PLINTH_LOG_LEVEL changes it)\n"
             "  Ctrl-C stops everything.\n"
         )
-
-    @staticmethod
-    def _answers(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local URL
-                return True
-        except OSError:
-            return False
 
     def _stop_all(self, parts: list[Part]) -> None:
         """SIGTERM every guard (each stops its own group), wait, then SIGKILL what is left
@@ -279,3 +286,84 @@ class Command(BaseCommand):
                 self.stderr.write(f"{part.name} did not stop within {STOP_SECONDS:g} s; killing its process group.")
             end_group(part.proc.pid, grace=0)
         self.stdout.write("Stopped.")
+
+
+def celery_log_level() -> str:
+    """The worker's and beat's log level: PLINTH_LOG_LEVEL when set, else WARNING (their
+    INFO lines are routine: a line per task, beat's every few seconds)."""
+    return os.environ.get("PLINTH_LOG_LEVEL", "").strip().upper() or QUIET_LEVEL
+
+
+def mlflow_quiet_options() -> list[str]:
+    """At the quiet level MLflow's server leaves out its access log (a line for every call
+    the portal makes); PLINTH_LOG_LEVEL=INFO or DEBUG keeps it."""
+    if celery_log_level() in ("DEBUG", "INFO"):
+        return []
+    return ["--uvicorn-opts", "--no-access-log"]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own local URL
+            return True
+    except OSError:
+        return False
+
+
+class Readiness:
+    """Which parts answer yet, asked the way a user's request would need them: the web
+    server's /healthz, MLflow's /health, and a worker running a heartbeat task the runner
+    sends (the broker and the database on the way). `poll` returns the lines to print."""
+
+    def __init__(self, port: int, *, own_mlflow: bool) -> None:
+        self.own_mlflow = own_mlflow
+        self.started = time.monotonic()
+        self.started_wall = timezone.now()
+        self.urls = {
+            "web": f"http://127.0.0.1:{port}/healthz",
+            "mlflow": f"{settings.MLFLOW_TRACKING_URI.rstrip('/')}/health",
+        }
+        self.answered: dict[str, float] = {}
+        self.next_progress = self.started + PROGRESS_SECONDS
+        self.next_heartbeat = 0.0
+
+    def elapsed(self, now: float) -> float:
+        return now - self.started
+
+    def all_answer(self) -> bool:
+        return {"web", "mlflow", "worker"} <= set(self.answered)
+
+    def poll(self, now: float) -> list[str]:
+        lines = []
+        for name, url in self.urls.items():
+            if name not in self.answered and answers(url):
+                self.answered[name] = now
+                lines.append(f"  {name} answers ({self.elapsed(now):.0f} s)")
+        if "worker" not in self.answered and self._worker_answers(now):
+            self.answered["worker"] = now
+            lines.append(f"  worker answers ({self.elapsed(now):.0f} s)")
+        if now >= self.next_progress and not self.all_answer():
+            self.next_progress = now + PROGRESS_SECONDS
+            missing = [n for n in ("web", "mlflow", "worker") if n not in self.answered]
+            why = "; ".join(f"{n}: {SLOW_REASON[n]}" for n in missing if n in SLOW_REASON)
+            lines.append(
+                f"  still waiting for {', '.join(missing)} ({self.elapsed(now):.0f} s){f' — {why}' if why else ''}"
+            )
+        return lines
+
+    def _worker_answers(self, now: float) -> bool:
+        """A heartbeat row newer than this runner's start: a worker took a task from the
+        broker and wrote to the database. The runner sends one every HEARTBEAT_SECONDS."""
+        from apps.core.models import WorkerHeartbeat
+
+        try:
+            if WorkerHeartbeat.objects.filter(seen_at__gte=self.started_wall).exists():
+                return True
+            if now >= self.next_heartbeat:
+                self.next_heartbeat = now + HEARTBEAT_SECONDS
+                from apps.core.tasks import heartbeat
+
+                heartbeat.apply_async(retry=False)  # fails fast while the broker is not there
+        except Exception:  # the broker or the database is not there yet: asked again later
+            return False
+        return False

@@ -1,0 +1,165 @@
+"""`python -m tests.bench_pages`: how fast chart pages show their charts in a real browser.
+
+Seeds an MLflow store (PLINTH_BENCH_PAGE_RUNS runs x _METRICS metrics x _STEPS steps,
+default 20 x 6 x 500) through the MLflow client, starts a real `mlflow server` on it, a
+Plinth live server on a throwaway SQLite database with the static files collected as
+`make install` does (hashed names, gzip/brotli, served by whitenoise) and headless Chromium
+(/usr/bin/chromium), then measures for the compare page of every run and for one run's
+page: the time from navigation to every chart above the fold drawn, in a fresh browser
+profile (cold cache: plotly.js is fetched too) and again in the same profile (warm), and
+how plotly.js came over the wire (encoding, cache header). Prints a table.
+
+PLINTH_BENCH_STATIC_ROOT keeps the collected files between runs (default .bench/staticfiles:
+brotli on plotly.js takes a while on a busy machine, and only new files are compressed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.bench_runs import _env, seed, start_server, stop_server
+
+RUNS, METRICS, STEPS = (
+    _env("PLINTH_BENCH_PAGE_RUNS", 20),
+    _env("PLINTH_BENCH_PAGE_METRICS", 6),
+    _env("PLINTH_BENCH_PAGE_STEPS", 500),
+)
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "bench-pages-password-1"
+ABOVE_THE_FOLD_DRAWN = """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter(
+    (el) => el.getBoundingClientRect().top < window.innerHeight);
+  return seen.length > 0 && seen.every((el) => el.querySelector(".main-svg, canvas")); }"""
+Rows = list[tuple[str, str]]
+
+
+def setup(folder: Path, tracking_uri: str) -> None:
+    static_root = Path(os.environ.get("PLINTH_BENCH_STATIC_ROOT", "") or Path(".bench") / "staticfiles").resolve()
+    static_root.mkdir(parents=True, exist_ok=True)
+    os.environ["PLINTH_STATIC_ROOT"] = str(static_root)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ.setdefault("PLINTH_MLFLOW_TIMEOUT", "30")
+    from django.core.management import call_command
+
+    from tests.bench import setup as setup_portal
+
+    setup_portal(str(folder))
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def make_viewer(experiment_id: str) -> tuple[str, str]:
+    """A viewer of a project linked to the experiment: (username, project path)."""
+    from apps.accounts.models import Membership, Team, User
+    from apps.projects.models import ExperimentState, Project
+
+    user = User.objects.create_user("bench-pages", password=PASSWORD)
+    team = Team.objects.create(slug="bench", name="Bench")
+    Membership.objects.create(team=team, user=user, role="viewer")
+    Project.objects.create(
+        team=team,
+        slug="pages",
+        name="bench pages",
+        namespace="bench-pages",
+        mlflow_experiment_name=f"bench/{experiment_id}",
+        mlflow_experiment_id=experiment_id,
+        mlflow_state=ExperimentState.LINKED,
+    )
+    return user.username, "bench/pages"
+
+
+def serve() -> Any:
+    """A live server whose static files go through the site's own middleware (whitenoise),
+    as in `make run` and production (not the test server's finder-based handler)."""
+    from django.test.testcases import LiveServerThread
+
+    thread = LiveServerThread("127.0.0.1", static_handler=lambda handler: handler, port=0)  # type: ignore[arg-type]
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    return thread
+
+
+def measure(base: str, username: str, pages: dict[str, str]) -> Rows:
+    from playwright.sync_api import sync_playwright
+
+    rows: Rows = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            for name, path in pages.items():
+                context = browser.new_context(viewport={"width": 1366, "height": 900})
+                context.set_default_timeout(120_000)
+                page = context.new_page()
+                plotly: dict[str, str] = {}
+
+                def on_response(response: Any, seen: dict[str, str] = plotly) -> None:
+                    if "plotly" in response.url and not seen:
+                        headers = response.headers
+                        seen["encoding"] = headers.get("content-encoding", "none")
+                        seen["cache"] = headers.get("cache-control", "")
+                        seen["bytes"] = headers.get("content-length", "?")
+
+                page.on("response", on_response)
+                page.goto(f"{base}/login/")
+                page.get_by_label("Username").fill(username)
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url(lambda url: "/login/" not in url)
+                timings = []
+                for _visit in ("cold", "warm"):
+                    started = time.perf_counter()
+                    page.goto(base + path, wait_until="commit")
+                    page.wait_for_function(ABOVE_THE_FOLD_DRAWN)
+                    timings.append(time.perf_counter() - started)
+                    charts = page.locator(".chart").count()
+                context.close()
+                rows.append((f"{name}: charts above the fold drawn, fresh browser (s)", f"{timings[0]:.2f}"))
+                rows.append((f"{name}: the same, second visit (s)", f"{timings[1]:.2f}"))
+                rows.append((f"{name}: chart containers on the page", str(charts)))
+                rows.append(
+                    (
+                        f"{name}: plotly.js over the wire",
+                        f"{plotly.get('encoding')}, {plotly.get('bytes')} bytes, {plotly.get('cache')}",
+                    )
+                )
+        finally:
+            browser.close()
+    return rows
+
+
+def run() -> Rows:
+    with tempfile.TemporaryDirectory(prefix="plinth-bench-pages-") as tmp:
+        folder = Path(tmp)
+        store = folder / "mlflow.sqlite"
+        experiment_id, ids, _seconds = seed(store, RUNS, METRICS, STEPS)
+        proc, url = start_server(store, folder)
+        try:
+            setup(folder, url)
+            username, project = make_viewer(experiment_id)
+            server = serve()
+            try:
+                base = f"http://127.0.0.1:{server.port}"
+                pages = {"compare": "/runs/compare/?run_ids=" + ",".join(ids), "run": f"/runs/{project}/{ids[0]}/"}
+                return measure(base, username, pages)
+            finally:
+                server.terminate()
+        finally:
+            stop_server(proc)
+
+
+def main() -> None:
+    from tests.bench import print_table
+
+    rows = run()
+    print_table(f"Chart pages in Chromium: {RUNS} runs x {METRICS} metrics x {STEPS} steps", rows)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

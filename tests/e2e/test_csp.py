@@ -1,0 +1,158 @@
+"""The chart pages in Chromium under the site's Content-Security-Policy (script-src 'self',
+no eval): no violation is reported, no JavaScript error, and every chart container holds a
+drawn plot (SVG or canvas) after load — Plotly's scatter, bar, heatmap and parcoords traces
+included. Also measures, in a fresh browser profile, how long the compare page takes from
+navigation to every chart above the fold drawn (printed; `python -m tests.bench_pages`
+reports it too).
+
+The data is the browser tour's day (tests/e2e/test_tour.py: runs, a finished sweep, a
+promotion request) plus four sampled GPUs (tests/gpus/test_pages.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Error as PlaywrightError
+from pytest_django.live_server_helper import LiveServer
+
+from apps.accounts.models import User
+from tests.e2e.test_tour import Day, day, page_urls, sign_in  # noqa: F401 - `day` is a fixture
+from tests.gpus.test_pages import fleet  # noqa: F401 - a fixture
+from tests.launches.conftest import eager_tasks, fake_backend  # noqa: F401 - fixtures `day` needs
+
+pytestmark = [pytest.mark.browser, pytest.mark.mlflow, pytest.mark.django_db(transaction=True)]
+
+CHART_PAGES = [
+    "tracking:run",
+    "tracking:compare",
+    "launches:sweep-detail",
+    "registry:request",
+    "gpus:index",
+    "gpus:usage",
+    "gpus:launch-usage",
+]
+CHART_MS = 30_000
+# Every violation the page reports, recorded from the first script on (before the page's own).
+RECORD_VIOLATIONS = """window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(
+    e.violatedDirective + " blocked " + (e.blockedURI || "inline") + " at " + e.sourceFile + ":" + e.lineNumber);
+});"""
+ALL_DRAWN = """() => Array.from(document.querySelectorAll(".chart")).every(
+    (el) => el.querySelector(".main-svg, canvas") || el.hasAttribute("data-empty"))"""
+UNDRAWN = """() => Array.from(document.querySelectorAll(".chart"))
+    .filter((el) => !el.querySelector(".main-svg, canvas")).map((el) => el.id)"""
+ABOVE_THE_FOLD_DRAWN = """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter(
+    (el) => el.getBoundingClientRect().top < window.innerHeight);
+  return seen.length > 0 && seen.every((el) => el.querySelector(".main-svg, canvas")); }"""
+
+
+def fresh_context(browser: Browser) -> BrowserContext:
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    context.set_default_timeout(CHART_MS)
+    context.add_init_script(RECORD_VIOLATIONS)
+    return context
+
+
+def watch(page: Page) -> list[str]:
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" or "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    return problems
+
+
+def open_and_draw(page: Page, url: str) -> dict[str, Any]:
+    response = page.goto(url, wait_until="load")
+    charts = page.locator(".chart")
+    for index in range(charts.count()):  # below the fold, charts draw when scrolled near
+        charts.nth(index).scroll_into_view_if_needed()
+    with contextlib.suppress(PlaywrightError):  # reported below with the charts that did not draw
+        page.wait_for_function(ALL_DRAWN, timeout=CHART_MS)
+    return {
+        "status": response.status if response else 0,
+        "charts": charts.count(),
+        "undrawn": page.evaluate(UNDRAWN),
+        "violations": page.evaluate("() => window.__cspViolations"),
+        "policy": response.headers.get("content-security-policy", "") if response else "",
+    }
+
+
+def test_the_chart_pages_draw_every_chart_under_the_policy_without_a_violation(
+    browser: Browser,
+    live_server: LiveServer,
+    day: Day,  # noqa: F811 - the fixture
+    fleet: dict[str, Any],  # noqa: F811 - the fixture
+    ada: User,
+    root: User,
+) -> None:
+    pages = page_urls(day)
+    # The launch-usage page of a launch that has GPUs and samples.
+    pages["gpus:launch-usage"] = f"/gpus/launches/{fleet['mine'].pk}/"
+    failures: list[str] = []
+    drawn = visited = 0
+    for user in (ada, root):
+        context = fresh_context(browser)
+        page = context.new_page()
+        problems = watch(page)
+        sign_in(page, live_server.url, user)
+        for name in CHART_PAGES:
+            if name == "gpus:usage" and not user.is_platform_admin:
+                continue  # usage reports are for leads and platform admins
+            problems.clear()
+            seen = open_and_draw(page, live_server.url + pages[name])
+            page.wait_for_timeout(100)  # console messages of the last draw arrive asynchronously
+            where = f"{user.username} {name}"
+            if seen["status"] != 200:
+                failures.append(f"{where}: answered {seen['status']}")
+                continue
+            if "script-src 'self'" not in seen["policy"]:
+                failures.append(f"{where}: policy {seen['policy']!r}")
+            failures += [f"{where}: chart not drawn: {chart}" for chart in seen["undrawn"]]
+            failures += [f"{where}: {v}" for v in seen["violations"]] + [f"{where}: {p}" for p in problems]
+            drawn += seen["charts"] - len(seen["undrawn"])
+            visited += 1
+        if user.is_platform_admin:  # the API docs (Swagger UI from drf-spectacular-sidecar) too
+            problems.clear()
+            page.goto(live_server.url + "/api/v1/docs/", wait_until="load")
+            page.locator(".swagger-ui .info").first.wait_for()
+            page.wait_for_timeout(100)
+            violations = page.evaluate("() => window.__cspViolations")
+            failures += [f"api docs: {v}" for v in violations] + [f"api docs: {p}" for p in problems]
+        context.close()
+    assert not failures, "\n".join(failures)
+    # The pages did have charts to draw: runs, compare (histories, parcoords, scatter),
+    # sweep, evidence, the GPU heatmap and the launch's GPU chart, for both users.
+    assert visited == 2 * len(CHART_PAGES) - 1 and drawn >= visited
+
+
+def test_the_compare_page_draws_the_charts_above_the_fold_at_once(
+    browser: Browser,
+    live_server: LiveServer,
+    day: Day,  # noqa: F811 - the fixture
+    ada: User,
+) -> None:
+    context = fresh_context(browser)  # a cold cache: plotly.js is fetched too
+    try:
+        page = context.new_page()
+        problems = watch(page)
+        sign_in(page, live_server.url, ada)
+        started = time.perf_counter()
+        page.goto(live_server.url + page_urls(day)["tracking:compare"], wait_until="commit")
+        # No scrolling: the charts on screen draw by themselves.
+        page.wait_for_function(ABOVE_THE_FOLD_DRAWN, timeout=CHART_MS)
+        seconds = time.perf_counter() - started
+        print(f"\ncompare page: charts above the fold drawn {seconds:.2f} s after navigation (fresh browser)")
+        assert page.evaluate("() => window.__cspViolations") == [] and problems == []
+    finally:
+        context.close()
