@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# htmx from npm, plotly.js from the installed plotly package (again when either changes).
+# htmx and plotly.js's strict bundle from npm, integrity-checked (again when the list changes).
 static/vendor/.stamp: apps/core/vendor.py $(STAMP)
 	$(PY) -m apps.core.vendor
 	@touch $@

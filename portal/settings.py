@@ -176,6 +176,7 @@ CONTENT_SECURITY_POLICY = {
         "connect-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'self'"],
+        "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
     }
 }

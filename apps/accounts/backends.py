@@ -11,20 +11,25 @@ from typing import Any
 
 from django.contrib.auth.backends import BaseBackend
 
+from apps.access.policies import is_platform_admin
 
-def _is_platform_admin(user: Any) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_platform_admin)
+# Plinth's own apps only: a third-party admin (django_celery_beat's periodic tasks) has
+# bulk actions that ask for no permission beyond "view" and would change state unaudited.
+PLINTH_APP_LABELS = frozenset(
+    {"accounts", "audit", "console", "core", "gpus", "launches", "notifications", "projects", "registry"}
+)
 
 
 class PlatformAdminPermissions(BaseBackend):
-    """Grants an active platform admin every `<app>.view_<model>` permission (and so the
+    """Grants an active platform admin every `<app>.view_<model>` permission of Plinth's apps (and so the
     admin's module pages); authenticates nobody."""
 
     def authenticate(self, request: Any, **credentials: Any) -> None:
         return None
 
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
-        return _is_platform_admin(user_obj) and perm.partition(".")[2].startswith("view_")
+        app_label, _, codename = perm.partition(".")
+        return is_platform_admin(user_obj) and app_label in PLINTH_APP_LABELS and codename.startswith("view_")
 
     def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
-        return _is_platform_admin(user_obj)
+        return is_platform_admin(user_obj) and app_label in PLINTH_APP_LABELS

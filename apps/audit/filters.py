@@ -31,10 +31,15 @@ class AuditFilter(FilterSet):
     its start, e.g. `team.`) &target_type= &since= &until= (days, YYYY-MM-DD, both included)
     &request_id= &q= (a word in the target's label)."""
 
-    actor = django_filters.CharFilter(field_name="actor_label", max_length=150, help_text="Who acted (username).")
-    team = django_filters.CharFilter(field_name="team_label", max_length=100, help_text="A team's slug.")
+    actor = django_filters.CharFilter(
+        field_name="actor_label", max_length=150, label="Who", help_text="Who acted (username)."
+    )
+    team = django_filters.CharFilter(field_name="team_label", max_length=100, label="Team", help_text="A team's slug.")
     project = django_filters.CharFilter(
-        method="in_project", max_length=200, help_text="team/project, or a project's slug in any team."
+        method="in_project",
+        max_length=200,
+        label="Project",
+        help_text="team/project, or a project's slug in any team.",
     )
     verb = django_filters.CharFilter(
         field_name="verb", lookup_expr="startswith", max_length=100, label="Action", help_text="A verb or its start."
@@ -44,8 +49,8 @@ class AuditFilter(FilterSet):
         field_name="target_label",
         lookup_expr="icontains",
         max_length=200,
-        label="Label",
-        help_text="Part of the label.",
+        label="Name contains",
+        help_text="Part of the object's name.",
     )
     since = django_filters.DateFilter(
         method="from_day", label="From", validators=_DAYS, widget=forms.DateInput(attrs={"type": "date"})

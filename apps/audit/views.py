@@ -8,7 +8,6 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
 from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
@@ -18,7 +17,7 @@ from apps.access.mixins import PolicyRequiredMixin
 from apps.audit.filters import AuditFilter
 from apps.audit.models import AuditEvent
 from apps.core.filters import FilteredListMixin
-from apps.core.pages import paginate
+from apps.core.pages import error_response, paginate
 
 
 def visible_events(user: Any) -> QuerySet[AuditEvent]:
@@ -111,7 +110,7 @@ class AuditExportView(_AuditAccessMixin, View):
     def get(self, request: HttpRequest) -> HttpResponseBase:
         found = AuditFilter(request.GET, queryset=visible_events(request.user).select_related(None), request=request)
         if not found.is_valid():
-            return render(request, "error.html", {"message": _errors_text(found.errors), "status": 400}, status=400)
+            return error_response(request, 400, _errors_text(found.errors))
         events = found.qs
         writer = csv.writer(_Echo())
         response = StreamingHttpResponse((writer.writerow(row) for row in _rows(events)), content_type="text/csv")

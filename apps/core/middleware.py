@@ -44,7 +44,25 @@ class ServiceErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        if request.path.startswith("/api/"):
+            return response
+        if response.status_code == 405 and not response.content:
+            # Django's bare 405 (a form's address opened in the browser): the error page.
+            from apps.core.pages import error_response
+
+            allowed = response.get("Allow", "POST")
+            reason = f"This address takes a form submission ({allowed}), not a page visit."
+            answer = error_response(request, 405, reason)
+            answer["Allow"] = allowed
+            return answer
+        if getattr(request, "htmx", False) and _to_login(response):
+            # A poll after the session ended: reload into the sign-in page rather than swap
+            # the login page into a fragment.
+            from django_htmx.http import HttpResponseClientRedirect
+
+            return HttpResponseClientRedirect(response["Location"])
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         from django.core.exceptions import PermissionDenied
@@ -62,6 +80,14 @@ class ServiceErrorMiddleware:
         if isinstance(exception, Http404):
             return error_response(request, 404, reason_of(exception))
         return None
+
+
+def _to_login(response: HttpResponse) -> bool:
+    from django.conf import settings
+    from django.shortcuts import resolve_url
+
+    location = response.get("Location", "") if response.status_code in (301, 302) else ""
+    return bool(location) and location.split("?", 1)[0] == resolve_url(settings.LOGIN_URL)
 
 
 def reason_of(exception: BaseException | None) -> str:

@@ -130,7 +130,8 @@ def error_response(
         response=response,
         request=request,
         level="error" if status >= 500 else "warning",
-        exception=exception if status >= 500 else None,
+        # A 503 (MLflow or the cluster unreachable) is expected: one line, no traceback.
+        exception=exception if status >= 500 and status != 503 else None,
     )
     return response
 

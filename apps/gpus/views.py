@@ -157,9 +157,8 @@ class UsageCsvView(LoginRequiredMixin, View):
         form, report = _usage_context(request)
         if not report:
             usage_teams(request.user)
-            return HttpResponse(
-                "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()), status=400
-            )
+            reason = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
+            return error_response(request, 400, reason)
         period = report["period"]
         name = f"gpu-usage-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv"
         response = HttpResponse(content_type="text/csv; charset=utf-8")

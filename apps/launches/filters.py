@@ -16,9 +16,11 @@ class LaunchFilter(FilterSet):
     """Launches: ?project= ?status=<one or more, comma-separated, or live> ?user= ?sweep=."""
 
     project = ProjectRefFilter()
-    status = CommaChoiceFilter(choices=Status.choices, groups={"live": sorted(LIVE)})
-    user = django_filters.CharFilter(field_name="created_by__username", max_length=150, help_text="A username.")
-    sweep = IdFilter(field_name="sweep", help_text="A sweep's id: its trials.")
+    status = CommaChoiceFilter(choices=Status.choices, groups={"live": sorted(LIVE)}, label="Status")
+    user = django_filters.CharFilter(
+        field_name="created_by__username", max_length=150, label="By", help_text="A username."
+    )
+    sweep = IdFilter(field_name="sweep", label="Sweep id", help_text="A sweep's id: its trials.")
 
     class Meta:
         model = Launch

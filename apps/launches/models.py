@@ -104,6 +104,9 @@ class Launch(models.Model):
     template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="launches")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="launches")
     sweep = models.ForeignKey("Sweep", null=True, blank=True, on_delete=models.PROTECT, related_name="trials")
+    # Which of the sweep's planned trials this is (its index in `Sweep.planned`): unique per
+    # sweep, so two passes of `advance` racing for the same trial cannot both start it.
+    trial = models.PositiveIntegerField(null=True, blank=True)
     name = models.CharField(max_length=120, blank=True)
     parameters = models.JSONField(default=dict)
     resources = models.JSONField(default=dict)
@@ -137,6 +140,11 @@ class Launch(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["backend", "status"]), models.Index(fields=["project", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sweep", "trial"], condition=Q(sweep__isnull=False), name="launch_trial_unique_in_sweep"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.job_name

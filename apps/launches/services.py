@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -20,7 +20,7 @@ from apps.compute.base import Observation
 from apps.compute.registry import check_enabled, get_backend
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
-from apps.launches.models import LIVE, TERMINAL, Launch, ParamType, Status, Sweep, Template
+from apps.launches.models import LIVE, TERMINAL, Launch, ParamType, Status, Sweep, SweepStatus, Template
 from apps.launches.validation import check_value, clean_parameters, clean_resources, quantity
 from apps.projects.models import Backend, ExperimentState, Project
 from apps.tracking.gateway import MlflowError, gateway
@@ -78,6 +78,11 @@ class QuotaExceeded(Conflict):
     """The project's GPU quota is full right now (it frees up as launches end)."""
 
 
+class TrialTaken(Conflict):
+    """A sweep's trial was not started because it needs no starting: another pass of
+    `sweeps.advance` started the same trial first, or the sweep ended meanwhile."""
+
+
 def check_local_gpus(project: Project, gpus: int) -> None:
     """The local backend hands out the GPUs NVML reports on its host, and no more; and
     nothing at all when it is disabled (BackendDisabled, 409: see `compute.registry`)."""
@@ -125,6 +130,7 @@ def create_launch(
     resources: Any = None,
     name: str = "",
     sweep: Sweep | None = None,
+    trial: int | None = None,
 ) -> Launch:
     """Launch `template` in `project` for `actor` (members and up).
 
@@ -136,7 +142,12 @@ def create_launch(
     the launch row and its audit event commit together; the submit task is queued after
     commit. A run created for a launch that is then refused is deleted.
 
-    Not `durable`: a sweep starts its trials from inside its own transaction."""
+    A sweep's trial (`sweep`, `trial`: its index in `sweep.planned`) also locks the sweep row
+    (before the project's) for that short write: TrialTaken (409) when the sweep has ended
+    or the same trial was started meanwhile (the (sweep, trial) unique constraint).
+
+    `durable`: never called inside another transaction, so nothing holds a lock (nor, on
+    SQLite, the write lock) while MLflow answers."""
     if not policies.can(actor, Action.LAUNCH, project.team):
         raise NotAllowed("Viewers cannot launch; ask a lead of the team for the member role.")
     check_template_allowed(template, project)
@@ -165,34 +176,46 @@ def create_launch(
     try:
         if sweep is not None and sweep.mlflow_parent_run_id:
             client.set_tag(run_id, "mlflow.parentRunId", sweep.mlflow_parent_run_id)
-        with transaction.atomic():
-            locked = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
-            _check_quota(locked, clean_res["gpus"])
-            launch = Launch.objects.create(
-                project=locked,
-                template=template,
-                created_by=actor,
-                sweep=sweep,
-                name=name,
-                parameters=clean_params,
-                resources=clean_res,
-                gpus=clean_res["gpus"],
-                backend=locked.backend,
-                mlflow_run_id=run_id,
-                mlflow_experiment_id=experiment_id,
-                max_runtime_seconds=template.max_runtime_seconds,
-            )
-            record(
-                actor,
-                AuditVerb.LAUNCH_CREATED,
-                launch,
-                team=locked.team,
-                project=locked,
-                after={"template": template.slug, "parameters": clean_params, "resources": clean_res},
-            )
-            from apps.launches.tasks import submit_launch
+        try:
+            with transaction.atomic(durable=True):
+                # The sweep's lock first, the project's second (cancel_sweep takes the sweep's too).
+                if sweep is not None:
+                    running = Sweep.objects.select_for_update().filter(pk=sweep.pk, status=SweepStatus.RUNNING)
+                    if not running.values_list("pk", flat=True):
+                        raise TrialTaken(f"Sweep {sweep.pk} has ended; its trial {(trial or 0) + 1} is not started.")
+                locked = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
+                _check_quota(locked, clean_res["gpus"])
+                launch = Launch.objects.create(
+                    project=locked,
+                    template=template,
+                    created_by=actor,
+                    sweep=sweep,
+                    trial=trial,
+                    name=name,
+                    parameters=clean_params,
+                    resources=clean_res,
+                    gpus=clean_res["gpus"],
+                    backend=locked.backend,
+                    mlflow_run_id=run_id,
+                    mlflow_experiment_id=experiment_id,
+                    max_runtime_seconds=template.max_runtime_seconds,
+                )
+                record(
+                    actor,
+                    AuditVerb.LAUNCH_CREATED,
+                    launch,
+                    team=locked.team,
+                    project=locked,
+                    after={"template": template.slug, "parameters": clean_params, "resources": clean_res},
+                )
+                from apps.launches.tasks import submit_launch
 
-            enqueue_on_commit(submit_launch, launch.pk)
+                enqueue_on_commit(submit_launch, launch.pk)
+        except IntegrityError:
+            # Checked after the rollback: on PostgreSQL the failed transaction answers nothing.
+            if sweep is None or trial is None or not Launch.objects.filter(sweep=sweep, trial=trial).exists():
+                raise
+            raise TrialTaken(f"Trial {trial + 1} of sweep {sweep.pk} was started meanwhile.") from None
     except Exception:
         # The run exists but the launch does not: don't leave an orphan behind.
         try:

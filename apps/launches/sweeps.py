@@ -22,12 +22,13 @@ from apps.access.roles import Action
 from apps.accounts.models import User
 from apps.audit.services import record
 from apps.audit.verbs import AuditVerb
-from apps.core.errors import Conflict, InvalidInput, NotAllowed, ServiceError
+from apps.core.errors import Conflict, InvalidInput, NotAllowed, ServiceError, Unavailable
 from apps.core.queue import enqueue_on_commit
 from apps.launches.models import LIVE, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
 from apps.launches.services import (
     ExperimentDeleted,
     QuotaExceeded,
+    TrialTaken,
     _experiment_id,
     cancel_launch,
     check_local_gpus,
@@ -319,46 +320,92 @@ def create_sweep(
 def advance(sweep_pk: int) -> int:
     """Start trials until `parallelism` are live or the plan is done; finish the sweep when
     every trial has ended. Returns how many trials this call started. Safe to call any
-    time from anywhere: the sweep row is locked while deciding."""
+    time from anywhere, twice at once included.
+
+    Each trial is decided under a short lock on the sweep row and started outside any
+    transaction: create_launch talks to MLflow first and takes its locks only for its own
+    short write, so no lock (nor SQLite's write lock) is held while MLflow answers, and a
+    trial that committed stays committed whatever happens to the next. Two calls that pick
+    the same trial race on the (sweep, trial) unique constraint: the loser deletes its
+    MLflow run (TrialTaken) and decides again."""
     started = 0
-    with transaction.atomic():
-        sweep = (
-            Sweep.objects.select_for_update()
-            .select_related("project__team", "template", "created_by")
-            .filter(pk=sweep_pk)
-            .first()
-        )
-        if sweep is None or sweep.status != SweepStatus.RUNNING:
-            return 0
-        trials = Launch.objects.filter(sweep=sweep)
-        launched = trials.count()
-        live = trials.filter(status__in=LIVE).count()
-        while live < sweep.parallelism and launched < len(sweep.planned):
-            try:
-                create_launch(
-                    sweep.created_by,
-                    sweep.project,
-                    sweep.template,
-                    parameters={**sweep.base_parameters, **sweep.planned[launched]},
-                    resources=sweep.resources,
-                    name=f"{sweep.name or 'sweep'} #{sweep.pk} trial {launched + 1}",
-                    sweep=sweep,
-                )
-            except QuotaExceeded:
-                break  # the quota is full: a trial ending (or the reconciler's pass) calls us again
-            except ServiceError as exc:
-                # Permanent (template retired, creator lost the role, no GPUs here): plan no more.
-                sweep.planned = sweep.planned[:launched]
-                stopped = f"stopped after {launched} trials: {exc.message}"
-                sweep.status_reason = f"{sweep.status_reason} {stopped}".strip()
-                sweep.save(update_fields=["planned", "status_reason"])
-                break
-            launched += 1
-            live += 1
-            started += 1
-        if launched >= len(sweep.planned) and live == 0:
-            _finish(sweep, trials)
+    while (step := _next_trial(sweep_pk)) is not None:
+        sweep, index = step
+        try:
+            create_launch(
+                sweep.created_by,
+                sweep.project,
+                sweep.template,
+                parameters={**sweep.base_parameters, **sweep.planned[index]},
+                resources=sweep.resources,
+                name=f"{sweep.name or 'sweep'} #{sweep.pk} trial {index + 1}",
+                sweep=sweep,
+                trial=index,
+            )
+        except TrialTaken:
+            continue  # another call started it, or the sweep ended: decide again
+        except (QuotaExceeded, Unavailable):
+            # The quota is full, or MLflow is down for now: the plan stays; a trial ending
+            # (or the reconciler's next pass) calls us again.
+            break
+        except ServiceError as exc:
+            # Permanent (template retired, creator lost the role, no GPUs here): plan no more.
+            _stop_planning(sweep_pk, exc)
+            break
+        started += 1
     return started
+
+
+def _locked_running(sweep_pk: int) -> Sweep | None:
+    """The sweep, its row locked (inside the caller's transaction), if it is still running."""
+    sweep = (
+        Sweep.objects.select_for_update(of=("self",))  # not the project: create_launch locks it
+        .select_related("project__team", "template", "created_by")
+        .filter(pk=sweep_pk)
+        .first()
+    )
+    return sweep if sweep is not None and sweep.status == SweepStatus.RUNNING else None
+
+
+def _next_index(sweep: Sweep, trials: Any) -> int | None:
+    """The first planned trial no launch holds yet (None when every one was started)."""
+    taken = set(trials.values_list("trial", flat=True))
+    return next((i for i in range(len(sweep.planned)) if i not in taken), None)
+
+
+def _next_trial(sweep_pk: int) -> tuple[Sweep, int] | None:
+    """Under the sweep's lock: the trial to start next, if a slot is free; finishes the
+    sweep when every planned trial was started and none is live any more."""
+    with transaction.atomic(durable=True):
+        sweep = _locked_running(sweep_pk)
+        if sweep is None:
+            return None
+        trials = Launch.objects.filter(sweep=sweep)
+        index = _next_index(sweep, trials)
+        live = trials.filter(status__in=LIVE).count()
+        if index is None and live == 0:
+            _finish(sweep, trials)
+        if index is None or live >= sweep.parallelism:
+            return None
+        return sweep, index
+
+
+def _stop_planning(sweep_pk: int, exc: ServiceError) -> None:
+    """Cut the plan after the trials already started, saying why; finish the sweep if
+    none of them is live."""
+    with transaction.atomic(durable=True):
+        sweep = _locked_running(sweep_pk)
+        if sweep is None:
+            return
+        trials = Launch.objects.filter(sweep=sweep)
+        index = _next_index(sweep, trials)
+        if index is not None:
+            sweep.planned = sweep.planned[:index]
+            stopped = f"stopped after {index} trials: {exc.message}"
+            sweep.status_reason = f"{sweep.status_reason} {stopped}".strip()
+            sweep.save(update_fields=["planned", "status_reason"])
+        if not trials.filter(status__in=LIVE).exists():
+            _finish(sweep, trials)
 
 
 def _finish(sweep: Sweep, trials: Any) -> None:

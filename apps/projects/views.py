@@ -10,6 +10,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
 
@@ -96,17 +97,19 @@ class ProjectDetailView(ObjectAccessMixin, TemplateView):
         project: Project = self.object
         team = project.team
         siblings = sum(team.projects.exclude(pk=project.pk).values_list("gpu_quota", flat=True))
+        can_manage = policies.can_manage_team(self.request.user, team)
         context.update(
             project=project,
             team=team,
-            can_manage=policies.can_manage_team(self.request.user, team),
+            can_manage=can_manage,
             quota_headroom=max(team.gpu_budget - siblings, 0),
             mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
             can_attach=policies.is_platform_admin(self.request.user) and project.mlflow_state != ExperimentState.LINKED,
             attach_form=ExperimentAttachForm(),
             replace_form=ExperimentReplaceForm(),
             **experiment_context(self.request, project, live=True),
-            **access_context(self.request, project),
+            # `?check=1`: the access fragment's "Check the cluster now", without htmx.
+            **access_context(self.request, project, live=can_manage and self.request.GET.get("check") == "1"),
             edit_form=ProjectEditForm(
                 initial={
                     "name": project.name,
@@ -297,6 +300,13 @@ class ProjectAccessView(ObjectAccessMixin, TemplateView):
     template_name = "projects/detail.html#access"
     lookup = get_project_by_slug_for_user
     lookup_kwargs = ("team", "slug")
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not getattr(request, "htmx", False):  # a plain visit: the whole project page
+            page = reverse("projects:detail", kwargs={"team": kwargs["team"], "slug": kwargs["slug"]})
+            query = "?check=1" if request.GET.get("check") == "1" else ""
+            return redirect(f"{page}{query}#access")
+        return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)

@@ -34,3 +34,20 @@ def test_a_lead_has_no_django_admin_link_and_no_way_in(lin: User) -> None:
     response = client_for(lin).get("/admin/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert client_for(lin).get("/admin/accounts/team/").status_code == 302
+
+
+def test_a_platform_admin_cannot_change_third_party_models_through_admin_actions(root: User) -> None:
+    """django_celery_beat's bulk actions ask for no permission beyond "view": its models are
+    not opened to platform admins at all, so disabling a reconciler there is impossible."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(name="sync", task="apps.launches.tasks.sync_launches", interval=every)
+    listing = client_for(root).get("/admin/django_celery_beat/periodictask/")
+    assert listing.status_code == 403
+    answer = client_for(root).post(
+        "/admin/django_celery_beat/periodictask/", {"action": "disable_tasks", "_selected_action": [task.pk]}
+    )
+    assert answer.status_code == 403
+    task.refresh_from_db()
+    assert task.enabled

@@ -91,8 +91,9 @@ MATRIX: dict[str, Route] = {
     ),
     # The audit log's CSV: who may read the log (leads: their teams' events).
     "audit-export": route(NONE, Op("GET", "lin", too_weak="ada", outsider=403)),
-    # The project page's access fragment: anyone who sees the project.
-    "projects:access-sync": route(DEMO_PROJECT, Op("GET", "vic")),
+    # The project page's access fragment: anyone who sees the project (htmx gets the
+    # fragment; a plain visit is sent to the project page, after the same access check).
+    "projects:access-sync": route(DEMO_PROJECT, Op("GET", "vic", ok=302)),
 }
 
 

@@ -46,3 +46,15 @@ def test_a_kubernetes_project_shows_its_namespace(lin: User, project: Project) -
     Project.objects.filter(pk=project.pk).update(backend="kubernetes")
     page = client_for(lin).get("/projects/demo/demo/").content.decode()
     assert "Kubernetes namespace" in page and project.namespace in page
+
+
+def test_the_access_fragment_is_a_fragment_for_htmx_and_the_project_page_for_a_plain_visit(
+    vic: User, project: Project
+) -> None:
+    url = f"/projects/{project.team.slug}/{project.slug}/access/"
+    plain = client_for(vic).get(url + "?check=1")
+    assert plain.status_code == 302
+    assert plain["Location"] == f"/projects/{project.team.slug}/{project.slug}/?check=1#access"
+    fragment = client_for(vic).get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="access")
+    assert fragment.status_code == 200
+    assert 'id="access"' in fragment.content.decode() and "<html" not in fragment.content.decode()
