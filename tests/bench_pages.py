@@ -31,8 +31,10 @@ RUNS, METRICS, STEPS = (
 )
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "bench-pages-password-1"
-ABOVE_THE_FOLD_DRAWN = """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter(
-    (el) => el.getBoundingClientRect().top < window.innerHeight);
+# Every chart that starts above the fold, and the page's first chart even when a long table
+# pushes it below (20 runs' metrics table does): drawn.
+ABOVE_THE_FOLD_DRAWN = """() => { const all = Array.from(document.querySelectorAll(".chart"));
+  const seen = all.filter((el, i) => i === 0 || el.getBoundingClientRect().top < window.innerHeight);
   return seen.length > 0 && seen.every((el) => el.querySelector(".main-svg, canvas")); }"""
 Rows = list[tuple[str, str]]
 

@@ -20,6 +20,7 @@ from playwright.sync_api import Error as PlaywrightError
 from pytest_django.live_server_helper import LiveServer
 
 from apps.accounts.models import User
+from tests.bench_pages import ABOVE_THE_FOLD_DRAWN
 from tests.e2e.test_tour import Day, day, page_urls, sign_in  # noqa: F401 - `day` is a fixture
 from tests.gpus.test_pages import fleet  # noqa: F401 - a fixture
 from tests.launches.conftest import eager_tasks, fake_backend  # noqa: F401 - fixtures `day` needs
@@ -46,9 +47,6 @@ ALL_DRAWN = """() => Array.from(document.querySelectorAll(".chart")).every(
     (el) => el.querySelector(".main-svg, canvas") || el.hasAttribute("data-empty"))"""
 UNDRAWN = """() => Array.from(document.querySelectorAll(".chart"))
     .filter((el) => !el.querySelector(".main-svg, canvas")).map((el) => el.id)"""
-ABOVE_THE_FOLD_DRAWN = """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter(
-    (el) => el.getBoundingClientRect().top < window.innerHeight);
-  return seen.length > 0 && seen.every((el) => el.querySelector(".main-svg, canvas")); }"""
 
 
 def fresh_context(browser: Browser) -> BrowserContext:

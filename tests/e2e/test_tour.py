@@ -433,8 +433,8 @@ def first_chart_page_seconds(browser: Browser, base: str, user: User, path: str)
         started = time.perf_counter()
         page.goto(base + path, wait_until="commit")
         page.wait_for_function(
-            """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter((el) => {
-                    const box = el.getBoundingClientRect(); return box.top < window.innerHeight; });
+            """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter((el, i) => {
+                    return i === 0 || el.getBoundingClientRect().top < window.innerHeight; });
                 return seen.length > 0 && seen.every((el) => el.querySelector(".main-svg, canvas")
                     || el.hasAttribute("data-empty")); }""",
             timeout=CHART_MS,
