@@ -15,11 +15,17 @@ LOCKED_DATABASE_MESSAGES = ("database is locked", "database table is locked")
 
 
 def is_database_locked(exc: BaseException) -> bool:
-    """True for SQLite's "database is locked" / "database table is locked" only: other
-    OperationalErrors (a lost PostgreSQL connection, a missing table) are not retried here."""
-    from django.db import OperationalError
+    """True for SQLite's "database is locked" / "database table is locked" only, as Django,
+    sqlite3 or SQLAlchemy (the embedded broker's kombu transport, when a task sends a message)
+    raise it: other OperationalErrors (a lost PostgreSQL connection, a missing table) are not
+    retried here."""
+    import sqlite3
 
-    return isinstance(exc, OperationalError) and any(text in str(exc).lower() for text in LOCKED_DATABASE_MESSAGES)
+    from django.db import OperationalError
+    from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
+
+    kinds = (OperationalError, sqlite3.OperationalError, SqlAlchemyOperationalError)
+    return isinstance(exc, kinds) and any(text in str(exc).lower() for text in LOCKED_DATABASE_MESSAGES)
 
 
 def locked_retry_countdown(retries: int) -> int:

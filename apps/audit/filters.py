@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from apps.access.roles import Action
 from apps.accounts.models import Team
 from apps.audit.models import AuditEvent
 from apps.audit.verbs import AuditVerb
-from apps.core.filters import FilterSet, described, lazy_select
+from apps.core.filters import EARLIEST_DAY, LATEST_DAY, FilterSet, described, lazy_select, local_midnight
 
-# Days a period can start or end on: far enough from datetime's limits that a local
-# midnight and the day after it still exist in every time zone.
-_DAYS = [MinValueValidator(date(1900, 1, 1)), MaxValueValidator(date(9998, 12, 31))]
-
-
-def _midnight(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
+_DAYS = [MinValueValidator(EARLIEST_DAY), MaxValueValidator(LATEST_DAY)]
 
 
 class AuditFilter(FilterSet):
@@ -90,7 +83,7 @@ class AuditFilter(FilterSet):
         return qs.filter(project_label=value) if "/" in value else qs.filter(project_label__endswith=f"/{value}")
 
     def from_day(self, qs: QuerySet[AuditEvent], name: str, value: date | None) -> QuerySet[AuditEvent]:
-        return qs.filter(created_at__gte=_midnight(value)) if value else qs
+        return qs.filter(created_at__gte=local_midnight(value)) if value else qs
 
     def to_day(self, qs: QuerySet[AuditEvent], name: str, value: date | None) -> QuerySet[AuditEvent]:
-        return qs.filter(created_at__lt=_midnight(value + timedelta(days=1))) if value else qs
+        return qs.filter(created_at__lt=local_midnight(value + timedelta(days=1))) if value else qs

@@ -16,6 +16,7 @@ way on both and the OpenAPI schema lists exactly the parameters the list reads.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import date, datetime, time
 from typing import Any
 
 import django_filters
@@ -23,6 +24,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.utils import timezone
 from django.utils.choices import BaseChoiceIterator
 from drf_spectacular.drainage import get_override
 from drf_spectacular.types import OpenApiTypes
@@ -236,3 +238,13 @@ class FilteredListMixin:
             if not self.filterset.is_valid():
                 kwargs["status"] = 400
         return super().render_to_response(context, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+# Days a period can start or end on: far enough from datetime's limits that a local midnight
+# and the day after it exist in every time zone.
+EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(9998, 12, 31)
+
+
+def local_midnight(day: date) -> datetime:
+    """The start of `day` in the current time zone, aware."""
+    return timezone.make_aware(datetime.combine(day, time.min))

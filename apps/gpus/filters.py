@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import django_filters
@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from apps.core.filters import FilterSet, YesNoFilter
+from apps.core.filters import EARLIEST_DAY, LATEST_DAY, FilterSet, YesNoFilter, local_midnight
 from apps.gpus.models import Gpu, IdleFinding
 from apps.gpus.usage import GROUPS, Period
 
@@ -60,7 +60,7 @@ class IdleFilter(FilterSet):
 
 # Moments a period can start or end at: far enough from datetime's limits that the day after,
 # or 30 days before, still exists in every time zone.
-_EARLIEST, _LATEST = date(1900, 1, 1), date(9998, 12, 31)
+_EARLIEST, _LATEST = EARLIEST_DAY, LATEST_DAY
 _ISO = "Use an ISO date (2025-01-31) or date-time (2025-01-31T12:00:00Z)."
 
 
@@ -90,10 +90,6 @@ class MomentField(forms.CharField):
         if isinstance(found, datetime) and not timezone.is_aware(found):
             found = timezone.make_aware(found)
         return found
-
-
-def _midnight(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 class UsageQuery(forms.Form):
@@ -130,7 +126,7 @@ class UsageQuery(forms.Form):
     def _moment(value: date | datetime | None) -> datetime | None:
         if value is None or isinstance(value, datetime):
             return value
-        return _midnight(value)
+        return local_midnight(value)
 
 
 class UsagePageQuery(UsageQuery):
@@ -153,4 +149,4 @@ class UsagePageQuery(UsageQuery):
         if (end - start).days > 400:
             self.add_error("start", "Report on at most 400 days at a time.")
             return None
-        return Period.of(_midnight(start), _midnight(end + timedelta(days=1)))
+        return Period.of(local_midnight(start), local_midnight(end + timedelta(days=1)))

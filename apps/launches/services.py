@@ -3,6 +3,7 @@ cancel, applying what the backends observe, and creating and changing templates.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -221,7 +222,12 @@ def create_launch(
         try:
             client.delete_run(run_id)
         except Exception:
-            logger.warning("could not delete orphan MLflow run %s", run_id, exc_info=True)
+            # Often the request's MLflow time budget is what ran out: a task retries it.
+            logger.warning("could not delete orphan MLflow run %s now; queued", run_id)
+            from apps.launches.tasks import delete_orphan_run
+
+            with contextlib.suppress(Exception):  # the broker down too: the run stays, logged above
+                delete_orphan_run.delay(run_id)
         raise
     return launch
 

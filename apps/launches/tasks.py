@@ -92,6 +92,16 @@ def close_mlflow_run(launch_pk: int) -> None:
         services.close_mlflow_run(launch)
 
 
+@shared_task(autoretry_for=(MlflowUnavailable,), retry_backoff=5, retry_backoff_max=300, max_retries=10)
+def delete_orphan_run(run_id: str) -> None:
+    """Delete an MLflow run made for a launch that was then refused (the web request's own
+    attempt failed). A run MLflow no longer has, or has deleted already, is done."""
+    from apps.tracking.gateway import MlflowError, gateway
+
+    with contextlib.suppress(MlflowError):
+        gateway().delete_run(run_id)
+
+
 def sync_one(launch: Launch) -> None:
     seen = get_backend(launch.backend).poll([launch]).get(launch.pk)
     if seen is not None and services.apply_observation(launch, seen):

@@ -93,3 +93,17 @@ def test_only_sqlites_lock_errors_count_as_locked() -> None:
     assert is_database_locked(OperationalError("database table is locked"))
     assert not is_database_locked(OperationalError("could not connect to server"))
     assert not is_database_locked(RuntimeError("database is locked"))  # not a database error
+
+
+def test_the_embedded_brokers_lock_errors_count_as_locked_too() -> None:
+    """A task that sends a message through the SQLite broker meets SQLAlchemy's error."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
+
+    raw = sqlite3.OperationalError("database is locked")
+    assert is_database_locked(raw)
+    assert is_database_locked(SqlAlchemyOperationalError("INSERT INTO kombu_message", {}, raw))
+    assert not is_database_locked(
+        SqlAlchemyOperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
+    )

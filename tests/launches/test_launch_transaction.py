@@ -13,6 +13,7 @@ from apps.accounts.models import Team, User
 from apps.launches import services
 from apps.launches.models import Launch, Template
 from apps.projects.models import ExperimentState, Project
+from apps.tracking.gateway import MlflowUnavailable
 from tests.launches.conftest import FakeMlflow, make_template
 
 pytestmark = pytest.mark.django_db
@@ -80,4 +81,38 @@ def test_a_launch_refused_under_the_lock_deletes_the_run_it_made(
     assert len(checks) == 2
     assert fake_mlflow.runs == {}
     assert len(fake_mlflow.deleted) == 1
+    assert not Launch.objects.exists()
+
+
+def test_an_orphan_run_mlflow_would_not_delete_at_once_is_deleted_by_a_task(
+    ada: User,
+    linked_project: Project,
+    train: Template,
+    fake_mlflow: FakeMlflow,
+    monkeypatch: pytest.MonkeyPatch,
+    eager_tasks: None,
+) -> None:
+    """The request's own delete fails (its MLflow time budget spent): the task retries it."""
+    real_check, real_delete = services._check_quota, fake_mlflow.delete_run
+    checks: list[int] = []
+    attempts: list[str] = []
+
+    def second_check_refuses(project: Project, gpus: int) -> None:
+        checks.append(gpus)
+        if len(checks) == 2:
+            raise services.QuotaExceeded("taken meanwhile")
+        real_check(project, gpus)
+
+    def first_delete_fails(run_id: str) -> None:
+        attempts.append(run_id)
+        if len(attempts) == 1:
+            raise MlflowUnavailable("MLflow did not answer in time.")
+        real_delete(run_id)
+
+    monkeypatch.setattr(services, "_check_quota", second_check_refuses)
+    monkeypatch.setattr(fake_mlflow, "delete_run", first_delete_fails)
+    with pytest.raises(services.QuotaExceeded):
+        services.create_launch(ada, linked_project, train)
+    assert len(attempts) == 2 and attempts[0] == attempts[1]
+    assert fake_mlflow.runs == {} and fake_mlflow.deleted == attempts[:1]
     assert not Launch.objects.exists()
