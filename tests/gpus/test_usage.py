@@ -18,8 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.core.filters import local_midnight
 from apps.gpus import services
 from apps.gpus.models import Gpu, GpuHourly, GpuSample
 from apps.gpus.store import floor_hour, insert_samples, prune, roll_up
@@ -60,7 +62,9 @@ class History:
 
 @pytest.fixture
 def history(project: Project, other_project: Project, ada: User, omar: User) -> History:
-    start = floor_hour(datetime.now().astimezone()) - timedelta(hours=10)
+    # Yesterday 10:00-12:00 in the portal's time zone: always in the past, and never across
+    # midnight, so "the day of H0" (the CSV export's filter) holds the whole history.
+    start = local_midnight(timezone.localdate() - timedelta(days=1)) + timedelta(hours=10)
     demo = make_launch(project, ada, status=Status.RUNNING, gpus=1, created_at=start - timedelta(minutes=5))
     other = make_launch(other_project, omar, status=Status.RUNNING, gpus=1)
     return History(start, demo, other)
