@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.notifications",
     "apps.gpus",
     "apps.console",
+    "apps.deployments",
 ]
 
 MIDDLEWARE = [

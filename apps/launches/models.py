@@ -70,9 +70,11 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLING = "cancelling", "Cancelling"
     CANCELLED = "cancelled", "Cancelled"
+    # A sweep trial stopped early by the sweep's pruner (its reason says which rule); terminal.
+    PRUNED = "pruned", "Pruned"
 
 
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.PRUNED})
 LIVE = frozenset(set(Status.values) - TERMINAL)
 
 # Allowed transitions; anything else is a bug or a stale observation and is ignored.
@@ -87,8 +89,8 @@ TRANSITIONS: dict[str, set[str]] = {
         Status.SUCCEEDED,
     },
     Status.PENDING: {Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.CANCELLING, Status.CANCELLED},
-    Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLING, Status.CANCELLED},
-    Status.CANCELLING: {Status.CANCELLED, Status.SUCCEEDED, Status.FAILED},
+    Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLING, Status.CANCELLED, Status.PRUNED},
+    Status.CANCELLING: {Status.CANCELLED, Status.SUCCEEDED, Status.FAILED, Status.PRUNED},
 }
 
 
@@ -172,6 +174,8 @@ class Launch(models.Model):
 class SweepStrategy(models.TextChoices):
     GRID = "grid", "Grid"
     RANDOM = "random", "Random"
+    BAYES = "bayes", "Bayesian (TPE)"
+    CMAES = "cmaes", "CMA-ES"
 
 
 class SweepStatus(models.TextChoices):
@@ -202,6 +206,11 @@ class Sweep(models.Model):
     status = models.CharField(max_length=16, choices=SweepStatus.choices, default=SweepStatus.RUNNING)
     status_reason = models.TextField(blank=True)
     mlflow_parent_run_id = models.CharField(max_length=64, blank=True)
+    # {"type": "median" | "asha" | "hyperband", "min_steps": n, ...}; empty: every trial runs to its end.
+    early_stopping = models.JSONField(default=dict, blank=True)
+    # The Kubernetes Indexed Job that runs every trial of this sweep (one cluster workload
+    # per grid/random sweep); empty: one Job per trial.
+    workload = models.CharField(max_length=63, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

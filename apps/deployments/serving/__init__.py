@@ -1,0 +1,1 @@
+"""Serving backends: what runs a revision's model server (see base.ServingBackend)."""
