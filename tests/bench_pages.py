@@ -4,13 +4,21 @@ Seeds an MLflow store (PLINTH_BENCH_PAGE_RUNS runs x _METRICS metrics x _STEPS s
 default 20 x 6 x 500) through the MLflow client, starts a real `mlflow server` on it, a
 Plinth live server on a throwaway SQLite database with the static files collected as
 `make install` does (hashed names, gzip/brotli, served by whitenoise) and headless Chromium
-(/usr/bin/chromium), then measures for the compare page of every run and for one run's
-page: the time from navigation to every chart above the fold drawn, in a fresh browser
-profile (cold cache: plotly.js is fetched too) and again in the same profile (warm), and
-how plotly.js came over the wire (encoding, cache header). Prints a table.
+(/usr/bin/chromium), then measures, for the compare page of every run and for one run's page:
 
-PLINTH_BENCH_STATIC_ROOT keeps the collected files between runs (default .bench/staticfiles:
-brotli on plotly.js takes a while on a busy machine, and only new files are compressed).
+* the server's first answer, before any history is cached: for the compare page once with
+  the histories read through MLflow's REST API (a remote MLflow) and once from MLflow's
+  store in one SQL query (what `make run` does: it points PLINTH_MLFLOW_STORE_URI at its
+  own MLflow's store), then for the run page from the store;
+* the time from navigation to every chart above the fold drawn, in a fresh browser profile
+  (cold browser cache: plotly.js is fetched and parsed too; the server's cache is warm, so
+  this is the browser's part) and again in the same profile (warm);
+* which plotly.js bundles the page loaded until then and how they came over the wire
+  (apps.core.figures: a page of line charts needs only the basic bundle).
+
+Prints a table. PLINTH_BENCH_STATIC_ROOT keeps the collected files between runs (default
+.bench/staticfiles: brotli on plotly.js takes a while on a busy machine, and only new files
+are compressed).
 """
 
 from __future__ import annotations
@@ -87,49 +95,87 @@ def serve() -> Any:
     return thread
 
 
-def measure(base: str, username: str, pages: dict[str, str]) -> Rows:
+def sign_in(page: Any, base: str, username: str) -> None:
+    page.goto(f"{base}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def first_answers(browser: Any, base: str, username: str, pages: dict[str, str], store_uri: str) -> Rows:
+    """The server's first answer to each page, before any history is cached (seconds); the
+    compare page once through MLflow's REST API and once from its store."""
+    from django.conf import settings
+
+    from apps.tracking.models import MetricSeries
+
+    # Playwright's sync API runs an event loop in this thread; these ORM calls are plain ones.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    rows: Rows = []
+    context = browser.new_context()
+    context.set_default_timeout(300_000)
+    try:
+        sign_in(context.new_page(), base, username)
+        sources = [("compare", "MLflow's REST API", ""), ("compare", "MLflow's store", store_uri)]
+        sources += [(name, "MLflow's store", store_uri) for name in pages if name != "compare"]
+        for name, source, uri in sources:
+            settings.PLINTH_MLFLOW_STORE_URI = uri
+            MetricSeries.objects.all().delete()
+            started = time.perf_counter()
+            response = context.request.get(base + pages[name], timeout=300_000)
+            seconds = time.perf_counter() - started
+            answer = f"{seconds:.2f}" if response.ok else f"{seconds:.2f} (answered {response.status})"
+            rows.append((f"{name}: server's first answer, histories from {source} (s)", answer))
+        settings.PLINTH_MLFLOW_STORE_URI = store_uri
+        for path in pages.values():  # every history cached again for the browser's visits
+            context.request.get(base + path, timeout=300_000)
+    finally:
+        settings.PLINTH_MLFLOW_STORE_URI = store_uri  # as `make run`
+        context.close()
+    return rows
+
+
+def measure(base: str, username: str, pages: dict[str, str], store_uri: str = "") -> Rows:
     from playwright.sync_api import sync_playwright
 
     rows: Rows = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
+            rows += first_answers(browser, base, username, pages, store_uri)
             for name, path in pages.items():
                 context = browser.new_context(viewport={"width": 1366, "height": 900})
                 context.set_default_timeout(120_000)
                 page = context.new_page()
-                plotly: dict[str, str] = {}
+                bundles: dict[str, str] = {}
 
-                def on_response(response: Any, seen: dict[str, str] = plotly) -> None:
-                    if "plotly" in response.url and not seen:
+                def on_response(response: Any, seen: dict[str, str] = bundles) -> None:
+                    if "/vendor/plotly-" in response.url:
+                        bundle = response.url.split("/vendor/plotly-")[1].split(".")[0]
                         headers = response.headers
-                        seen["encoding"] = headers.get("content-encoding", "none")
-                        seen["cache"] = headers.get("cache-control", "")
-                        seen["bytes"] = headers.get("content-length", "?")
+                        seen.setdefault(
+                            bundle,
+                            f"{bundle} ({headers.get('content-encoding', 'none')}, "
+                            f"{headers.get('content-length', '?')} bytes, {headers.get('cache-control', '')})",
+                        )
 
                 page.on("response", on_response)
-                page.goto(f"{base}/login/")
-                page.get_by_label("Username").fill(username)
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
-                page.wait_for_url(lambda url: "/login/" not in url)
+                sign_in(page, base, username)
                 timings = []
+                loaded = ""
                 for _visit in ("cold", "warm"):
                     started = time.perf_counter()
                     page.goto(base + path, wait_until="commit")
                     page.wait_for_function(ABOVE_THE_FOLD_DRAWN)
                     timings.append(time.perf_counter() - started)
                     charts = page.locator(".chart").count()
+                    loaded = loaded or "; ".join(bundles.values())
                 context.close()
                 rows.append((f"{name}: charts above the fold drawn, fresh browser (s)", f"{timings[0]:.2f}"))
                 rows.append((f"{name}: the same, second visit (s)", f"{timings[1]:.2f}"))
                 rows.append((f"{name}: chart containers on the page", str(charts)))
-                rows.append(
-                    (
-                        f"{name}: plotly.js over the wire",
-                        f"{plotly.get('encoding')}, {plotly.get('bytes')} bytes, {plotly.get('cache')}",
-                    )
-                )
+                rows.append((f"{name}: plotly.js loaded until then", loaded or "none"))
         finally:
             browser.close()
     return rows
@@ -148,7 +194,7 @@ def run() -> Rows:
             try:
                 base = f"http://127.0.0.1:{server.port}"
                 pages = {"compare": "/runs/compare/?run_ids=" + ",".join(ids), "run": f"/runs/{project}/{ids[0]}/"}
-                return measure(base, username, pages)
+                return measure(base, username, pages, f"sqlite:///{store}")
             finally:
                 server.terminate()
         finally:

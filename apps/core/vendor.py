@@ -1,15 +1,20 @@
 """Fetch third-party browser code from its package registry at install time.
 
-htmx comes from the npm package `htmx.org`, plotly.js from `plotly.js-strict-dist-min`;
-each tarball is checked against the registry's published sha512 integrity before anything
-is unpacked.
+htmx comes from the npm package `htmx.org`; plotly.js from three of Plotly's official
+bundles, all of the version the plotly Python package carries: `plotly.js-basic-dist-min`
+(scatter, bar, pie: 1.2 MB), `plotly.js-cartesian-dist-min` (adds heatmap, box, histogram,
+contour...: 1.5 MB) and `plotly.js-strict-dist-min` (every trace type: 5.2 MB). A page
+loads the smallest one that draws its charts (apps.core.figures.BUNDLES, static/plinth/
+charts.js): parsing the strict bundle alone takes about a second in a browser.
 
-plotly.js is Plotly's official "strict" bundle, the same version as the one in the plotly
-Python package: its WebGL traces (parcoords here) use precompiled shaders where the full
-bundle compiles code with `Function(...)`, which the site's Content-Security-Policy
-(script-src 'self', no 'unsafe-eval') blocks. The charts use scatter, bar, heatmap and
-parcoords; no smaller official bundle has all four (parcoords is only in the full, gl2d
-and strict bundles, and gl2d's is the eval one).
+The strict bundle is the one whose WebGL traces (parcoords here) use precompiled shaders
+where the full bundle compiles code with `Function(...)`, which the site's
+Content-Security-Policy (script-src 'self', no 'unsafe-eval') blocks; parcoords is in no
+smaller bundle without that eval (gl2d's is the eval one). The basic and cartesian bundles
+draw under the policy too (tests/e2e/test_csp.py).
+
+Each tarball is checked against the registry's published sha512 integrity before anything
+is unpacked.
 
     python -m apps.core.vendor            # fetch what is missing
 """
@@ -30,6 +35,18 @@ PACKAGES = [
         "version": "2.0.8",
         "integrity": "sha512-fm297iru0iWsNJlBrjvtN7V9zjaxd+69Oqjh4F/Vq9Wwi2kFisLcrLCiv5oBX0KLfOX/zG8AUo9ROMU5XUB44Q==",
         "files": {"package/dist/htmx.min.js": "htmx.min.js"},
+    },
+    {
+        "name": "plotly.js-basic-dist-min",
+        "version": "4.1.1",
+        "integrity": "sha512-1oNF8PeQx2hv/y7tqEVWKD3JGwn/MGEMQ8mL9HUwsaqG9FGy/OU5FHUHvzqbqxN4mnwZGI9abTiE775C4kkjMQ==",
+        "files": {"package/plotly-basic.min.js": "plotly-basic.min.js"},
+    },
+    {
+        "name": "plotly.js-cartesian-dist-min",
+        "version": "4.1.1",
+        "integrity": "sha512-o8GrFeusncwBIxbBynRJpY4pkgVB6caM+JLpwrLYbbsO7dZ8FJ+SVN2Fr+L7kiG/Z6w4P5O0Jus/Qr5EefHVeg==",
+        "files": {"package/plotly-cartesian.min.js": "plotly-cartesian.min.js"},
     },
     {
         "name": "plotly.js-strict-dist-min",

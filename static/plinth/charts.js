@@ -4,10 +4,16 @@
 // JSON is either a Plotly figure {data, layout} or a chart of apps.tracking.charts
 // {kind, figure, axis, alt, message}. The container shows a skeleton (CSS) until drawn.
 //
-// plotly.js is loaded once, on demand, when the page has a chart (its URL is the
-// data-plotly attribute of this script's tag). Charts near the screen draw at once, the
-// others when they scroll near (IntersectionObserver), one per animation frame so a page of
-// a hundred charts never freezes. Charts in htmx swaps are drawn when they arrive; when a
+// plotly.js is loaded on demand: each chart names the smallest official bundle that draws it
+// (data-plotly-bundle: "basic" for scatter and bar, "cartesian" for heatmaps, "strict" for
+// parcoords; apps.core.figures), and a bundle is loaded, once, when a chart that needs it is
+// about to be drawn (the bundles are the data-plotly-bundles attribute of this script's tag,
+// smallest first, each with its Subresource Integrity). A page of line charts thus parses
+// 1.2 MB of plotly.js instead of 5.2 MB, and a parcoords at the bottom of a page loads the
+// strict bundle only when it is scrolled near; a page without charts loads none. A chart
+// keeps the Plotly that drew it. Charts near the screen draw at once, the others when they
+// scroll near (IntersectionObserver), one per animation frame so a page of a hundred charts
+// never freezes. Charts in htmx swaps are drawn when they arrive; when a
 // swap replaces a drawn chart's data, the chart is redrawn in place (Plotly.react).
 // An empty figure is a sentence, never an axis from -1 to 1. No inline script anywhere:
 // the site sends Content-Security-Policy script-src 'self'.
@@ -17,26 +23,78 @@
   var EMPTY = "No data to plot yet.";
   var TITLES = { step: "step", time: "time (UTC)", relative: "time since the run started" };
   var me = document.currentScript;
-  var PLOTLY = me ? me.getAttribute("data-plotly") : null;
-  var plotlyLoading = null;
-  var queue = [];
+  var BUNDLES = readBundles(); // [{name, src, integrity}], smallest first
+  var loaded = []; // by a bundle's index in BUNDLES: its Plotly, once loaded
+  var loading = []; // by index: the promise of a bundle being loaded
+  var queue = []; // charts whose plotly.js is loaded, to draw one per animation frame
   var drawing = false;
   var observer = null;
   var retired = {}; // drawn charts an htmx swap is removing, by id: a chart with that id coming back reuses them
   var axisMode = "auto"; // "auto": each history chart's own x (step, or time when steps don't vary)
 
-  function loadPlotly() {
-    if (window.Plotly) { return Promise.resolve(window.Plotly); }
-    if (plotlyLoading) { return plotlyLoading; }
-    plotlyLoading = new Promise(function (resolve, reject) {
+  // --- which plotly.js ----------------------------------------------------------------------
+
+  function readBundles() {
+    try {
+      var list = JSON.parse((me && me.getAttribute("data-plotly-bundles")) || "[]");
+      return Array.isArray(list) ? list : [];
+    } catch (e) { return []; }
+  }
+
+  // The index of the bundle a chart needs; the largest when it names none or an unknown one.
+  function rankOf(target) {
+    var name = target.getAttribute("data-plotly-bundle");
+    for (var i = 0; i < BUNDLES.length; i++) { if (BUNDLES[i].name === name) { return i; } }
+    return BUNDLES.length - 1;
+  }
+
+  // Loads bundle `rank` once (a failed load is tried again next time); resolves to its Plotly.
+  function load(rank) {
+    if (loaded[rank]) { return Promise.resolve(loaded[rank]); }
+    if (loading[rank]) { return loading[rank]; }
+    var bundle = BUNDLES[rank];
+    if (!bundle) { return Promise.reject(new Error("no plotly.js bundle is configured")); }
+    loading[rank] = new Promise(function (resolve, reject) {
       var tag = document.createElement("script");
-      tag.src = PLOTLY;
+      tag.src = bundle.src;
+      if (bundle.integrity) { tag.integrity = bundle.integrity; }
       tag.async = true;
-      tag.onload = function () { resolve(window.Plotly); };
-      tag.onerror = function () { plotlyLoading = null; reject(new Error("plotly.js did not load")); };
+      tag.onload = function () {
+        // Every bundle sets window.Plotly as it runs: this one's is the one there now.
+        loading[rank] = null;
+        if (window.Plotly) { loaded[rank] = window.Plotly; resolve(window.Plotly); } else { reject(new Error("plotly.js did not load")); }
+      };
+      tag.onerror = function () {
+        loading[rank] = null;
+        tag.remove();
+        reject(new Error("plotly.js did not load"));
+      };
       document.head.appendChild(tag);
     });
-    return plotlyLoading;
+    return loading[rank];
+  }
+
+  // A loaded Plotly that draws the chart, as {rank, api}: the one that drew it when it still
+  // can (its data may now need more), else the smallest loaded one that can; null if none.
+  function loadedFor(target) {
+    var need = rankOf(target);
+    var drew = target._plinthPlotly;
+    if (drew && drew.rank >= need) { return drew; }
+    for (var rank = need; rank < BUNDLES.length; rank++) {
+      if (loaded[rank]) { return { rank: rank, api: loaded[rank] }; }
+    }
+    return null;
+  }
+
+  function plotlyFor(target) {
+    var found = loadedFor(target);
+    if (found) { return Promise.resolve(found); }
+    var rank = rankOf(target);
+    return load(rank).then(function (api) { return { rank: rank, api: api }; });
+  }
+
+  function purge(target) {
+    if (target._plinthPlotly) { target._plinthPlotly.api.purge(target); target._plinthPlotly = null; }
   }
 
   // --- what to draw --------------------------------------------------------------------
@@ -129,7 +187,7 @@
   // --- drawing ---------------------------------------------------------------------------
 
   function showEmpty(target, spec) {
-    if (target.getAttribute("data-drawn") === "1" && window.Plotly) { window.Plotly.purge(target); }
+    purge(target);
     target.classList.add("chart-empty");
     target.textContent = (spec && spec.message) || EMPTY;
     target.setAttribute("data-drawn", "empty");
@@ -139,16 +197,20 @@
   function plot(target) {
     var state = target._plinthChart;
     if (!state || !document.body.contains(target)) { return; }
+    var using = loadedFor(target);
+    if (!using) { enqueue(target); return; } // new data that needs a larger bundle
     var figure = drawable(state.spec);
-    if (target.getAttribute("data-drawn") === "1") {
-      window.Plotly.react(target, figure.data, figure.layout, CONFIG);
+    if (target.getAttribute("data-drawn") === "1" && target._plinthPlotly === using) {
+      using.api.react(target, figure.data, figure.layout, CONFIG);
       return;
     }
+    purge(target); // drawn by a smaller bundle than its data now needs: drawn afresh
     target.classList.remove("chart-empty");
     target.removeAttribute("data-empty");
     target.textContent = "";
     target.setAttribute("data-drawn", "1");
-    window.Plotly.newPlot(target, figure.data, figure.layout, CONFIG);
+    target._plinthPlotly = using;
+    using.api.newPlot(target, figure.data, figure.layout, CONFIG);
   }
 
   function drawNext() {
@@ -158,14 +220,19 @@
     window.requestAnimationFrame(drawNext);
   }
 
+  // Draws the chart once its plotly.js is loaded (loading it if need be).
   function enqueue(target) {
-    if (queue.indexOf(target) >= 0) { return; }
-    queue.push(target);
-    if (drawing) { return; }
-    drawing = true;
-    loadPlotly().then(function () { window.requestAnimationFrame(drawNext); }, function () {
-      drawing = false;
-      queue.splice(0).forEach(function (t) { t.setAttribute("data-drawn", "failed"); });
+    if (target._plinthWaiting || queue.indexOf(target) >= 0) { return; }
+    target._plinthWaiting = true;
+    plotlyFor(target).then(function () {
+      target._plinthWaiting = false;
+      queue.push(target);
+      if (!drawing) { drawing = true; window.requestAnimationFrame(drawNext); }
+    }, function () {
+      target._plinthWaiting = false;
+      purge(target);
+      target.textContent = "";
+      target.setAttribute("data-drawn", "failed");
     });
   }
 
@@ -190,6 +257,7 @@
   // Reads each chart's data; draws new charts, redraws ones whose data changed.
   function scan(root) {
     var found = [];
+    var first = null; // the first chart with something to draw
     if (root.matches && root.matches(".chart[data-chart]")) { found.push(root); }
     if (root.querySelectorAll) {
       found.push.apply(found, root.querySelectorAll(".chart[data-chart]"));
@@ -201,6 +269,11 @@
         // skeleton) and redraw it in place if its data changed.
         delete retired[target.id];
         old.setAttribute("data-chart", target.getAttribute("data-chart"));
+        if (target.hasAttribute("data-plotly-bundle")) {
+          old.setAttribute("data-plotly-bundle", target.getAttribute("data-plotly-bundle"));
+        } else {
+          old.removeAttribute("data-plotly-bundle");
+        }
         target.replaceWith(old);
         target = old;
       }
@@ -213,10 +286,13 @@
       try { spec = JSON.parse(text); } catch (e) { spec = null; }
       target._plinthChart = { spec: spec, text: text };
       if (isEmpty(spec)) { showEmpty(target, spec); return; }
+      first = first || target;
       if (target.getAttribute("data-drawn") === "1") { enqueue(target); return; }
       watch(target);
     });
-    if (found.length) { loadPlotly().catch(function () { /* each chart says so */ }); }
+    // The first chart's plotly.js starts loading now (the page preloads it) even when the
+    // chart is below the fold; larger bundles for charts further down wait for their chart.
+    if (first) { plotlyFor(first).catch(function () { /* the chart says so when it is drawn */ }); }
   }
 
   function switchAxis(mode) {
@@ -246,7 +322,7 @@
   document.addEventListener("htmx:afterSettle", function () {
     scan(document);
     Object.keys(retired).forEach(function (id) {
-      if (window.Plotly && !document.body.contains(retired[id])) { window.Plotly.purge(retired[id]); }
+      if (!document.body.contains(retired[id])) { purge(retired[id]); }
     });
     retired = {};
   });
