@@ -87,6 +87,9 @@ def bench_sweep_submission() -> list[tuple[str, str]]:
     gateway = KubeGateway(api_client=emulator.api_client(), limiter=limiter)
     backend = KubernetesBackend(gateway)
     tasks.get_backend = lambda name: backend  # type: ignore[assignment]
+    # One Job per trial here; the Indexed Job a grid/random sweep uses by default is
+    # compared with it in tests/bench_sweeps_k8s.py.
+    settings.PLINTH_KUBE_INDEXED_SWEEPS = False
     try:
         started = time.perf_counter()
         sweep = sweeps.create_sweep(

@@ -56,6 +56,8 @@ class AuditVerb(models.TextChoices):
     SWEEP_CREATED = "sweep.created", "Sweep created"
     SWEEP_FINISHED = "sweep.finished", "Sweep ended"
     SWEEP_CANCELLED = "sweep.cancelled", "Sweep cancelled"
+    SWEEP_EXTENDED = "sweep.extended", "Sweep extended"
+    TRIAL_PRUNED = "sweep.trial_pruned", "Trial pruned"
     # registry: models, aliases, promotions
     MODEL_ATTACHED = "model.attached", "Model attached"
     MODEL_MOVED = "model.moved", "Model moved"
@@ -73,6 +75,16 @@ class AuditVerb(models.TextChoices):
     PROMOTION_FAILED = "promotion.failed", "Promotion failed"
     PROMOTION_REVERTED = "promotion.reverted", "Promotion reverted"
     PROMOTION_POLICY_UPDATED = "promotion.policy_updated", "Promotion policy updated"
+    # deployments: serving a registered model, its rollouts and serving keys
+    DEPLOYMENT_CREATE = "deployment.create", "Deployment created"
+    DEPLOYMENT_UPDATE = "deployment.update", "Deployment updated"
+    DEPLOYMENT_DELETE = "deployment.delete", "Deployment deleted"
+    DEPLOYMENT_ROLLBACK = "deployment.rollback", "Deployment rolled back by hand"
+    DEPLOYMENT_ROLLOUT_STARTED = "deployment.rollout_started", "Rollout started"
+    DEPLOYMENT_PROMOTED = "deployment.promoted", "Revision promoted"
+    DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back", "Revision rolled back"
+    DEPLOYMENT_KEY_CREATE = "deployment.key_create", "Serving key created"
+    DEPLOYMENT_KEY_REVOKE = "deployment.key_revoke", "Serving key revoked"
     # GPUs
     GPU_PRICE_SET = "gpu.price.set", "GPU price set"
     GPU_PRICE_REMOVED = "gpu.price.removed", "GPU price removed"

@@ -26,6 +26,8 @@ from apps.launches.serializers import (
     LaunchCreateSerializer,
     LaunchSerializer,
     SweepCreateSerializer,
+    SweepExtendSerializer,
+    SweepInsightsSerializer,
     SweepSerializer,
     TemplateSerializer,
     TemplateUpdateSerializer,
@@ -127,7 +129,7 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewS
     serializer_class = SweepSerializer
     lookup_function = get_sweep_for_user
     write_action = Action.LAUNCH
-    depends_on = {"create": ("MLflow",)}
+    depends_on = {"create": ("MLflow",), "insights": ("MLflow",)}
 
     filterset_class = SweepFilter
 
@@ -151,3 +153,28 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewS
         sweep = get_sweep_for_user(request.user, pk, Action.LAUNCH)
         sweep = sweeps.cancel_sweep(actor_of(request), sweep)
         return Response(SweepSerializer(sweep).data)
+
+    @extend_schema(request=SweepExtendSerializer, responses=SweepSerializer)
+    @action(detail=True, methods=["post"])
+    def extend(self, request: Request, pk: str) -> Response:
+        """Run `trials` more trials of an ended sweep, continuing its study: 400 for a bad
+        number, 409 while the sweep runs."""
+        sweep = get_sweep_for_user(request.user, pk, Action.LAUNCH)
+        body = SweepExtendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        sweep = sweeps.extend_sweep(actor_of(request), sweep, body.validated_data["trials"])
+        return Response(SweepSerializer(sweep).data)
+
+    @extend_schema(responses=SweepInsightsSerializer)
+    @action(detail=True, methods=["get"])
+    def insights(self, request: Request, pk: str) -> Response:
+        """What the search found: the optimisation history, parameter importances and what
+        pruning saved (as the sweep page shows them). 503 while MLflow is unreachable."""
+        from apps.launches.charts import trial_metrics
+        from apps.launches.insights import insights_data, sweep_insights
+
+        sweep = get_sweep_for_user(request.user, pk, Action.VIEW)
+        trials = list(sweep.trials.order_by("id"))
+        running = sum(1 for t in trials if not t.is_terminal)
+        found = sweep_insights(sweep, trials, trial_metrics(sweep, trials), running=running)
+        return Response(insights_data(found))

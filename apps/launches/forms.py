@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from apps.launches.models import ParamType, Template
+from apps.launches.models import ParamType, SweepStrategy, Template
 
 RESOURCE_FIELDS = {"cpu": "cpu", "memory": "memory", "gpus": "gpus", "gpu_model": "gpu_model"}
 
@@ -106,17 +106,45 @@ class LaunchForm(forms.Form):
 class SweepForm(forms.Form):
     project = forms.ChoiceField(label="Project")
     name = forms.CharField(required=False, max_length=120)
-    strategy = forms.ChoiceField(choices=[("grid", "Grid"), ("random", "Random")])
+    strategy = forms.ChoiceField(
+        choices=SweepStrategy.choices,
+        help_text="Bayesian (TPE) and CMA-ES choose each trial from the results so far and optimise the metric "
+        "below; CMA-ES needs at least one range.",
+    )
     space = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4}),
         label="Search space (JSON)",
         help_text='e.g. {"learning_rate": {"min": 0.0001, "max": 0.1, "log": true}, "alpha": [0.0001, 0.001]}; '
-        "ranges ({min, max}) need the Random strategy, Grid takes lists.",
+        "ranges ({min, max}) need Random, Bayesian or CMA-ES; Grid takes lists.",
     )
     max_trials = forms.IntegerField(min_value=1, max_value=1000, initial=12)
     parallelism = forms.IntegerField(min_value=1, max_value=1000, initial=3)
     metric = forms.CharField(required=False, initial="accuracy", help_text="The metric that ranks trials.")
     direction = forms.ChoiceField(choices=[("max", "higher is better"), ("min", "lower is better")])
+    early_stopping = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "None: every trial runs to its end"),
+            ("median", "Median: stop a trial worse than the median of completed ones at the same step"),
+            ("asha", "ASHA (successive halving)"),
+            ("hyperband", "Hyperband"),
+        ],
+        help_text="Compares the metric the template logs per step.",
+    )
+    min_steps = forms.IntegerField(
+        required=False,
+        min_value=1,
+        initial=5,
+        label="Minimum steps",
+        help_text="No trial is stopped early before it logged this step.",
+    )
+
+    def early_stopping_spec(self) -> dict[str, Any]:
+        """The sweep's `early_stopping` from the two fields ({} for none)."""
+        kind = self.cleaned_data.get("early_stopping")
+        if not kind:
+            return {}
+        return {"type": kind, "min_steps": self.cleaned_data.get("min_steps")}
 
     def __init__(self, *args: Any, projects: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -126,6 +126,15 @@ class Launch(models.Model):
     # empty while a submit is in flight or none failed.
     next_submit_at = models.DateTimeField(null=True, blank=True)
     max_runtime_seconds = models.PositiveIntegerField(default=3600)
+    # A sweep trial's objective (the sweep's metric), for the optimiser and early stopping
+    # (apps.launches.optimizer): the final value once read from MLflow (`objective_state`:
+    # "" unread, ok, missing, invalid = NaN/inf) and the step-wise curve {"step": value}.
+    objective = models.FloatField(null=True, blank=True)
+    objective_state = models.CharField(max_length=8, blank=True)
+    objective_curve = models.JSONField(default=dict, blank=True)
+    # Why the sweep's pruner stopped this trial: set with the cancel it asks for, so the
+    # cancel ends `pruned` (with this as its reason) rather than `cancelled`.
+    prune_reason = models.TextField(blank=True)
     # local backend bookkeeping: which host runs it, the process group, the GPUs handed out
     local_host = models.CharField(max_length=200, blank=True)
     local_pid = models.IntegerField(null=True, blank=True)
@@ -186,8 +195,9 @@ class SweepStatus(models.TextChoices):
 
 
 class Sweep(models.Model):
-    """A search over a template's parameters: the trials are launches (planned up front,
-    started `parallelism` at a time as earlier ones end)."""
+    """A search over a template's parameters: the trials are launches, started
+    `parallelism` at a time as earlier ones end. Grid and random sweeps plan every trial up
+    front; bayes and cmaes append each trial to `planned` as Optuna asks for it."""
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="sweeps")
     template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="sweeps")
@@ -211,6 +221,12 @@ class Sweep(models.Model):
     # The Kubernetes Indexed Job that runs every trial of this sweep (one cluster workload
     # per grid/random sweep); empty: one Job per trial.
     workload = models.CharField(max_length=63, blank=True)
+    # What Optuna's sampler or pruner recorded on each trial ({"index": {key: value}}: CMA-ES's
+    # state, ASHA's rungs), so the study rebuilt from these rows is the study it was.
+    trial_attrs = models.JSONField(default=dict, blank=True)
+    # Each trial gets its own value of the template's `seed` parameter (apps.launches.sweeps.
+    # assign_seeds): decided when the sweep is created, used again for trials planned later.
+    seeded = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

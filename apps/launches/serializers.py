@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.accounts.serializers import slug_field
+from apps.core.numbers import JSON_INF, JSON_NAN, JSON_NEG_INF
 from apps.launches.models import TERMINAL, Launch, Sweep, Template
 from apps.tracking.gateway import gateway
+
+# Sweep.direction in the API's `objective` spelling.
+DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 # What apps.launches.services.create_template accepts as a template's max_runtime_seconds: 7 days.
 MAX_RUNTIME = 7 * 24 * 3600
@@ -123,6 +128,7 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     created_by = serializers.CharField(source="created_by.username", read_only=True)
     launches = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
+    objective = serializers.SerializerMethodField()
 
     class Meta:
         model = Sweep
@@ -140,6 +146,8 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "parallelism",
             "metric",
             "direction",
+            "objective",
+            "early_stopping",
             "seed",
             "status",
             "status_reason",
@@ -151,9 +159,23 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         ]
         read_only_fields = fields
 
+    def get_objective(self, sweep: Sweep) -> dict[str, str] | None:
+        """The metric the sweep optimises and its direction (minimize|maximize); None without one."""
+        if not sweep.metric:
+            return None
+        return {"metric": sweep.metric, "direction": DIRECTIONS[sweep.direction]}
+
     def get_launches(self, sweep: Sweep) -> list[dict[str, Any]]:
         return [
-            {"id": t.pk, "status": t.status, "parameters": t.parameters, "mlflow_run_id": t.mlflow_run_id}
+            {
+                "id": t.pk,
+                "trial": t.trial,
+                "status": t.status,
+                "status_reason": t.status_reason,
+                "parameters": t.parameters,
+                "objective": t.objective,
+                "mlflow_run_id": t.mlflow_run_id,
+            }
             for t in sweep.trials.all()
         ]
 
@@ -162,22 +184,75 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
         statuses = [t.status for t in sweep.trials.all()]
         return {
-            "planned": len(sweep.planned),
+            "planned": planned_count(sweep),
             "started": len(statuses),
             "done": sum(1 for s in statuses if s in TERMINAL),
             "running": sum(1 for s in statuses if s not in TERMINAL),
         }
 
 
+def planned_count(sweep: Sweep) -> int:
+    """The N of "k of N": every planned trial; an adaptive sweep's trials are planned one
+    at a time, so its N is `max_trials` while it runs."""
+    from apps.launches.optimizer import ADAPTIVE
+
+    if sweep.strategy in ADAPTIVE and sweep.status == "running":
+        return max(sweep.max_trials, len(sweep.planned))
+    return len(sweep.planned)
+
+
 def sweep_progress(sweep: Sweep, trials: Any) -> dict[str, int]:
     """k of N: planned, started, done (ended in any way) and still running."""
     statuses = [t.status for t in trials]
     return {
-        "planned": len(sweep.planned),
+        "planned": planned_count(sweep),
         "started": len(statuses),
         "done": sum(1 for s in statuses if s in TERMINAL),
         "running": sum(1 for s in statuses if s not in TERMINAL),
     }
+
+
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "number"}, {"type": "string", "enum": [JSON_NAN, JSON_INF, JSON_NEG_INF]}],
+        "nullable": True,
+    }
+)
+class MetricValueField(serializers.FloatField):
+    """A logged metric value: a number, or "NaN"/"Infinity"/"-Infinity" as the API's JSON
+    spells the non-finite ones (apps.core.numbers.json_safe); null when never logged."""
+
+
+class SweepHistoryPointSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    trial = serializers.IntegerField(help_text="Trial number (1-based, as in the trial's name)")
+    launch = serializers.IntegerField(help_text="The trial's launch id")
+    status = serializers.CharField(help_text="succeeded, pruned, failed or cancelled")
+    value = MetricValueField(
+        allow_null=True,
+        help_text='The objective as last logged (a pruned trial: when it was stopped); "NaN"/"Infinity" '
+        "when it logged one, null when never logged",
+    )
+    best = serializers.FloatField(
+        allow_null=True, help_text="Best finite objective of the completed trials up to this one (null until one)"
+    )
+
+
+class SweepInsightsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """What a sweep's search found (apps.launches.insights.insights_data), for the schema."""
+
+    history = SweepHistoryPointSerializer(many=True, help_text="Every ended trial, by trial number")
+    history_note = serializers.CharField(help_text="Which trials the history cannot plot, and why")
+    importances = serializers.DictField(
+        child=serializers.FloatField(), help_text="{parameter: share of importance, 0..1}, largest first"
+    )
+    importances_note = serializers.CharField(help_text="Why there are no importances (empty when there are)")
+    pruned = serializers.IntegerField(help_text="How many trials were pruned")
+    gpu_hours_saved = serializers.FloatField(
+        allow_null=True, help_text="GPU-hours pruning saved (null: CPU-only sweep, or no trial completed yet)"
+    )
+    hours_saved = serializers.FloatField(
+        allow_null=True, help_text="Hours of run time pruning saved (null: no trial completed yet)"
+    )
 
 
 class SweepCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -193,3 +268,45 @@ class SweepCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     direction = serializers.CharField(required=False, default="max")
     name = serializers.CharField(required=False, allow_blank=True, default="")
     seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=2**63 - 1)
+    objective = serializers.JSONField(
+        required=False, default=None, help_text='{"metric": name, "direction": "minimize" | "maximize"}'
+    )
+    early_stopping = serializers.JSONField(
+        required=False,
+        default=None,
+        help_text='{"type": "median" | "asha" | "hyperband", "min_steps": n, ...}; omit: every trial runs to its end',
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """`objective` is another spelling of `metric` + `direction` (minimize → min,
+        maximize → max); giving both with different values is a 400."""
+        objective = attrs.pop("objective", None)
+        if objective is None:
+            return attrs
+        errors: dict[str, list[str]] = {}
+        if not isinstance(objective, dict):
+            raise serializers.ValidationError(
+                {"objective": ['An object: {"metric": "loss", "direction": "minimize"}.']}
+            )
+        metric = objective.get("metric")
+        direction = objective.get("direction", "maximize")
+        if not isinstance(metric, str) or not metric.strip():
+            errors["objective.metric"] = ["Name the metric the template logs."]
+        if direction not in DIRECTIONS.values():
+            errors["objective.direction"] = ["Choose minimize or maximize."]
+        unknown = sorted(set(objective) - {"metric", "direction"})
+        if unknown:
+            errors["objective"] = [f"Unknown keys: {', '.join(unknown)}."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        short = {v: k for k, v in DIRECTIONS.items()}[direction]
+        if attrs.get("metric") and attrs["metric"] != metric:
+            raise serializers.ValidationError({"metric": ["Give the metric once: in objective or in metric."]})
+        if "direction" in self.initial_data and attrs.get("direction") != short:
+            raise serializers.ValidationError({"direction": ["Give the direction once: in objective or here."]})
+        attrs["metric"], attrs["direction"] = str(metric).strip(), short
+        return attrs
+
+
+class SweepExtendSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    trials = serializers.JSONField(help_text="How many more trials, 1..1000")

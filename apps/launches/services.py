@@ -28,7 +28,13 @@ from apps.tracking.gateway import MlflowError, gateway
 
 logger = logging.getLogger(__name__)
 
-MLFLOW_END_STATUS: dict[str, str] = {Status.SUCCEEDED: "FINISHED", Status.FAILED: "FAILED", Status.CANCELLED: "KILLED"}
+MLFLOW_END_STATUS: dict[str, str] = {
+    Status.SUCCEEDED: "FINISHED",
+    Status.FAILED: "FAILED",
+    Status.CANCELLED: "KILLED",
+    Status.PRUNED: "KILLED",
+}
+PRUNED_TAG = "plinth.pruned"  # on a pruned trial's MLflow run: why the pruner stopped it
 
 
 class ExperimentDeleted(Conflict):
@@ -99,7 +105,13 @@ def check_local_gpus(project: Project, gpus: int) -> None:
 
 
 def gpus_in_use(project: Project) -> int:
-    return int(Launch.objects.filter(project=project, status__in=LIVE).aggregate(n=Sum("gpus"))["n"] or 0)
+    """GPUs the project's live launches hold: each launch its own `gpus`, except the trials
+    of a sweep that runs as one Indexed Job, which hold the sweep's reservation instead
+    (gpus per trial * min(parallelism, live trials): apps.launches.workloads)."""
+    from apps.launches.workloads import in_workload, reserved_gpus
+
+    own = Launch.objects.filter(project=project, status__in=LIVE).exclude(in_workload())
+    return int(own.aggregate(n=Sum("gpus"))["n"] or 0) + reserved_gpus(project)
 
 
 def check_template_allowed(template: Template, project: Project) -> None:
@@ -232,9 +244,10 @@ def create_launch(
     return launch
 
 
-def cancel_launch(actor: User, launch: Launch) -> Launch:
+def cancel_launch(actor: User, launch: Launch, *, reason: str = "") -> Launch:
     """Cancel a launch (its creator, leads of the team, platform admins). A queued launch
-    ends at once; a submitted one goes `cancelling` until the backend confirms."""
+    ends at once; a submitted one goes `cancelling` until the backend confirms. `reason`
+    replaces "cancel requested by <user>" (a sweep cancelling its trials says why)."""
     with transaction.atomic():
         launch = Launch.objects.select_for_update().select_related("project__team").get(pk=launch.pk)
         if launch.created_by_id != actor.pk and not policies.can_manage_team(actor, launch.project.team):
@@ -248,7 +261,8 @@ def cancel_launch(actor: User, launch: Launch) -> Launch:
             launch.status, launch.finished_at = Status.CANCELLED, timezone.now()
             launch.status_reason = "cancelled before submission"
         else:
-            launch.status, launch.status_reason = Status.CANCELLING, f"cancel requested by {actor.username}"
+            launch.status = Status.CANCELLING
+            launch.status_reason = reason or f"cancel requested by {actor.username}"
         launch.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
         record(
             actor,
@@ -266,6 +280,34 @@ def cancel_launch(actor: User, launch: Launch) -> Launch:
         else:
             enqueue_on_commit(close_mlflow_run, launch.pk)
     return launch
+
+
+def prune_launch(launch: Launch, reason: str) -> bool:
+    """Stop a running sweep trial because the sweep's pruner says so: the normal cancel
+    path (`cancelling`, the backend kills it, its GPUs count as free once it is gone), but
+    it ends `pruned` with `reason` as its status reason, and its MLflow run ends KILLED
+    tagged `plinth.pruned` = `reason` (see `apply_observation`, `close_mlflow_run`).
+    Returns whether this call pruned it (False: it is no longer running). Audited
+    (sweep.trial_pruned, by the system)."""
+    with transaction.atomic():
+        launch = Launch.objects.select_for_update().select_related("project__team").get(pk=launch.pk)
+        if launch.status != Status.RUNNING or launch.sweep_id is None:
+            return False
+        launch.status, launch.status_reason, launch.prune_reason = Status.CANCELLING, f"pruning: {reason}", reason
+        launch.save(update_fields=["status", "status_reason", "prune_reason", "updated_at"])
+        record(
+            None,
+            AuditVerb.TRIAL_PRUNED,
+            launch,
+            team=launch.project.team,
+            project=launch.project,
+            before={"status": Status.RUNNING},
+            after={"status": Status.CANCELLING, "reason": reason},
+        )
+        from apps.launches.tasks import cancel_on_backend
+
+        enqueue_on_commit(cancel_on_backend, launch.pk)
+    return True
 
 
 def transition(launch: Launch, status: str, **fields: Any) -> bool:
@@ -292,6 +334,8 @@ def apply_observation(launch: Launch, seen: Observation) -> bool:
     """Fold what the backend saw into the row. Returns whether the launch just ended."""
     status = launch.status
     if seen.state == "missing":
+        if status == Status.CANCELLING and launch.prune_reason:
+            return transition(launch, Status.PRUNED, status_reason=launch.prune_reason)
         if status == Status.CANCELLING:
             return transition(launch, Status.CANCELLED, status_reason=launch.status_reason or "cancelled")
         if status in (Status.PENDING, Status.RUNNING):
@@ -313,10 +357,13 @@ def apply_observation(launch: Launch, seen: Observation) -> bool:
         target = {"succeeded": Status.SUCCEEDED, "failed": Status.FAILED, "cancelled": Status.CANCELLED}[seen.state]
         if status == Status.CANCELLING and target == Status.FAILED:
             target = Status.CANCELLED  # killed because we asked
+        reason = seen.reason
+        if target == Status.CANCELLED and launch.prune_reason:
+            target, reason = Status.PRUNED, launch.prune_reason
         return transition(
             launch,
             target,
-            status_reason=seen.reason,
+            status_reason=reason,
             exit_code=seen.exit_code,
             started_at=launch.started_at or seen.started_at,
             finished_at=seen.finished_at,
@@ -329,6 +376,8 @@ def close_mlflow_run(launch: Launch) -> None:
     if launch.mlflow_closed or not launch.mlflow_run_id or launch.status not in TERMINAL:
         return
     try:
+        if launch.status == Status.PRUNED:
+            gateway().set_tag(launch.mlflow_run_id, PRUNED_TAG, launch.prune_reason or launch.status_reason)
         gateway().end_run(launch.mlflow_run_id, MLFLOW_END_STATUS[launch.status])
     except MlflowError as exc:
         # MLflow understood and refused (the run was deleted, or is no longer active):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
 from celery import shared_task
@@ -16,7 +17,7 @@ from apps.compute.registry import get_backend
 from apps.core.retry import RetryPolicy
 from apps.launches import services
 from apps.launches.models import TERMINAL, Launch, Status, Sweep, SweepStatus
-from apps.tracking.gateway import MlflowUnavailable
+from apps.tracking.gateway import MlflowError, MlflowUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def submit_launch(launch_pk: int) -> str:
 
 
 def _submit(launch: Launch) -> str:
+    from apps.launches import workloads
+
+    if launch.sweep_id is not None and workloads.WORKLOAD_KEY in (launch.resources or {}):
+        # A trial of a sweep that runs as one Indexed Job: claim and (re)submit them all at once.
+        return workloads.submit(launch.sweep_id)
     backend = get_backend(launch.backend)
     try:
         backend.submit(launch)
@@ -108,11 +114,30 @@ def sync_one(launch: Launch) -> None:
         _after_end(launch)
 
 
+def sync_many(launches: Iterable[Launch]) -> None:
+    """`sync_one` for many launches with one poll per backend (a cancelled sweep's trials)."""
+    by_backend: dict[str, list[Launch]] = {}
+    for launch in launches:
+        by_backend.setdefault(launch.backend, []).append(launch)
+    for name, group in by_backend.items():
+        observations = get_backend(name).poll(group)
+        for launch in group:
+            seen = observations.get(launch.pk)
+            if seen is not None and services.apply_observation(launch, seen):
+                _after_end(launch)
+
+
 def _after_end(launch: Launch) -> None:
     with contextlib.suppress(MlflowUnavailable):  # else left for the next pass (mlflow_closed stays False)
         services.close_mlflow_run(launch)
         _cache_histories(launch)
     if launch.sweep_id:
+        from apps.launches.pruning import record_objective
+
+        # Before the sweep advances, so the optimiser's next ask knows this result; MLflow
+        # down: the reconciler reads it later (`_optimise_sweeps`).
+        with contextlib.suppress(MlflowUnavailable):
+            record_objective(launch)
         advance_sweep.delay(launch.sweep_id)
 
 
@@ -188,8 +213,12 @@ def _sync_launches_pass() -> dict[str, int]:
     # and call them back: give every running sweep a chance each pass.
     from apps.launches.sweeps import advance
 
+    counts["pruned"] = _optimise_sweeps()
     for sweep_pk in Sweep.objects.filter(status=SweepStatus.RUNNING).values_list("pk", flat=True):
-        advance(sweep_pk)
+        try:
+            advance(sweep_pk)
+        except Exception:  # one sweep's bad state (an optimiser error) never stops the others
+            logger.exception("sweep %s: could not advance this pass", sweep_pk)
     for launch in Launch.objects.filter(
         status__in=TERMINAL, mlflow_closed=False, finished_at__gt=now - timedelta(days=7)
     ):
@@ -199,6 +228,29 @@ def _sync_launches_pass() -> dict[str, int]:
             break
         _cache_histories(launch)
     return counts
+
+
+def _optimise_sweeps() -> int:
+    """For running sweeps that read an objective: read the results of ended trials a crash
+    or an outage left unread, then one early-stopping pass (apps.launches.pruning). Returns
+    how many trials were pruned. MLflow down: left for the next pass."""
+    from apps.launches.pruning import prune_sweep, record_objectives, uses_objective
+
+    pruned = 0
+    for sweep in Sweep.objects.filter(status=SweepStatus.RUNNING).exclude(metric=""):
+        if not uses_objective(sweep):
+            continue
+        try:
+            record_objectives(sweep)
+            pruned += len(prune_sweep(sweep.pk))
+        except MlflowUnavailable as exc:
+            logger.warning("sweep %s: MLflow unavailable, no early stopping this pass: %s", sweep.pk, exc)
+            break
+        except MlflowError as exc:  # MLflow refused one request (a deleted run): the others go on
+            logger.warning("sweep %s: no early stopping this pass: %s", sweep.pk, exc.message)
+        except Exception:  # one sweep's bad state never stops the pass (launches, other sweeps)
+            logger.exception("sweep %s: early stopping failed this pass", sweep.pk)
+    return pruned
 
 
 @shared_task(acks_late=True)
@@ -219,3 +271,28 @@ def close_sweep_run(sweep_pk: int) -> None:
         return
     status = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}[sweep.status]
     gateway().end_run(sweep.mlflow_parent_run_id, status)
+
+
+# --- sweeps that run as one Indexed Job (apps.launches.workloads) -------------------------------
+@shared_task(acks_late=True)
+def submit_workload(sweep_pk: int) -> str:
+    """Submit every queued trial of a workload sweep as its one Indexed Job."""
+    from apps.launches import workloads
+
+    return workloads.submit(sweep_pk)
+
+
+@shared_task(autoretry_for=(BackendUnavailable,), retry_backoff=5, retry_backoff_max=300, max_retries=10)
+def delete_workload(sweep_pk: int) -> None:
+    """A workload sweep was cancelled: delete its Job (every pod with it) and ConfigMap."""
+    from apps.launches import workloads
+
+    workloads.delete(sweep_pk)
+
+
+@shared_task(autoretry_for=(BackendUnavailable,), retry_backoff=5, retry_backoff_max=300, max_retries=10)
+def release_workload(sweep_pk: int) -> None:
+    """A workload sweep ended: delete its ConfigMap (its Job stays until the TTL)."""
+    from apps.launches import workloads
+
+    workloads.release(sweep_pk)

@@ -226,6 +226,16 @@ class SweepListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
         return context
 
 
+def _sweep_form_field(key: str) -> str:
+    """The sweep form's field for a service error key ("space.lr" -> "space",
+    "early_stopping.min_steps" -> "min_steps")."""
+    if key.startswith("space"):
+        return "space"
+    if key == "early_stopping.min_steps":
+        return "min_steps"
+    return "early_stopping" if key.startswith("early_stopping") else key
+
+
 class SweepCreateView(LoginRequiredMixin, View):
     template_name = "launches/sweep_form.html"
 
@@ -276,8 +286,9 @@ class SweepCreateView(LoginRequiredMixin, View):
                         metric=data["metric"],
                         direction=data["direction"],
                         name=data["name"],
+                        early_stopping=form.early_stopping_spec(),
                     ),
-                    field_for=lambda key: "space" if key.startswith("space") else key,
+                    field_for=_sweep_form_field,
                 )
                 if sweep is not None:
                     messages.success(
@@ -309,6 +320,7 @@ class SweepDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         from apps.launches.charts import sweep_figure, trial_metrics
+        from apps.launches.insights import history_figure, importance_figure, sweep_insights
 
         context = super().get_context_data(**kwargs)
         sweep: Sweep = self.object
@@ -319,8 +331,11 @@ class SweepDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
         except MlflowUnavailable as exc:
             mlflow_error = exc.message
         # Best so far: finite values only (NaN, ±inf and MLflow's ±1.797e308 never win).
+        # A pruned trial's value is from the middle of its run: never the best.
         scored = [
-            (t, metrics[t.pk][sweep.metric]) for t in trials if sweep.metric and sweep.metric in metrics.get(t.pk, {})
+            (t, metrics[t.pk][sweep.metric])
+            for t in trials
+            if sweep.metric and sweep.metric in metrics.get(t.pk, {}) and t.status != Status.PRUNED
         ]
         found = best_of(scored, sweep.direction)
         best = (found[1], found[0]) if found is not None else None
@@ -328,10 +343,14 @@ class SweepDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
         # Live until the sweep ended and so did its last trial (a cancelled sweep's trials
         # are still being stopped for a moment), and MLflow answered for the final metrics.
         self.live = sweep.status == SweepStatus.RUNNING or progress["running"] > 0 or bool(mlflow_error)
+        insights = sweep_insights(sweep, trials, metrics, running=progress["running"])
         user = self.request.user
         context.update(
             live=self.live,
             sweep=sweep,
+            insights=insights,
+            history_figure=history_figure(sweep, insights.history),
+            importance_figure=importance_figure(insights.importances),
             trials=trials,
             metrics=metrics,
             mlflow_error=mlflow_error,
@@ -340,6 +359,9 @@ class SweepDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
             percent=int(100 * progress["done"] / max(progress["planned"], 1)),
             figure=sweep_figure(sweep, trials, metrics),
             can_cancel=sweep.status == SweepStatus.RUNNING
+            and (sweep.created_by_id == user.pk or policies.can_manage_team(user, sweep.project.team)),
+            can_extend=sweep.status != SweepStatus.RUNNING
+            and policies.can(user, Action.LAUNCH, sweep.project.team)
             and (sweep.created_by_id == user.pk or policies.can_manage_team(user, sweep.project.team)),
         )
         return context
@@ -355,5 +377,26 @@ class SweepCancelView(ObjectAccessMixin, View):
             request,
             lambda: sweeps.cancel_sweep(actor_of(request), self.object),
             success="Sweep cancelled; its running trials are being stopped.",
+            then=reverse("launches:sweep-detail", kwargs={"pk": pk}),
+        )
+
+
+class SweepExtendView(ObjectAccessMixin, View):
+    """POST `trials`: run that many more trials of an ended sweep (sweeps.extend_sweep),
+    then back to the sweep's page (post/redirect/get); a refusal is its error page."""
+
+    lookup = get_sweep_for_user
+    lookup_kwargs = ("pk",)
+    write_action = Action.LAUNCH
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        raw = request.POST.get("trials", "").strip()
+        # ASCII digits only ("²" is a digit to str.isdigit, not to int), and few of them (int()
+        # refuses thousands): anything else goes to the service as it is, for its 400.
+        trials: Any = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else raw
+        return run_action(
+            request,
+            lambda: sweeps.extend_sweep(actor_of(request), self.object, trials),
+            success=lambda sweep: f"Sweep extended: {sweep.max_trials} trials in all.",
             then=reverse("launches:sweep-detail", kwargs={"pk": pk}),
         )

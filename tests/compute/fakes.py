@@ -6,9 +6,12 @@ the gateway does for the API server's answers (False on a duplicate create = 409
 deleting what is gone = 404, "" for the log of a pod that is gone or not started), validates
 every Job it is given against the real OpenAPI schema, and counts calls per method.
 JobController moves a job through its life the way the Job controller, the scheduler, the
-kubelet, the garbage collector and Kueue would. test_kubernetes_emulator.py runs the same
-contract against both this fake and the real client talking to kmock, so the two cannot
-drift apart unnoticed."""
+kubelet, the garbage collector and Kueue would; for an Indexed Job (a sweep's workload) it
+makes one pod per index up to `parallelism`, keeps `completedIndexes` / `failedIndexes`,
+fails an index whose pod is deleted or disrupted (backoffLimitPerIndex 0, FailIndex), and
+runs each index's script from the sweep's ConfigMap (a cancelled one fails at once).
+test_kubernetes_emulator.py and test_indexed_job.py run the same contract against both this
+fake and the real client talking to kmock, so the two cannot drift apart unnoticed."""
 
 from __future__ import annotations
 
@@ -23,6 +26,16 @@ import kubernetes_validate
 from apps.accounts.models import User
 from apps.compute.base import BackendRejected
 from apps.compute.k8s import selector_matches
+from apps.compute.k8s.indexed import (
+    CANCELLED_EXIT_CODE,
+    CANCELLED_MARK,
+    COMPLETION_INDEX,
+    format_indexes,
+    parse_indexes,
+    pod_index,
+    script_key,
+)
+from apps.deployments import kserve
 from apps.launches.models import Launch, Template
 from apps.projects.models import Project
 
@@ -74,9 +87,12 @@ class FakeKubeGateway:
         self.validate = validate
         self.jobs: dict[str, dict[str, Obj]] = defaultdict(dict)
         self.pods: dict[str, dict[str, Obj]] = defaultdict(dict)
+        self.config_maps: dict[str, dict[str, Obj]] = defaultdict(dict)
         self.events: dict[str, list[Obj]] = defaultdict(list)
         self.nodes: list[Obj] = []
-        self.logs: dict[tuple[str, str], str] = {}
+        self.logs: dict[tuple[str, ...], str] = {}  # (namespace, pod) or (namespace, pod, container)
+        # custom objects: (group, version, plural, namespace) -> name -> object
+        self.custom: dict[tuple[str, str, str, str], dict[str, Obj]] = defaultdict(dict)
         self.calls: Counter[str] = Counter()
         self.calls_by_namespace: Counter[tuple[str, str]] = Counter()
         self.deletions: list[tuple[str, str, str]] = []  # (namespace, name, propagation policy)
@@ -147,18 +163,126 @@ class FakeKubeGateway:
                 del self.pods[namespace][pod_name]
         return True
 
-    def read_pod_log(self, namespace: str, pod: str, tail_lines: int) -> str:
+    def read_pod_log(self, namespace: str, pod: str, tail_lines: int, container: str = "") -> str:
         self._enter("read_pod_log", namespace)
         found = self.pods[namespace].get(pod)
         if found is None or found["status"].get("phase") == "Pending":
             return ""  # 404 / 400 "container is waiting to start"
-        text = self.logs.get((namespace, pod), "")
+        names = [c.get("name") for c in found.get("spec", {}).get("containers") or []]
+        if (container and container not in names) or (not container and len(names) > 1):
+            return ""  # 400: "container x is not valid" / "a container name must be specified"
+        text = self.logs.get((namespace, pod, container), self.logs.get((namespace, pod), ""))
         lines = text.splitlines(keepends=True)
         return "".join(lines[-tail_lines:]) if tail_lines else text
 
     def list_nodes(self) -> list[dict[str, Any]]:
         self._enter("list_nodes")
         return copy.deepcopy(self.nodes)
+
+    # --- ConfigMaps and pod deletion (Indexed Jobs: apps.compute.k8s.indexed) ---------------------
+    def create_config_map(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        self._enter("create_config_map", namespace)
+        config_map = copy.deepcopy(manifest)
+        if self.validate:
+            try:
+                kubernetes_validate.validate(config_map, SCHEMA_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise BackendRejected(f"The Kubernetes API server refused to create config map: {exc.message}") from exc
+        size = sum(len(key) + len(value.encode()) for key, value in (config_map.get("data") or {}).items())
+        if size > 1024 * 1024:  # the API server's limit on a ConfigMap's data
+            raise BackendRejected("The Kubernetes API server refused to create config map: too long")
+        name = config_map["metadata"]["name"]
+        if name in self.config_maps[namespace]:
+            return False
+        self.config_maps[namespace][name] = self._stamp(config_map, namespace)
+        return True
+
+    def patch_config_map(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        self._enter("patch_config_map", namespace)
+        found = self.config_maps[namespace].get(name)
+        if found is None:
+            return False
+        found.setdefault("data", {}).update(data)
+        found["metadata"]["resourceVersion"] = str(next(self._versions))
+        return True
+
+    def delete_config_map(self, namespace: str, name: str) -> bool:
+        self._enter("delete_config_map", namespace)
+        return self.config_maps[namespace].pop(name, None) is not None
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """The kubelet stops the container (SIGTERM), the pod ends `Failed` and is removed;
+        the Job controller counts it as a failure of its Job — for an Indexed Job with
+        backoffLimitPerIndex 0, of its index, for good (JobController.index_failed)."""
+        self._enter("delete_pod", namespace)
+        pod = self.pods[namespace].pop(name, None)
+        if pod is None:
+            return False
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            return True
+        job_name = str(pod["metadata"]["labels"].get("job-name") or "")
+        index = pod_index(pod)
+        if job_name in self.jobs[namespace] and index is not None:
+            JobController(self).index_failed(namespace, job_name, index)
+        return True
+
+    # --- custom objects (KServe InferenceServices) -------------------------------------------
+    def _check_custom(self, group: str, plural: str, obj: Obj) -> None:
+        """What the API server does with fieldValidation=Strict against KServe's CRD schema:
+        an unknown or mistyped field is a 400 (the gateway's BackendRejected)."""
+        if not self.validate or (group, plural) != (kserve.GROUP, kserve.PLURAL):
+            return
+        try:
+            kserve.check_inference_service({k: v for k, v in obj.items() if k != "status"})
+        except kserve.ManifestError as exc:
+            raise BackendRejected(f"The Kubernetes API server refused the InferenceService: {exc}") from exc
+
+    def create_custom_object(self, group: str, version: str, namespace: str, plural: str, manifest: Obj) -> bool:
+        self._enter("create_custom_object", namespace)
+        obj = copy.deepcopy(manifest)
+        self._check_custom(group, plural, obj)
+        if f"{group}/{version}" != obj.get("apiVersion"):
+            raise BackendRejected("the API version in the data does not match the expected API version")
+        meta = obj.get("metadata", {})
+        if meta.get("namespace", namespace) != namespace:
+            raise BackendRejected(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        store = self.custom[(group, version, plural, namespace)]
+        if meta["name"] in store:
+            return False
+        obj["metadata"]["generation"] = 1
+        store[meta["name"]] = self._stamp(obj, namespace)
+        return True
+
+    def get_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> Obj | None:
+        self._enter("get_custom_object", namespace)
+        found = self.custom[(group, version, plural, namespace)].get(name)
+        return copy.deepcopy(found) if found is not None else None
+
+    def patch_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, patch: Obj
+    ) -> Obj | None:
+        """A JSON merge patch; like the API server, `generation` moves only when the spec changes."""
+        self._enter("patch_custom_object", namespace)
+        store = self.custom[(group, version, plural, namespace)]
+        current = store.get(name)
+        if current is None:
+            return None
+        patched = kserve.merge_patch(current, patch)
+        self._check_custom(group, plural, patched)
+        if patched.get("spec") != current.get("spec"):
+            patched["metadata"]["generation"] = int(current["metadata"].get("generation") or 1) + 1
+        patched["metadata"]["resourceVersion"] = str(next(self._versions))
+        store[name] = patched
+        return copy.deepcopy(patched)
+
+    def delete_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> bool:
+        self._enter("delete_custom_object", namespace)
+        if self.custom[(group, version, plural, namespace)].pop(name, None) is None:
+            return False
+        self.deletions.append((namespace, name, "Background"))
+        return True
 
     # --- cluster furniture ----------------------------------------------------------------
     def add_node(self, name: str, gpus: int = 0, product: str = "", memory_mib: int = 0, **spec: Any) -> None:
@@ -348,3 +472,304 @@ class JobController:
     def admit(self, namespace: str, name: str) -> None:
         """Kueue admits the workload: it unsuspends the job (and may pin it to a flavor)."""
         self.job(namespace, name)["spec"]["suspend"] = False
+
+    # --- Indexed Jobs (completionMode: Indexed, backoffLimitPerIndex: 0) ---------------------------
+    def _indexes(self, namespace: str, name: str) -> tuple[set[int], set[int]]:
+        status = self.job(namespace, name)["status"]
+        return parse_indexes(status.get("completedIndexes")), parse_indexes(status.get("failedIndexes"))
+
+    def index_pods(self, namespace: str, name: str, index: int) -> list[Obj]:
+        return [pod for pod in self.pods(namespace, name) if pod_index(pod) == index]
+
+    def start_indexes(self, namespace: str, name: str) -> list[int]:
+        """The Job controller's pass: a pod for each lowest index that has none and is not
+        finished, until `parallelism` pods are active. Returns the indexes started."""
+        job = self.job(namespace, name)
+        if job["spec"].get("suspend"):
+            return []
+        completed, failed = self._indexes(namespace, name)
+        active = {
+            pod_index(pod)
+            for pod in self.pods(namespace, name)
+            if pod["status"].get("phase") not in ("Succeeded", "Failed")
+        }
+        room = int(job["spec"]["parallelism"]) - len(active)
+        started: list[int] = []
+        for index in range(int(job["spec"]["completions"])):
+            if room <= 0:
+                break
+            if index in completed or index in failed or index in active:
+                continue
+            self.create_index_pod(namespace, name, index)
+            started.append(index)
+            room -= 1
+        return started
+
+    def create_index_pod(self, namespace: str, name: str, index: int) -> Obj:
+        pod = self.create_pod(namespace, name)
+        old_name = pod["metadata"]["name"]
+        pod["metadata"]["name"] = f"{name}-{index}-{old_name.rsplit('-', 1)[1]}"
+        self.cluster.pods[namespace][pod["metadata"]["name"]] = self.cluster.pods[namespace].pop(old_name)
+        pod["metadata"]["labels"][COMPLETION_INDEX] = str(index)
+        pod["metadata"].setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
+        for container in pod["spec"]["containers"]:
+            env = container.setdefault("env", [])
+            env.append(
+                {
+                    "name": "JOB_COMPLETION_INDEX",
+                    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
+                }
+            )
+        self._count_active(namespace, name)
+        return pod
+
+    def _count_active(self, namespace: str, name: str) -> None:
+        active = [p for p in self.pods(namespace, name) if p["status"].get("phase") not in ("Succeeded", "Failed")]
+        self.job(namespace, name)["status"]["active"] = len(active)
+
+    def index_pod(self, namespace: str, name: str, index: int) -> Obj:
+        pods = [
+            p
+            for p in self.index_pods(namespace, name, index)
+            if p["status"].get("phase") not in ("Succeeded", "Failed")
+        ]
+        return pods[-1] if pods else self.create_index_pod(namespace, name, index)
+
+    def script(self, namespace: str, name: str, index: int) -> str:
+        config_map = self.cluster.config_maps[namespace].get(name)
+        return str(((config_map or {}).get("data") or {}).get(script_key(index), ""))
+
+    def run_index(self, namespace: str, name: str, index: int, logs: str = "") -> Obj:
+        """The kubelet starts index `index`'s container, which runs its script: a trial
+        cancelled before it started fails at once, the way `cancelled_script` exits."""
+        if not self.script(namespace, name, index):
+            raise AssertionError("the kubelet cannot mount the trials ConfigMap (FailedMount): no script")
+        pod = self.index_pod(namespace, name, index)
+        pod["spec"]["nodeName"] = self.node
+        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+        started = self.cluster.now()
+        pod["status"].update({"phase": "Running", "startTime": started})
+        pod["status"]["containerStatuses"] = [
+            {"name": "main", "ready": True, "restartCount": 0, "state": {"running": {"startedAt": started}}}
+        ]
+        self.cluster.logs[(namespace, pod["metadata"]["name"])] = logs
+        self.job(namespace, name)["status"]["ready"] = 1
+        if CANCELLED_MARK in self.script(namespace, name, index):
+            self.fail_index(
+                namespace, name, index, exit_code=CANCELLED_EXIT_CODE, logs=f"{CANCELLED_MARK} (index {index})\n"
+            )
+        return pod
+
+    def _end_index_pod(self, namespace: str, name: str, index: int, exit_code: int, reason: str, logs: str) -> Obj:
+        pods = self.index_pods(namespace, name, index)
+        pod = pods[-1] if pods else None
+        if pod is None or pod["status"].get("phase") != "Running":
+            pod = self.run_index(namespace, name, index)
+            if pod["status"]["phase"] != "Running":
+                return pod  # its script already ended it
+        if logs:
+            self.cluster.logs[(namespace, pod["metadata"]["name"])] = logs
+        terminated = {"exitCode": exit_code, "reason": reason, "finishedAt": self.cluster.now()}
+        if exit_code and logs:
+            terminated["message"] = logs[-2048:]
+        pod["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+        pod["status"]["containerStatuses"][0].update({"ready": False, "state": {"terminated": terminated}})
+        return pod
+
+    def succeed_index(self, namespace: str, name: str, index: int, logs: str = "") -> None:
+        self._end_index_pod(namespace, name, index, 0, "Completed", logs)
+        completed, _ = self._indexes(namespace, name)
+        status = self.job(namespace, name)["status"]
+        status["completedIndexes"] = format_indexes(completed | {index})
+        status["succeeded"] = int(status.get("succeeded") or 0) + 1
+        self._count_active(namespace, name)
+        self._settle(namespace, name)
+
+    def fail_index(
+        self, namespace: str, name: str, index: int, exit_code: int = 1, logs: str = "", reason: str = "Error"
+    ) -> None:
+        self._end_index_pod(namespace, name, index, exit_code, reason, logs)
+        self.index_failed(namespace, name, index)
+
+    def evict_index(self, namespace: str, name: str, index: int, message: str) -> None:
+        """A disruption (preemption, eviction): the pod gets the DisruptionTarget condition and
+        ends Failed; the pod failure policy's FailIndex rule fails its index at once."""
+        pod = self.index_pod(namespace, name, index)
+        pod["status"]["conditions"] = [
+            *pod["status"].get("conditions", []),
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler", "message": message},
+        ]
+        pod["status"]["phase"] = "Failed"
+        self.index_failed(namespace, name, index)
+
+    def index_failed(self, namespace: str, name: str, index: int) -> None:
+        """The Job controller's verdict on a failed pod: backoffLimitPerIndex 0 → the index
+        fails for good (listed in failedIndexes); the other indexes go on."""
+        completed, failed = self._indexes(namespace, name)
+        if index in completed or index in failed:
+            return
+        status = self.job(namespace, name)["status"]
+        status["failedIndexes"] = format_indexes(failed | {index})
+        status["failed"] = int(status.get("failed") or 0) + 1
+        self._count_active(namespace, name)
+        self._settle(namespace, name)
+
+    def _settle(self, namespace: str, name: str) -> None:
+        """Every index finished: Complete when none failed, else Failed (FailedIndexes)."""
+        job = self.job(namespace, name)
+        completed, failed = self._indexes(namespace, name)
+        if len(completed | failed) < int(job["spec"]["completions"]):
+            return
+        now = self.cluster.now()
+        job["status"]["active"] = 0
+        if not failed:
+            job["status"]["completionTime"] = now
+            job["status"]["conditions"] = [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "lastTransitionTime": now},
+            ]
+            return
+        job["status"]["conditions"] = [
+            {"type": "FailureTarget", "status": "True", "reason": "FailedIndexes", "lastTransitionTime": now},
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "FailedIndexes",
+                "message": "Job has failed indexes",
+                "lastTransitionTime": now,
+            },
+        ]
+
+
+class KServeController:
+    """Plays KServe's controller and Knative Serving (Serverless mode) for the
+    InferenceServices in a FakeKubeGateway, writing the status they would: a new Knative
+    revision per spec generation, readiness conditions, the rolled-out bookkeeping and the
+    traffic table (canaryTrafficPercent between the latest and the last rolled-out revision,
+    tagged `latest`/`prev` with their own URLs, as with tag routing on)."""
+
+    def __init__(self, cluster: FakeKubeGateway, domain: str = "example.com") -> None:
+        self.cluster = cluster
+        self.domain = domain
+        self._made: Counter[tuple[str, str]] = Counter()
+        self._templates: dict[tuple[str, str], Obj] = {}
+
+    def isvc(self, namespace: str, name: str) -> Obj:
+        return self.cluster.custom[(kserve.GROUP, kserve.VERSION, kserve.PLURAL, namespace)][name]
+
+    def _reconcile(self, namespace: str, name: str) -> tuple[Obj, Obj, Obj]:
+        isvc = self.isvc(namespace, name)
+        status = isvc.setdefault("status", {})
+        predictor = status.setdefault("components", {}).setdefault("predictor", {})
+        generation = int(isvc["metadata"].get("generation") or 1)
+        # Knative makes a revision when the pod template changes; the canary share is only
+        # the route's business.
+        template = {k: v for k, v in isvc["spec"]["predictor"].items() if k != "canaryTrafficPercent"}
+        if (
+            int(status.get("observedGeneration") or 0) < generation
+            and self._templates.get((namespace, name)) != template
+        ):
+            self._templates[(namespace, name)] = copy.deepcopy(template)
+            self._made[(namespace, name)] += 1
+            predictor["latestCreatedRevision"] = f"{name}-predictor-{self._made[(namespace, name)]:05d}"
+        status["observedGeneration"] = generation
+        status["url"] = f"http://{name}-{namespace}.{self.domain}"
+        status["address"] = {"url": f"http://{name}.{namespace}.svc.cluster.local"}
+        status["deploymentMode"] = "Serverless"
+        predictor["url"] = f"http://{name}-predictor-{namespace}.{self.domain}"
+        return isvc, status, predictor
+
+    def _target(self, name: str, namespace: str, revision: str, percent: int, latest: bool, tag: str) -> Obj:
+        target: Obj = {"latestRevision": latest, "percent": percent, "revisionName": revision}
+        if tag:
+            target.update({"tag": tag, "url": f"http://{tag}-{name}-predictor-{namespace}.{self.domain}"})
+        return target
+
+    def ready(self, namespace: str, name: str) -> Obj:
+        """The latest spec's revision came up; traffic as canaryTrafficPercent says."""
+        isvc, status, predictor = self._reconcile(namespace, name)
+        latest = predictor["latestCreatedRevision"]
+        predictor["latestReadyRevision"] = latest
+        canary = isvc["spec"]["predictor"].get("canaryTrafficPercent")
+        rolled = predictor.get("latestRolledoutRevision")
+        if canary is None or rolled is None or rolled == latest:
+            if rolled and rolled != latest:
+                predictor["previousRolledoutRevision"] = rolled
+            predictor["latestRolledoutRevision"] = latest
+            predictor["traffic"] = [self._target(name, namespace, latest, 100, True, "")]
+        else:
+            predictor["traffic"] = [
+                self._target(name, namespace, latest, int(canary), True, "latest"),
+                self._target(name, namespace, rolled, 100 - int(canary), False, "prev"),
+            ]
+        now = self.cluster.now()
+        status["conditions"] = [
+            {"type": kind, "status": "True", "lastTransitionTime": now}
+            for kind in (
+                "IngressReady",
+                "PredictorConfigurationReady",
+                "PredictorReady",
+                "PredictorRouteReady",
+                "Ready",
+            )
+        ]
+        status["modelStatus"] = {
+            "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+            "transitionStatus": "UpToDate",
+            "copies": {"failedCopies": 0, "totalCopies": 1},
+        }
+        return isvc
+
+    def fail(self, namespace: str, name: str, message: str) -> Obj:
+        """The latest spec's revision cannot come up (Knative: RevisionFailed / RevisionMissing)."""
+        isvc, status, predictor = self._reconcile(namespace, name)
+        latest = predictor["latestCreatedRevision"]
+        now = self.cluster.now()
+        failed = {
+            "type": "PredictorConfigurationReady",
+            "status": "False",
+            "reason": "RevisionFailed",
+            "message": f'Revision "{latest}" failed with message: {message}.',
+            "lastTransitionTime": now,
+        }
+        missing = {
+            "reason": "RevisionMissing",
+            "message": f'Configuration "{name}-predictor" does not have any ready Revision.',
+            "status": "False",
+            "lastTransitionTime": now,
+        }
+        status["conditions"] = [
+            {"type": "IngressReady", "status": "True", "lastTransitionTime": now},
+            failed,
+            {"type": "PredictorReady", **missing},
+            {"type": "Ready", **missing},
+        ]
+        return isvc
+
+    def model_load_failed(self, namespace: str, name: str, message: str) -> Obj:
+        """The server started but the model did not load (KServe's modelStatus)."""
+        isvc = self.fail(namespace, name, "Container failed with: model load error")
+        isvc["status"]["modelStatus"] = {
+            "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+            "transitionStatus": "BlockedByFailedLoad",
+            "lastFailureInfo": {"reason": "ModelLoadFailed", "message": message},
+            "copies": {"failedCopies": 1, "totalCopies": 1},
+        }
+        return isvc
+
+    def add_predictor_pod(self, namespace: str, name: str, revision: int, logs: str) -> str:
+        """A running predictor pod of Plinth revision `revision`, its model container's log."""
+        isvc = self.isvc(namespace, name)
+        labels = dict(isvc["spec"]["predictor"].get("labels") or {})
+        labels.update({kserve.LABEL_ISVC: name, kserve.LABEL_REVISION: str(revision), "component": "predictor"})
+        pod_name = f"{name}-predictor-{revision:05d}-deployment-{self._made[(namespace, name)]:05d}"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod_name, "labels": labels},
+            "spec": {"containers": [{"name": kserve.MODEL_CONTAINER}, {"name": "queue-proxy"}]},
+            "status": {"phase": "Running"},
+        }
+        self.cluster.pods[namespace][pod_name] = self.cluster._stamp(pod, namespace)
+        self.cluster.logs[(namespace, pod_name, kserve.MODEL_CONTAINER)] = logs
+        return pod_name

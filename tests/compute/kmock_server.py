@@ -16,6 +16,8 @@ RESOURCES = {
     "v1/pods": ("Pod", True),
     "v1/nodes": ("Node", False),
     "v1/events": ("Event", True),
+    "v1/configmaps": ("ConfigMap", True),
+    "serving.kserve.io/v1beta1/inferenceservices": ("InferenceService", True),
 }
 
 

@@ -24,7 +24,7 @@ def test_a_pass_that_finds_the_lease_held_skips() -> None:
     assert token is not None
     assert tasks.sync_launches() == {"skipped": 1}
     leases.release("sync_launches", token, started=0.0)
-    assert tasks.sync_launches() == {"polled": 0, "ended": 0, "resubmitted": 0}
+    assert tasks.sync_launches() == {"polled": 0, "ended": 0, "resubmitted": 0, "pruned": 0}
     row = ReconcilerPass.objects.get(name="sync_launches")
     assert row.skipped == 1 and not row.running and row.last_duration_seconds is not None
 

@@ -5,8 +5,9 @@ per launch, answers `poll` from that state ("missing" for what it never saw), tr
 second submit of the same launch as "already exists" (as the real backends must), and
 counts every call. Tests move its jobs along with `set_state` / `forget`.
 
-FakeMlflow replaces the MLflow gateway's write calls with an in-memory store of runs, so
-tests that are not about MLflow need no server; `mlflow_up` tests use the real one."""
+FakeMlflow replaces the MLflow gateway's write calls, and the metric reads the sweep
+optimiser makes (a run's metric history, the bulk history, get_run), with an in-memory store
+of runs, so tests that are not about MLflow need no server; `mlflow_up` tests use the real one."""
 
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class FakeMlflow:
         self.deleted: list[str] = []
         self.deleted_experiments: set[str] = set()
         self._ids = itertools.count(1)
+        self.clock: list[int] = []  # one entry per logged point: its timestamp is the count so far
 
     def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str] | None = None) -> str:
         if experiment_id in self.deleted_experiments:
@@ -145,6 +147,42 @@ class FakeMlflow:
     def end_run(self, run_id: str, status: str) -> None:
         self._active(run_id)["status"] = status
 
+    # -- metrics: what a training script would have logged (tests call `log`) --------------
+    def log(self, run_id: str, key: str, value: float, step: int = 0) -> None:
+        self._active(run_id).setdefault("metrics", {}).setdefault(key, []).append((step, len(self.clock), value))
+        self.clock.append(1)
+
+    def _points(self, run_id: str, key: str) -> list[dict[str, Any]]:
+        logged = self.runs.get(run_id, {}).get("metrics", {}).get(key, [])
+        return [{"run_id": run_id, "key": key, "step": s, "timestamp": t, "value": v} for s, t, v in logged]
+
+    def get_metric_history(
+        self, run_id: str, key: str, max_results: int = 25_000, page_token: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of `max_results` points (MLflow pages its history the same way)."""
+        if run_id not in self.runs and run_id not in self.deleted:
+            raise MlflowError(f"Run with id={run_id} not found", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404)
+        points = self._points(run_id, key)
+        start = int(page_token or 0)
+        end = start + max_results
+        return points[start:end], (str(end) if end < len(points) else "")
+
+    def get_history_bulk(self, run_ids: list[str], key: str, max_results: int = 25_000) -> list[dict[str, Any]]:
+        return [p for run_id in sorted(run_ids) for p in self._points(run_id, key)][:max_results]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise MlflowError(f"Run with id={run_id} not found", error_code="RESOURCE_DOES_NOT_EXIST", http_status=404)
+        latest = {key: max(points)[2] for key, points in run.get("metrics", {}).items() if points}
+        return {
+            "info": {"run_id": run_id, "experiment_id": run["experiment_id"], "status": run["status"] or "RUNNING"},
+            "data": {
+                "metrics": [{"key": k, "value": v} for k, v in latest.items()],
+                "tags": [{"key": k, "value": v} for k, v in run["tags"].items()],
+            },
+        }
+
     def delete_run(self, run_id: str) -> None:
         """MLflow keeps a deleted run (readable, no longer writable); `runs` drops it."""
         if run_id not in self.runs and run_id not in self.deleted:
@@ -157,7 +195,15 @@ class FakeMlflow:
 @pytest.fixture
 def fake_mlflow(monkeypatch: pytest.MonkeyPatch) -> FakeMlflow:
     fake = FakeMlflow()
-    for method in ("create_run", "set_tag", "end_run", "delete_run"):
+    for method in (
+        "create_run",
+        "set_tag",
+        "end_run",
+        "delete_run",
+        "get_metric_history",
+        "get_history_bulk",
+        "get_run",
+    ):
         monkeypatch.setattr(
             MlflowGateway, method, lambda self, *args, _m=method, **kwargs: getattr(fake, _m)(*args, **kwargs)
         )

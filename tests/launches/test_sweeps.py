@@ -142,7 +142,7 @@ BAD_SWEEPS: list[tuple[str, dict[str, Any], str]] = [
     ("range-of-a-choice", {"strategy": "random", "space": {"batch": {"min": 16, "max": 64}}}, "space.batch"),
     ("space-empty", {"space": {}}, "space"),
     ("space-a-list", {"space": [1, 2]}, "space"),
-    ("unknown-strategy", {"strategy": "bayes"}, "strategy"),
+    ("unknown-strategy", {"strategy": "annealing"}, "strategy"),
     ("parallelism-zero", {"parallelism": 0}, "parallelism"),
     ("max-trials-text", {"max_trials": "many"}, "max_trials"),
     ("direction", {"direction": "up"}, "direction"),

@@ -14,6 +14,7 @@ from django.conf import settings
 from apps.compute.base import BackendRejected, BackendUnavailable
 from apps.compute.k8s.ratelimit import RateLimiter, shared_limiter
 
+MERGE_PATCH = "application/merge-patch+json"
 # Statuses that say "try again later" rather than "this request is wrong".
 _TRANSIENT_4XX = frozenset({408, 429})
 
@@ -34,6 +35,38 @@ class KubeApi(Protocol):
     def read_pod_log(self, namespace: str, pod: str, tail_lines: int) -> str: ...
 
     def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    # The ConfigMap of an Indexed Job's per-trial scripts, and one index's pods (apps.compute.k8s.indexed).
+    def create_config_map(self, namespace: str, manifest: dict[str, Any]) -> bool: ...
+
+    def patch_config_map(self, namespace: str, name: str, data: dict[str, str]) -> bool: ...
+
+    def delete_config_map(self, namespace: str, name: str) -> bool: ...
+
+    def delete_pod(self, namespace: str, name: str) -> bool: ...
+
+
+class KubeCustomObjects(Protocol):
+    """Namespaced custom resources (KServe InferenceServices), on plain dicts, plus the pod
+    reads a model server's logs need (KubeGateway, or a fake)."""
+
+    def create_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, manifest: dict[str, Any]
+    ) -> bool: ...
+
+    def get_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any] | None: ...
+
+    def patch_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
+
+    def delete_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> bool: ...
+
+    def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]: ...
+
+    def read_pod_log(self, namespace: str, pod: str, tail_lines: int, container: str = "") -> str: ...
 
 
 def selector_matches(labels: dict[str, str] | None, selector: str) -> bool:
@@ -233,14 +266,16 @@ class KubeGateway:
         )
         return response is not None
 
-    def read_pod_log(self, namespace: str, pod: str, tail_lines: int) -> str:
-        """The last lines a pod wrote; "" when the pod is gone (404) or its container has not
-        started yet (the API server answers 400 then)."""
+    def read_pod_log(self, namespace: str, pod: str, tail_lines: int, container: str = "") -> str:
+        """The last lines a pod wrote (of `container`, needed when the pod has several); ""
+        when the pod is gone (404) or its container has not started yet (the API server
+        answers 400 then)."""
         core = self._core()
+        extra = {"container": container} if container else {}
         response = self._send(
             f"read the log of pod {pod} in {namespace}",
             "read_pod_log",
-            lambda **kw: core.read_namespaced_pod_log(pod, namespace, tail_lines=tail_lines, **kw),
+            lambda **kw: core.read_namespaced_pod_log(pod, namespace, tail_lines=tail_lines, **extra, **kw),
             tolerate=frozenset({400, 404}),
         )
         if response is None:
@@ -252,3 +287,124 @@ class KubeGateway:
         core = self._core()
         response = self._send("list nodes", "list_nodes", lambda **kw: core.list_node(**kw))
         return self._items(response)
+
+    # --- custom resources (KServe InferenceServices) --------------------------------------
+    def _custom(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api_client)
+
+    def create_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, manifest: dict[str, Any]
+    ) -> bool:
+        """Create a namespaced custom object, the API server checking fields strictly
+        (`fieldValidation=Strict`: an unknown field is a 400, never silently pruned).
+        True: created; False: one with that name already exists (409)."""
+        name = manifest.get("metadata", {}).get("name", "?")
+        custom = self._custom()
+        response = self._send(
+            f"create {plural} {name} in {namespace}",
+            "create_custom_object",
+            lambda **kw: custom.create_namespaced_custom_object(
+                group, version, namespace, plural, manifest, field_validation="Strict", **kw
+            ),
+            tolerate=frozenset({409}),
+        )
+        return response is not None
+
+    def get_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any] | None:
+        """A namespaced custom object as a dict, or None when there is none (404)."""
+        custom = self._custom()
+        response = self._send(
+            f"read {plural} {name} in {namespace}",
+            "get_custom_object",
+            lambda **kw: custom.get_namespaced_custom_object(group, version, namespace, plural, name, **kw),
+            tolerate=frozenset({404}),
+        )
+        if response is None:
+            return None
+        found: dict[str, Any] = self._json(response)
+        return found
+
+    def patch_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Apply a JSON merge patch (RFC 7386: a null value removes the key) with strict
+        field validation. Returns the object after the patch, or None when it is gone (404)."""
+        custom = self._custom()
+        response = self._send(
+            f"patch {plural} {name} in {namespace}",
+            "patch_custom_object",
+            lambda **kw: custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, patch, field_validation="Strict", **kw
+            ),
+            tolerate=frozenset({404}),
+        )
+        if response is None:
+            return None
+        found: dict[str, Any] = self._json(response)
+        return found
+
+    def delete_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> bool:
+        """Delete a namespaced custom object (its owned objects go in the background).
+        False when it was already gone."""
+        custom = self._custom()
+        response = self._send(
+            f"delete {plural} {name} in {namespace}",
+            "delete_custom_object",
+            lambda **kw: custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, propagation_policy="Background", **kw
+            ),
+            tolerate=frozenset({404}),
+        )
+        return response is not None
+
+    def create_config_map(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """Create a ConfigMap. True: created; False: one with that name already exists."""
+        name = manifest.get("metadata", {}).get("name", "?")
+        core = self._core()
+        response = self._send(
+            f"create config map {name} in {namespace}",
+            "create_config_map",
+            lambda **kw: core.create_namespaced_config_map(namespace, manifest, **kw),
+            tolerate=frozenset({409}),
+        )
+        return response is not None
+
+    def patch_config_map(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        """Merge `data` into a ConfigMap's keys (a JSON merge patch). False when it is gone (404)."""
+        core = self._core()
+        response = self._send(
+            f"patch config map {name} in {namespace}",
+            "patch_config_map",
+            lambda **kw: core.patch_namespaced_config_map(
+                name, namespace, {"data": data}, _content_type=MERGE_PATCH, **kw
+            ),
+            tolerate=frozenset({404}),
+        )
+        return response is not None
+
+    def delete_config_map(self, namespace: str, name: str) -> bool:
+        """Delete a ConfigMap. False when it was already gone (404)."""
+        core = self._core()
+        response = self._send(
+            f"delete config map {name} in {namespace}",
+            "delete_config_map",
+            lambda **kw: core.delete_namespaced_config_map(name, namespace, **kw),
+            tolerate=frozenset({404}),
+        )
+        return response is not None
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete a pod with its grace period (the kubelet stops the container with SIGTERM).
+        False when it was already gone (404)."""
+        core = self._core()
+        response = self._send(
+            f"delete pod {name} in {namespace}",
+            "delete_pod",
+            lambda **kw: core.delete_namespaced_pod(name, namespace, **kw),
+            tolerate=frozenset({404}),
+        )
+        return response is not None
