@@ -24,7 +24,7 @@ from apps.accounts.models import User
 from apps.core.filters import local_midnight
 from apps.gpus import services
 from apps.gpus.models import Gpu, GpuHourly, GpuSample
-from apps.gpus.store import floor_hour, insert_samples, prune, roll_up
+from apps.gpus.store import insert_samples, prune, roll_up
 from apps.gpus.usage import Period, heatmap, launch_series, launch_totals, usage_report, usage_timeline
 from apps.launches.models import Launch, Status
 from apps.projects.models import Project
