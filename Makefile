@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# htmx and plotly.js's strict bundle from npm, integrity-checked (again when the list changes).
+# htmx and plotly.js's basic, cartesian and strict bundles from npm, integrity-checked (again
+# when the list changes).
 static/vendor/.stamp: apps/core/vendor.py $(STAMP)
 	$(PY) -m apps.core.vendor
 	@touch $@
@@ -57,6 +58,10 @@ bench: install
 	$(PY) -m tests.bench_gpus
 	$(PY) -m tests.bench_runs
 	$(PY) -m tests.bench_pages
+	$(PY) -m tests.bench_gateway
+	$(PY) -m tests.bench_rollout
+	$(PY) -m tests.bench_sweeps
+	$(PY) -m tests.bench_sweeps_k8s
 
 clean:
 	rm -rf $(VENV) staticfiles static/vendor .pytest_cache .mypy_cache .ruff_cache

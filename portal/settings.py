@@ -76,6 +76,15 @@ MIDDLEWARE = [
     "apps.core.input.NulCharacterMiddleware",
     "apps.core.middleware.ServiceErrorMiddleware",
 ]
+# What a request to the inference gateway (/serve/…) passes through instead (portal/wsgi.py):
+# callers authenticate with a token on every request, so sessions, CSRF, messages, CSP and
+# htmx have nothing to do there. Its request id, outbound-call budget and the transport
+# security (HTTPS redirect, HSTS) stay.
+PLINTH_GATEWAY_MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.deadline.RequestBudgetMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+]
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -380,10 +389,31 @@ PLINTH_KUBE_RATELIMIT_STORAGE = env_secret(
 PLINTH_KUBE_JOB_TTL = env_int("PLINTH_KUBE_JOB_TTL", 60 * 60 * 24)  # ttlSecondsAfterFinished
 PLINTH_KUBE_BACKOFF_LIMIT = env_int("PLINTH_KUBE_BACKOFF_LIMIT", 0)
 PLINTH_KUBE_MLFLOW_SECRET = env_str("PLINTH_KUBE_MLFLOW_SECRET", "plinth-mlflow")
+# A grid or random sweep runs as one Indexed Job (off: one Job per trial, as adaptive sweeps do).
+PLINTH_KUBE_INDEXED_SWEEPS = env_bool("PLINTH_KUBE_INDEXED_SWEEPS", True)
+# KServe (the kubernetes serving backend): where KServe's storage initializer finds the
+# artifacts an MLflow server with --artifacts-destination serves as mlflow-artifacts:/…
+# (e.g. s3://mlflow-artifacts), and how long a prediction sent to an InferenceService may take.
+PLINTH_KSERVE_ARTIFACTS_DESTINATION = env_str("PLINTH_KSERVE_ARTIFACTS_DESTINATION")
+PLINTH_KSERVE_PREDICT_TIMEOUT = env_float("PLINTH_KSERVE_PREDICT_TIMEOUT", 30.0)
 PLINTH_LOCAL_MAX_CONCURRENT = env_int("PLINTH_LOCAL_MAX_CONCURRENT", 2)
 # The local backend runs jobs as the worker's own OS user (no isolation beyond a clean
 # environment and a working folder): off in production unless an operator opts in.
 PLINTH_LOCAL_BACKEND_ENABLED = env_bool("PLINTH_LOCAL_BACKEND_ENABLED", not PRODUCTION)
+# Deployments on the local backend: each revision's model server listens on 127.0.0.1 at a
+# free port of this range ("first-last", inclusive).
+PLINTH_SERVING_PORTS = env_str("PLINTH_SERVING_PORTS", "18100-18999")
+# Deployments' rollout (apps.deployments.rollout): a revision that left the traffic stays warm
+# this long for a one-click rollback; a new revision must pass its pre-flight (model server up,
+# a 2xx answer on the input example) within PREFLIGHT seconds; every deployment is
+# reconciled (alias followed, crashed model servers restarted) every SYNC seconds.
+PLINTH_ROLLBACK_WINDOW_SECONDS = env_int("PLINTH_ROLLBACK_WINDOW_SECONDS", 1800)
+PLINTH_PREFLIGHT_TIMEOUT_SECONDS = env_int("PLINTH_PREFLIGHT_TIMEOUT_SECONDS", 300)
+PLINTH_DEPLOYMENT_SYNC_SECONDS = env_float("PLINTH_DEPLOYMENT_SYNC_SECONDS", 10.0)
+CELERY_BEAT_SCHEDULE["deployments-reconcile"] = {
+    "task": "apps.deployments.tasks.reconcile_deployments",
+    "schedule": PLINTH_DEPLOYMENT_SYNC_SECONDS,
+}
 # Access sync to the cluster: namespace, RoleBindings, ResourceQuota (and a Kueue
 # LocalQueue) per Kubernetes-backed project. On by default wherever a cluster is configured.
 PLINTH_KUBE_ACCESS_SYNC = env_bool("PLINTH_KUBE_ACCESS_SYNC", bool(PLINTH_KUBECONFIG or PLINTH_KUBE_IN_CLUSTER))

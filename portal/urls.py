@@ -9,6 +9,7 @@ from apps.accounts import views as accounts_views
 from apps.audit import api as audit_api
 from apps.audit import views as audit_views
 from apps.core import views as core_views
+from apps.deployments import api_urls as deployments_api_urls
 from apps.gpus import api_urls as gpus_api_urls
 from apps.launches import api as launches_api
 from apps.launches import views as launches_views
@@ -26,7 +27,7 @@ router.register("templates", launches_api.TemplateViewSet, basename="template")
 router.register("launches", launches_api.LaunchViewSet, basename="launch")
 router.register("sweeps", launches_api.SweepViewSet, basename="sweep")
 # Each later app mounts its own API routes (apps/<app>/api_urls.py) and pages (apps/<app>/urls.py).
-APP_APIS = [tracking_api_urls, registry_api_urls, gpus_api_urls]
+APP_APIS = [tracking_api_urls, registry_api_urls, gpus_api_urls, deployments_api_urls]
 for app_api in APP_APIS:
     for prefix, viewset, basename in app_api.ROUTES:
         router.register(prefix, viewset, basename=basename)
@@ -87,6 +88,7 @@ launch_patterns = [
     path("sweeps/new/", launches_views.SweepCreateView.as_view(), name="sweep-create"),
     path("sweeps/<int:pk>/", launches_views.SweepDetailView.as_view(), name="sweep-detail"),
     path("sweeps/<int:pk>/cancel/", launches_views.SweepCancelView.as_view(), name="sweep-cancel"),
+    path("sweeps/<int:pk>/extend/", launches_views.SweepExtendView.as_view(), name="sweep-extend"),
 ]
 
 urlpatterns = [
@@ -102,6 +104,9 @@ urlpatterns = [
     path("runs/", include("apps.tracking.urls")),
     path("models/", include("apps.registry.urls")),
     path("gpus/", include("apps.gpus.urls")),
+    path("deployments/", include("apps.deployments.urls")),
+    # The inference gateway: POST serve/<team>/<project>/<deployment>/invocations
+    path("serve/", include("apps.deployments.serve_urls")),
     path("audit/", audit_views.AuditListView.as_view(), name="audit"),
     path("audit/export.csv", audit_views.AuditExportView.as_view(), name="audit-export"),
     path("console/", include("apps.console.urls")),

@@ -39,6 +39,16 @@ def _mlflow_down_by_default(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _no_gateway_counts_from_other_tests() -> None:
+    """The gateway buffers request counts per process; a test starts with none, so counts of
+    a revision an earlier test rolled back are never written under this one."""
+    from apps.deployments import gateway, stats
+
+    stats.discard()
+    gateway.clear_routes()
+
+
 def postgres_required() -> bool:
     """CI sets PLINTH_REQUIRE_POSTGRES=1: then a test that needs PostgreSQL fails instead of
     skipping, so losing CI's DATABASE_URL cannot silently turn the race tests off."""

@@ -35,6 +35,7 @@ from apps.core.pages import paginate, run_service
 from apps.core.partials import fragment_for, render_fragment
 from apps.core.timezones import COOKIE as TZ_COOKIE
 from apps.core.timezones import valid_zone
+from apps.deployments.lookups import attention_items as deployment_attention
 from apps.projects.models import ExperimentState, Project
 from apps.registry.policies import awaiting_decision
 
@@ -122,6 +123,7 @@ class HomeView(LoginRequiredMixin, TemplateView):
                     }
                 )
         items.extend(self.pending_promotions())
+        items.extend(deployment_attention(user))  # failed rollouts of deployments the user may change
         lone = (
             Team.objects.filter(pk__in=managed)
             .annotate(leads=Count("memberships", filter=Q(memberships__role=Role.LEAD)))

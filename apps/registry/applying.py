@@ -263,7 +263,16 @@ def _record_applied(request: PromotionRequest, token: str) -> Outcome:
         )  # fmt: skip
         notices.apply_result(request)
         _kick_next(request)
+        _deployments_follow(model.name, locked.alias)
     return Outcome("applied")
+
+
+def _deployments_follow(model_name: str, alias: str) -> None:
+    """Deployments that follow the alias roll out its new version (their reconcile task is
+    sent once this transaction commits)."""
+    from apps.deployments.rollout import alias_moved
+
+    alias_moved(model_name, alias)
 
 
 def _close_current(model: RegisteredModel, request: PromotionRequest, now: datetime) -> None:

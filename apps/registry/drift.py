@@ -96,6 +96,9 @@ def sync_aliases(model: RegisteredModel, aliases: dict[str, int]) -> list[AliasH
             )  # fmt: skip
             if source == Source.OUTSIDE:
                 notices.changed_outside(model, alias, version, believed)
+            from apps.deployments.rollout import alias_moved
+
+            alias_moved(model.name, alias)  # deployments following it roll out (after commit)
     return recorded
 
 

@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from apps.accounts import services as account_services
 from apps.accounts.models import User
+from apps.deployments.models import Deployment, Revision
 from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
 from apps.launches.models import Launch, Status
@@ -59,7 +60,9 @@ def _known(path: str, params: Any) -> Any:
     named = dict(params)
     for key in named:
         if key == "id":
-            prefix = next((p for p in ("launches", "sweeps", "templates", "projects") if f"/{p}/" in path), "")
+            prefix = next(
+                (p for p in ("launches", "sweeps", "templates", "projects", "deployments") if f"/{p}/" in path), ""
+            )
             named[key] = KNOWN.get(prefix, named[key])
         elif key in ("slug", "team_slug"):
             named[key] = "demo"
@@ -117,8 +120,8 @@ CHECKS = [
 
 @pytest.fixture
 def world(people: dict[str, User], project: Project) -> Iterator[None]:
-    """Team demo with its project (linked to MLflow experiment 1), a global template and
-    one of ada's launches."""
+    """Team demo with its project (linked to MLflow experiment 1), a global template,
+    one of ada's launches and a deployment serving one revision."""
     Project.objects.filter(pk=project.pk).update(mlflow_experiment_id="1", mlflow_state=ExperimentState.LINKED)
     template = launch_services.create_template(people["root"], None, **SKLEARN_DIGITS)
     launch = Launch.objects.create(
@@ -132,7 +135,11 @@ def world(people: dict[str, User], project: Project) -> Iterator[None]:
         mlflow_run_id="run-of-ada",
         mlflow_experiment_id="1",
     )
-    KNOWN.update(launches=launch.pk, templates=template.pk, projects=project.pk)
+    deployment = Deployment.objects.create(
+        project=project, name="digits-api", model_name="digits", backend="local", created_by=people["ada"]
+    )
+    Revision.objects.create(deployment=deployment, number=1, version=1, status="serving", traffic=100)
+    KNOWN.update(launches=launch.pk, templates=template.pk, projects=project.pk, deployments=deployment.pk)
     yield
     KNOWN.clear()
 

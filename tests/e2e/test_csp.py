@@ -1,9 +1,11 @@
 """The chart pages in Chromium under the site's Content-Security-Policy (script-src 'self',
 no eval): no violation is reported, no JavaScript error, and every chart container holds a
 drawn plot (SVG or canvas) after load — Plotly's scatter, bar, heatmap and parcoords traces
-included. Also measures, in a fresh browser profile, how long the compare page takes from
-navigation to every chart above the fold drawn (printed; `python -m tests.bench_pages`
-reports it too).
+included. Each page loads only the plotly.js bundles its charts name (apps.core.figures:
+basic for lines and bars, cartesian for the heatmap, strict for parcoords), and each bundle
+registers the trace types it is chosen for, without a violation. Also measures, in a fresh
+browser profile, how long the compare page takes from navigation to every chart above the
+fold drawn (printed; `python -m tests.bench_pages` reports it too).
 
 The data is the browser tour's day (tests/e2e/test_tour.py: runs, a finished sweep, a
 promotion request) plus four sampled GPUs (tests/gpus/test_pages.py)."""
@@ -20,6 +22,7 @@ from playwright.sync_api import Error as PlaywrightError
 from pytest_django.live_server_helper import LiveServer
 
 from apps.accounts.models import User
+from apps.core.figures import BUNDLES, bundle_links
 from tests.bench_pages import ABOVE_THE_FOLD_DRAWN
 from tests.e2e.test_tour import Day, day, page_urls, sign_in  # noqa: F401 - `day` is a fixture
 from tests.gpus.test_pages import fleet  # noqa: F401 - a fixture
@@ -35,6 +38,7 @@ CHART_PAGES = [
     "gpus:index",
     "gpus:usage",
     "gpus:launch-usage",
+    "deployments:detail",
 ]
 CHART_MS = 30_000
 # Every violation the page reports, recorded from the first script on (before the page's own).
@@ -47,6 +51,22 @@ ALL_DRAWN = """() => Array.from(document.querySelectorAll(".chart")).every(
     (el) => el.querySelector(".main-svg, canvas") || el.hasAttribute("data-empty"))"""
 UNDRAWN = """() => Array.from(document.querySelectorAll(".chart"))
     .filter((el) => !el.querySelector(".main-svg, canvas")).map((el) => el.id)"""
+# The plotly.js bundles the page loaded, and the ones its charts name.
+BUNDLES_LOADED = """() => performance.getEntriesByType("resource").map((e) => e.name)
+    .filter((url) => url.includes("/vendor/plotly-")).map((url) => url.split("/vendor/plotly-")[1].split(".")[0])"""
+BUNDLES_NAMED = """() => Array.from(document.querySelectorAll(".chart[data-plotly-bundle]"))
+    .map((el) => el.getAttribute("data-plotly-bundle"))"""
+# The smallest bundles that draw a page's charts (the tour's data: see the module docstring):
+# lines and bars need no more than the basic bundle, the GPU heatmap the cartesian one, and
+# parallel coordinates (compare, sweep) the strict one.
+SMALLEST = {
+    "tracking:run": {"basic"},
+    "registry:request": {"basic"},
+    "gpus:index": {"cartesian"},
+    "gpus:launch-usage": {"basic"},
+    "deployments:detail": {"basic"},
+}
+PARCOORDS_PAGES = {"tracking:compare", "launches:sweep-detail"}
 
 
 def fresh_context(browser: Browser) -> BrowserContext:
@@ -81,6 +101,8 @@ def open_and_draw(page: Page, url: str) -> dict[str, Any]:
         "status": response.status if response else 0,
         "charts": charts.count(),
         "undrawn": page.evaluate(UNDRAWN),
+        "bundles": set(page.evaluate(BUNDLES_LOADED)),
+        "named": set(page.evaluate(BUNDLES_NAMED)),
         "violations": page.evaluate("() => window.__cspViolations"),
         "policy": response.headers.get("content-security-policy", "") if response else "",
     }
@@ -117,6 +139,11 @@ def test_the_chart_pages_draw_every_chart_under_the_policy_without_a_violation(
             if "script-src 'self'" not in seen["policy"]:
                 failures.append(f"{where}: policy {seen['policy']!r}")
             failures += [f"{where}: chart not drawn: {chart}" for chart in seen["undrawn"]]
+            expected = SMALLEST.get(name, seen["named"])
+            if seen["bundles"] != seen["named"] or seen["named"] != expected:
+                failures.append(f"{where}: loaded plotly.js {seen['bundles']}, charts name {seen['named']}")
+            if name in PARCOORDS_PAGES and "strict" not in seen["named"]:
+                failures.append(f"{where}: parallel coordinates without the strict bundle: {seen['named']}")
             failures += [f"{where}: {v}" for v in seen["violations"]] + [f"{where}: {p}" for p in problems]
             drawn += seen["charts"] - len(seen["undrawn"])
             visited += 1
@@ -130,7 +157,8 @@ def test_the_chart_pages_draw_every_chart_under_the_policy_without_a_violation(
         context.close()
     assert not failures, "\n".join(failures)
     # The pages did have charts to draw: runs, compare (histories, parcoords, scatter),
-    # sweep, evidence, the GPU heatmap and the launch's GPU chart, for both users.
+    # sweep, evidence, the GPU heatmap, the launch's GPU chart and the deployment's request
+    # charts (a canary beside its stable revision), for both users.
     assert visited == 2 * len(CHART_PAGES) - 1 and drawn >= visited
 
 
@@ -152,5 +180,29 @@ def test_the_compare_page_draws_the_charts_above_the_fold_at_once(
         seconds = time.perf_counter() - started
         print(f"\ncompare page: charts above the fold drawn {seconds:.2f} s after navigation (fresh browser)")
         assert page.evaluate("() => window.__cspViolations") == [] and problems == []
+    finally:
+        context.close()
+
+
+def test_each_plotly_bundle_registers_the_trace_types_it_is_chosen_for_under_the_policy(
+    browser: Browser, live_server: LiveServer
+) -> None:
+    context = fresh_context(browser)
+    try:
+        for bundle in bundle_links():
+            page = context.new_page()
+            problems = watch(page)
+            page.goto(live_server.url + "/login/", wait_until="load")  # a page without charts
+            assert page.evaluate("() => typeof window.Plotly") == "undefined", "no plotly.js without a chart"
+            page.add_script_tag(url=bundle["src"])
+            traces = set(page.evaluate("() => Object.keys(window.Plotly.PlotSchema.get().traces)"))
+            chosen = next(b for b in BUNDLES if b.name == bundle["name"])
+            assert chosen.traces is None or chosen.traces <= traces, (bundle["name"], chosen.traces - traces)
+            if chosen.traces is None:
+                assert {"parcoords", "heatmap", "scatter", "bar"} <= traces
+            else:  # no more than it says, either: a larger bundle would have been mislabelled
+                assert traces <= chosen.traces | {"scatter"}, (bundle["name"], traces - chosen.traces)
+            assert page.evaluate("() => window.__cspViolations") == [] and problems == []
+            page.close()
     finally:
         context.close()

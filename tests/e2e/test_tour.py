@@ -20,17 +20,29 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 from playwright.sync_api import Error as PlaywrightError
 from pytest_django.live_server_helper import LiveServer
 
 from apps.accounts.models import Team, User
+from apps.deployments.models import (
+    LATENCY_BUCKETS_MS,
+    Deployment,
+    DeploymentStatus,
+    RequestStats,
+    Revision,
+    RevisionStatus,
+    RolloutEvent,
+    RolloutStep,
+)
 from apps.launches import tasks
 from apps.launches.models import Launch, Sweep, SweepStatus, Template
 from apps.projects.models import Project
@@ -63,6 +75,7 @@ NOT_PAGES = {
     "projects:replace-experiment": "POST",
     "launches:cancel": "POST",
     "launches:sweep-cancel": "POST",
+    "launches:sweep-extend": "POST (the sweep page holds the form)",
     "registry:attach": "POST",
     "registry:rollback": "POST",
     "registry:request-approve": "POST",
@@ -81,6 +94,11 @@ NOT_PAGES = {
     "console:sso-add": "POST",
     "console:sso-delete": "POST",
     "console:project-sync": "POST",
+    "deployments:delete": "POST",
+    "deployments:rollback": "POST",
+    "deployments:try": "POST (the deployment page holds the form)",
+    "deployments:key-create": "POST",
+    "deployments:key-revoke": "POST",
     "healthz": "a probe for the load balancer",
     "readyz": "a probe for the load balancer",
     "login": "toured signed out, first",
@@ -99,6 +117,7 @@ class Day:
     request_pk: int
     run_ids: list[str]
     trial_run: str
+    deployment_pk: int = 0
 
 
 def page_urls(day: Day) -> dict[str, str]:
@@ -132,6 +151,10 @@ def page_urls(day: Day) -> dict[str, str]:
         "registry:model": f"/models/registered/{day.model}/",
         "registry:request-create": f"/models/registered/{day.model}/promote/?version=2",
         "registry:request": f"/models/requests/{day.request_pk}/",
+        "deployments:project": f"/deployments/projects/{full}/",
+        "deployments:create": f"/deployments/projects/{full}/new/?model={day.model}",
+        "deployments:detail": f"/deployments/{day.deployment_pk}/",
+        "deployments:edit": f"/deployments/{day.deployment_pk}/edit/",
         "gpus:index": "/gpus/",
         "gpus:idle": "/gpus/idle/",
         "gpus:usage": "/gpus/usage/",
@@ -208,6 +231,10 @@ _PAGE_NAMES = [
     "registry:model",
     "registry:request-create",
     "registry:request",
+    "deployments:project",
+    "deployments:create",
+    "deployments:detail",
+    "deployments:edit",
     "gpus:index",
     "gpus:idle",
     "gpus:usage",
@@ -324,6 +351,7 @@ def day(
     request = create_request(ada, registered_model, version=2, alias="champion", justification="More accurate.")
     trial = Launch.objects.filter(sweep=sweep).exclude(mlflow_run_id="").first()
     assert trial is not None
+    deployment = _serving_deployment(project, model, ada)
     return Day(
         project=project,
         launch=launch,
@@ -333,7 +361,49 @@ def day(
         request_pk=request.pk,
         run_ids=run_ids,
         trial_run=trial.mlflow_run_id,
+        deployment_pk=deployment.pk,
     )
+
+
+def _serving_deployment(project: Project, model: str, ada: User) -> Deployment:
+    """A deployment of the model serving version 1 (rows only: no model server runs), with a
+    canary of version 2 and a few minutes of request numbers for its charts, and its timeline."""
+    deployment = Deployment.objects.create(
+        project=project,
+        name="digits-api",
+        model_name=model,
+        backend="local",
+        created_by=ada,
+        status=DeploymentStatus.ROLLING_OUT,
+    )
+    now = timezone.now()
+    stable = Revision.objects.create(
+        deployment=deployment, number=1, version=1, status=RevisionStatus.SERVING, traffic=90, serving_at=now
+    )
+    canary = Revision.objects.create(
+        deployment=deployment,
+        number=2,
+        version=2,
+        status=RevisionStatus.SERVING,
+        traffic=10,
+        is_canary=True,
+        canary_started_at=now,
+    )
+    for revision, requests, errors in ((stable, 90, 1), (canary, 10, 2)):
+        RolloutEvent.objects.create(deployment=deployment, revision=revision, step=RolloutStep.STARTED)
+        for minutes in range(1, 4):
+            buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+            buckets[2], buckets[4] = requests - 5, 5
+            RequestStats.objects.create(
+                revision=revision,
+                minute=(now - timedelta(minutes=minutes)).replace(second=0, microsecond=0),
+                writer="tour:1",
+                requests=requests,
+                errors_5xx=errors,
+                latency_ms_sum=20.0 * requests,
+                latency_buckets=buckets,
+            )
+    return deployment
 
 
 # --- the checks -------------------------------------------------------------------------------

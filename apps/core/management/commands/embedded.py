@@ -1,6 +1,7 @@
 """Run everything the embedded mode needs, in the foreground, until Ctrl-C: the web
-server, a Celery worker, Celery beat and (unless MLFLOW_TRACKING_URI is set) a local
-`mlflow server` on a SQLite store under the data directory.
+server (gunicorn, as in production), a Celery worker, Celery beat and (unless
+MLFLOW_TRACKING_URI is set) a local `mlflow server` on a SQLite store under the data
+directory.
 
 The runner supervises them. Each part runs under `apps.core.guard` as the leader of its own
 process group; a part that exits is restarted with exponential backoff (1 s doubling to
@@ -17,7 +18,11 @@ answers, a "still waiting for …" line while one does not, and the banner with 
 the demo logins only once the web server, MLflow and a worker (a task round trip) all
 answer. The worker and beat log at WARNING unless PLINTH_LOG_LEVEL says otherwise, and
 MLflow's server then leaves out its access log, so routine lines (beat sends a task every
-few seconds, each of them calls MLflow) do not scroll the banner away."""
+few seconds, each of them calls MLflow) do not scroll the banner away.
+
+Deployments on the local backend run a model server per revision, which the worker starts
+in a session of its own: the runner ends every one of them when it stops (and, at start,
+any that a runner killed with `kill -9` left behind)."""
 
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ STABLE_SECONDS = 60.0  # a part that ran this long before exiting restarts after
 STOP_SECONDS = 20.0  # how long the parts get to stop before they are killed
 PROGRESS_SECONDS = 15.0  # how often "still waiting for …" is printed while a part does not answer
 HEARTBEAT_SECONDS = 10.0  # how often the runner sends the worker a heartbeat task until one comes back
+WEB_WORKERS = 2  # gunicorn worker processes of the web part
+WEB_THREADS = 4  # threads per worker (gthread)
 QUIET_LEVEL = "WARNING"  # the worker's and beat's log level unless PLINTH_LOG_LEVEL is set
 # Why a part can take a while the first time, printed with its "still waiting" line.
 SLOW_REASON = {"mlflow": "its first start creates and migrates its database, about a minute"}
@@ -106,6 +113,7 @@ class Command(BaseCommand):
             self._supervise(parts, data, options["port"])
         finally:
             self._stop_all(parts)
+            self._stop_model_servers("Stopped")
             (data / CHILDREN_FILE).unlink(missing_ok=True)
             os.close(lock)  # releases the flock
 
@@ -132,6 +140,7 @@ class Command(BaseCommand):
         """End the process groups a previous runner recorded and left alive (it was killed
         before it could stop them). A group is ours if its leader is gone (its number cannot
         be reused while any member lives) or is the very process recorded (same start time)."""
+        self._stop_model_servers("Ended", " left running by a previous runner")
         path = data / CHILDREN_FILE
         try:
             records = json.loads(path.read_text())
@@ -150,6 +159,16 @@ class Command(BaseCommand):
         path.unlink(missing_ok=True)
         if ended:
             self.stderr.write(f"Ended {ended} process group(s) left running by a previous runner.")
+
+    def _stop_model_servers(self, verb: str, why: str = "") -> None:
+        """End the deployments' model servers of this data directory (the worker starts
+        them in sessions of their own, outside the parts' groups). The reconciler starts
+        again, on the next run, what should serve."""
+        from apps.deployments.serving.local import stop_all_model_servers
+
+        ended = stop_all_model_servers()
+        if ended:
+            self.stderr.write(f"{verb} {ended} model server(s){why}.")
 
     # --- the parts ------------------------------------------------------------------------
     def _plan(self, data: Path, port: int) -> list[Part]:
@@ -185,7 +204,7 @@ class Command(BaseCommand):
         parts.append(
             Part("beat", [celery, "-A", "portal", "beat", "-l", level, "--pidfile", str(data / "celerybeat.pid")])
         )
-        parts.append(Part("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]))
+        parts.append(Part("web", web_argv(bin_dir, port)))
         return parts
 
     def _start(self, part: Part, data: Path, parts: list[Part]) -> None:
@@ -286,6 +305,29 @@ class Command(BaseCommand):
                 self.stderr.write(f"{part.name} did not stop within {STOP_SECONDS:g} s; killing its process group.")
             end_group(part.proc.pid, grace=0)
         self.stdout.write("Stopped.")
+
+
+def web_argv(bin_dir: Path, port: int) -> list[str]:
+    """The web part: gunicorn with the production configuration (portal/gunicorn.py), on
+    127.0.0.1 only, WEB_WORKERS processes of WEB_THREADS threads each (the gateway and the
+    pages mostly wait on model servers and MLflow), a short graceful stop. Its access log
+    is left out at the quiet level, as MLflow's is."""
+    argv = [
+        str(bin_dir / "gunicorn"),
+        "-c",
+        "python:portal.gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(WEB_WORKERS),
+        "--threads",
+        str(WEB_THREADS),
+        "--graceful-timeout",
+        "5",
+    ]
+    if celery_log_level() not in ("DEBUG", "INFO"):
+        argv += ["--access-logfile", os.devnull]
+    return [*argv, "portal.wsgi:application"]
 
 
 def celery_log_level() -> str:
