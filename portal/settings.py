@@ -80,7 +80,7 @@ MIDDLEWARE = [
 # callers authenticate with a token on every request, so sessions, CSRF, messages, CSP and
 # htmx have nothing to do there. Its request id, outbound-call budget and the transport
 # security (HTTPS redirect, HSTS) stay.
-PLINTH_GATEWAY_MIDDLEWARE = [
+GATEWAY_MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
     "apps.core.deadline.RequestBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -1,7 +1,7 @@
 """The portal as a WSGI application (`gunicorn portal.wsgi:application`).
 
 Requests to the inference gateway (PATH_INFO under /serve/) go to a handler of their own
-whose middleware is settings.PLINTH_GATEWAY_MIDDLEWARE, a few of the portal's; everything
+whose middleware is settings.GATEWAY_MIDDLEWARE, a few of the portal's; everything
 else goes to Django's handler with the full settings.MIDDLEWARE. Both resolve against the
 one URL conf, so the gateway's view, its authentication (a token or serving key checked on
 every request) and its answers are the same either way; only the work done around them for
@@ -27,18 +27,18 @@ _load_lock = threading.Lock()
 
 
 class GatewayHandler(WSGIHandler):
-    """A WSGIHandler whose middleware chain is built from settings.PLINTH_GATEWAY_MIDDLEWARE
+    """A WSGIHandler whose middleware chain is built from settings.GATEWAY_MIDDLEWARE
     instead of settings.MIDDLEWARE (the rest of Django's request handling is unchanged:
     URL resolution, the request_started/request_finished signals, error handlers)."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        """Build the chain from PLINTH_GATEWAY_MIDDLEWARE (a list of dotted paths).
+        """Build the chain from GATEWAY_MIDDLEWARE (a list of dotted paths).
         Django's loader reads settings.MIDDLEWARE, so that setting names the gateway's
         list while the chain is built (once, when the handler is created) and is put back
         afterwards."""
         with _load_lock:
             full = settings.MIDDLEWARE
-            settings.MIDDLEWARE = list(settings.PLINTH_GATEWAY_MIDDLEWARE)
+            settings.MIDDLEWARE = list(settings.GATEWAY_MIDDLEWARE)
             try:
                 super().load_middleware(is_async)
             finally:

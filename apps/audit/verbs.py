@@ -83,6 +83,7 @@ class AuditVerb(models.TextChoices):
     DEPLOYMENT_ROLLOUT_STARTED = "deployment.rollout_started", "Rollout started"
     DEPLOYMENT_PROMOTED = "deployment.promoted", "Revision promoted"
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back", "Revision rolled back"
+    DEPLOYMENT_PREFLIGHT_FAILED = "deployment.preflight_failed", "Revision failed its pre-flight"
     DEPLOYMENT_KEY_CREATE = "deployment.key_create", "Serving key created"
     DEPLOYMENT_KEY_REVOKE = "deployment.key_revoke", "Serving key revoked"
     # GPUs

@@ -72,6 +72,13 @@ def is_finite(value: Any) -> bool:
         return False
 
 
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float when it is a real, finite number (see :func:`is_finite`), else
+    None: how a sample read from an outside source (Prometheus answers "NaN", "+Inf") is kept
+    out of sums and charts."""
+    return normalise(value) if is_finite(value) else None
+
+
 def display(value: Any, digits: int = 6) -> str:
     """The text a page shows for a metric: ``"NaN"``, ``"inf"``, ``"-inf"`` for the non-finite
     values (sentinels included), ``""`` for ``None`` (never logged), otherwise a compact number

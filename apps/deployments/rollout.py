@@ -431,7 +431,7 @@ def _fail_preflight(deployment: Deployment, backend: ServingBackend, revision: R
             return
         _set(current, status=RevisionStatus.FAILED, reason=reason, traffic=0, is_canary=False)
         _event(locked, current, RolloutStep.PREFLIGHT_FAILED, reason)
-        _audit(None, AuditVerb.DEPLOYMENT_ROLLED_BACK, locked, current, reason=reason, step="preflight_failed")
+        _audit(None, AuditVerb.DEPLOYMENT_PREFLIGHT_FAILED, locked, current, reason=reason, step="preflight_failed")
         notices.preflight_failed(locked, current, reason)
     done.did(f"pre-flight failed for revision {revision.number}")
     _stop(backend, revision)

@@ -38,7 +38,7 @@ from apps.deployments.lookups import (
     revisions_in_window,
     window_metrics,
 )
-from apps.deployments.models import Deployment, DeploymentStatus, RevisionStatus, ServingKey
+from apps.deployments.models import Deployment, DeploymentStatus, Revision, RevisionStatus, ServingKey
 from apps.deployments.serializers import drift_of, recent_revisions, serving_revision, with_revisions
 from apps.deployments.serving.registry import serving_backend
 from apps.projects.models import Project
@@ -185,8 +185,24 @@ class DeploymentDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
         context = super().get_context_data(**kwargs)
         context.update(live_context(self.request, self.object))
         if fragment_for(self.request, self.fragments) is None:
-            context.update(page_context(self.request, self.object))
+            context.update(page_context(self.request, self.object, context["stable"]))
         return context
+
+
+def _example_text(deployment: Deployment, stable: Revision | None) -> str:
+    """The input example as JSON text for the page: the deployment's own, else the stable
+    revision's model's logged one; "" when there is none or MLflow does not answer (the
+    page then shows a placeholder)."""
+    from apps.deployments.examples import input_example
+
+    if deployment.input_example is not None:
+        return json.dumps(deployment.input_example)
+    if stable is None:
+        return ""
+    try:
+        return input_example(deployment, stable.version).decode()
+    except (ServiceError, UnicodeDecodeError):
+        return ""
 
 
 def live_context(request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
@@ -220,11 +236,12 @@ def live_context(request: HttpRequest, deployment: Deployment) -> dict[str, Any]
     }
 
 
-def page_context(request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
-    """The rest of the page: actions, "try it", the curl line, serving keys."""
+def page_context(request: HttpRequest, deployment: Deployment, stable: Revision | None) -> dict[str, Any]:
+    """The rest of the page: actions, "try it", the curl line, serving keys. The example in
+    them is the deployment's own, else the serving version's serving_input_example.json."""
     may_change = can(request.user, Action.LAUNCH, deployment.project.team)
     url = request.build_absolute_uri(gateway_path(deployment))
-    example = json.dumps(deployment.input_example) if deployment.input_example is not None else ""
+    example = _example_text(deployment, stable)
     curl_body = example or '{"dataframe_split": {"columns": [...], "data": [[...]]}}'
     session = request.session
     return {

@@ -244,3 +244,31 @@ def test_the_curl_line_is_one_shell_command_that_sends_the_example(ada: User, se
     assert words[:3] == ["curl", "-X", "POST"]
     assert words[3] == "http://testserver/serve/demo/demo/digits-api/invocations"
     assert json.loads(words[words.index("-d") + 1]) == example
+
+
+def test_without_an_example_of_its_own_the_page_shows_the_serving_models_logged_one(
+    ada: User, serving: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shlex
+
+    from apps.deployments import examples
+
+    logged = {"inputs": [[0.0, 1.0]]}
+    asked: list[int] = []
+
+    def logged_example(deployment: Deployment, version: int) -> bytes:
+        asked.append(version)
+        return json.dumps(logged).encode()
+
+    monkeypatch.setattr(examples, "input_example", logged_example)
+    page = client_for(ada).get(f"/deployments/{serving.pk}/")
+    words = shlex.split(page.context["curl"])
+    assert json.loads(words[words.index("-d") + 1]) == logged and json.loads(page.context["example"]) == logged
+    assert asked == [page.context["stable"].version]
+
+    def mlflow_down(deployment: Deployment, version: int) -> bytes:
+        raise examples.NoInputExample()
+
+    monkeypatch.setattr(examples, "input_example", mlflow_down)
+    page = client_for(ada).get(f"/deployments/{serving.pk}/")
+    assert page.status_code == 200 and page.context["example"] == "" and "[...]" in page.context["curl"]

@@ -129,9 +129,25 @@ def predict_json(backend: LocalServing, revision: Revision, rows: Any) -> Any:
 
 
 def test_a_revision_is_served_by_mlflows_scoring_server_and_stopped_without_a_trace(
-    backend: LocalServing, mlflow_up: str, ada: Any, project: Any, iris_model: Registered
+    backend: LocalServing,
+    mlflow_up: str,
+    ada: Any,
+    project: Any,
+    iris_model: Registered,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     import mlflow.pyfunc
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    # As in make run's worker: no MLflow URI set in the process or its environment (the
+    # portal passes its settings explicitly), and a working folder of its own.
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    monkeypatch.chdir(tmp_path)
 
     deployment = deployment_of(ada, project, iris_model)
     revision = add_revision(deployment, iris_model.version, RevisionStatus.STARTING)

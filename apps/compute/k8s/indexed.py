@@ -58,6 +58,7 @@ from apps.compute.k8s.status import (
     LOG_LINES_IN_REASON,
     QUOTA_MARK,
     WAITING_TO_BE_SCHEDULED,
+    _condition,
     _pending_pod,
     newest,
     parse_time,
@@ -316,20 +317,6 @@ def pod_index(pod: Obj) -> int | None:
         return None
 
 
-def _condition(job: Obj, kind: str) -> Obj | None:
-    for condition in job.get("status", {}).get("conditions") or []:
-        if condition.get("type") == kind and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
-def _pod_condition(pod: Obj, kind: str) -> Obj | None:
-    for condition in pod.get("status", {}).get("conditions") or []:
-        if condition.get("type") == kind and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
 def _pod_started(pod: Obj | None) -> Any:
     return parse_time((pod or {}).get("status", {}).get("startTime"))
 
@@ -344,7 +331,7 @@ def _index_failed(pod: Obj | None, deadline: Any, read_log: Callable[[str], str]
         return Observation(
             "failed", f"exceeded the maximum run time of {deadline} s", started_at=started, finished_at=finished
         )
-    disrupted = _pod_condition(pod, "DisruptionTarget")
+    disrupted = _condition(pod, "DisruptionTarget")
     if disrupted is not None:
         detail = disrupted.get("message") or disrupted.get("reason") or "disrupted"
         return Observation("failed", f"stopped by the cluster: {detail}", started_at=started, finished_at=finished)

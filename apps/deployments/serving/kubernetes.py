@@ -46,6 +46,7 @@ from apps.compute.base import BackendUnavailable
 from apps.compute.k8s.gateway import KubeCustomObjects, KubeGateway
 from apps.compute.k8s.status import newest
 from apps.core.errors import Conflict, InvalidInput, NotFound
+from apps.core.numbers import finite_or_none
 from apps.deployments import kserve
 from apps.deployments.serving.base import Answer, MetricsSeries, Probe, RevisionMetrics, ServingUnavailable
 from apps.registry.mlflow import RegistryGateway
@@ -205,14 +206,6 @@ def build_metrics_query(namespace: str, knative_names: Sequence[str], window_sec
             f'(increase({LATENCY_METRIC}{{{match}}}{window}))), "{TAG}", "{tag}", "", "")'
         )
     return " or ".join(parts)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 # --- the backend --------------------------------------------------------------------------------
@@ -493,7 +486,7 @@ class KServeServing:
             pk = names.get(labels.get("revision_name", ""))
             if pk is None:
                 continue
-            figures[pk][labels.get(TAG, "")] = _number((item.get("value") or [None, None])[1])
+            figures[pk][labels.get(TAG, "")] = finite_or_none((item.get("value") or [None, None])[1])
         for pk, found in figures.items():
             requests_ = round(found.get("requests") or 0)
             result[pk] = RevisionMetrics(
@@ -526,7 +519,7 @@ class KServeServing:
             if pk is None:
                 continue
             for stamp, value in item.get("values") or []:
-                points[pk].setdefault(float(stamp), {})[labels.get(TAG, "")] = _number(value)
+                points[pk].setdefault(float(stamp), {})[labels.get(TAG, "")] = finite_or_none(value)
         for pk, by_time in points.items():
             series = result[pk]
             for stamp in sorted(by_time):

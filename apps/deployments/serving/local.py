@@ -312,6 +312,7 @@ class LocalServing:
         """The version's artifacts in `folder`/model (downloaded into a temporary folder
         and renamed, so a half download is never used); None when the registry has no such
         version (the reason goes to `folder`/failed)."""
+        import mlflow
         from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
 
@@ -325,6 +326,10 @@ class LocalServing:
         except Unavailable as exc:
             raise ServingUnavailable(exc.message) from exc
         uri = f"models:/{revision.deployment.model_name}/{revision.version}"
+        # MLflow resolves a models:/ URI through its *registry* URI, which download_artifacts'
+        # tracking_uri does not set (unset, it falls back to a sqlite file in the working
+        # folder): Plinth's registry is its tracking server.
+        mlflow.set_registry_uri(settings.MLFLOW_TRACKING_URI)
         scratch = Path(tempfile.mkdtemp(prefix="download-", dir=folder))
         try:
             try:

@@ -16,11 +16,11 @@ so up front (with Kubernetes configured the sampler also drops pods that hold no
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import requests
 
+from apps.core.numbers import finite_or_none
 from apps.gpus.sources.base import Reading, SourceError
 
 # metric tag -> (dcgm-exporter metric, range function over the resolution)
@@ -41,14 +41,6 @@ def build_query(window_seconds: int) -> str:
         for tag, (metric, fn) in METRICS.items()
     ]
     return " or ".join(parts)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _node(labels: dict[str, str], known_nodes: frozenset[str]) -> str:
@@ -81,7 +73,7 @@ def parse_vector(
     merged: dict[tuple[str, int], dict[str, Any]] = {}
     for item in result:
         labels: dict[str, str] = item.get("metric", {})
-        value = _number((item.get("value") or [None, None])[1])
+        value = finite_or_none((item.get("value") or [None, None])[1])
         tag = labels.get(TAG)
         try:
             index = int(labels.get("gpu", ""))
