@@ -8,6 +8,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
@@ -16,43 +17,28 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="AuditEvent",
+            name='AuditEvent',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ("actor_label", models.CharField(max_length=150)),
-                ("verb", models.CharField(db_index=True, max_length=64)),
-                ("target_type", models.CharField(max_length=64)),
-                ("target_id", models.CharField(max_length=64)),
-                ("target_label", models.CharField(blank=True, max_length=200)),
-                ("team_id", models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ("team_label", models.CharField(blank=True, max_length=64)),
-                ("project_id", models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ("project_label", models.CharField(blank=True, max_length=130)),
-                (
-                    "before",
-                    models.JSONField(blank=True, encoder=django.core.serializers.json.DjangoJSONEncoder, null=True),
-                ),
-                (
-                    "after",
-                    models.JSONField(blank=True, encoder=django.core.serializers.json.DjangoJSONEncoder, null=True),
-                ),
-                ("request_id", models.CharField(blank=True, max_length=64)),
-                ("ip", models.GenericIPAddressField(blank=True, null=True)),
-                (
-                    "actor",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('actor_label', models.CharField(max_length=150)),
+                ('verb', models.CharField(db_index=True, max_length=64)),
+                ('target_type', models.CharField(max_length=64)),
+                ('target_id', models.CharField(max_length=64)),
+                ('target_label', models.CharField(blank=True, max_length=200)),
+                ('team_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
+                ('team_label', models.CharField(blank=True, max_length=64)),
+                ('project_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
+                ('project_label', models.CharField(blank=True, max_length=130)),
+                ('before', models.JSONField(blank=True, encoder=django.core.serializers.json.DjangoJSONEncoder, null=True)),
+                ('after', models.JSONField(blank=True, encoder=django.core.serializers.json.DjangoJSONEncoder, null=True)),
+                ('request_id', models.CharField(blank=True, max_length=64)),
+                ('ip', models.GenericIPAddressField(blank=True, null=True)),
+                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "ordering": ["-created_at", "-id"],
-                "indexes": [models.Index(fields=["team_id", "-created_at"], name="audit_audit_team_id_c47371_idx")],
+                'ordering': ['-created_at', '-id'],
+                'indexes': [models.Index(fields=['team_id', '-created_at'], name='audit_audit_team_id_c47371_idx')],
             },
         ),
     ]
