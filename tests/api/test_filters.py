@@ -12,6 +12,7 @@ from apps.accounts.filters import TeamFilter
 from apps.accounts.models import User
 from apps.audit.filters import AuditFilter
 from apps.core.filters import FilterSet
+from apps.deployments.filters import DeploymentFilter
 from apps.gpus.filters import GpuFilter
 from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
@@ -33,6 +34,7 @@ LIST_ENDPOINTS: dict[str, type[FilterSet]] = {
     "/api/v1/promotions/": PromotionFilter,
     "/api/v1/models/": ModelFilter,
     "/api/v1/models/{name}/aliases/history/": AliasHistoryFilter,
+    "/api/v1/deployments/": DeploymentFilter,
 }
 
 TOO_LONG = "x" * 300
@@ -92,6 +94,9 @@ def test_every_list_view_with_a_filterset_is_in_the_schema_check() -> None:
         ("ada", "/api/v1/promotions/", {"status": "done"}, "status"),
         ("ada", "/api/v1/promotions/", {"awaiting": "you"}, "awaiting"),
         ("ada", "/api/v1/models/", {"project": "no such shape"}, "project"),
+        ("ada", "/api/v1/deployments/", {"status": "sleeping"}, "status"),
+        ("ada", "/api/v1/deployments/", {"project": "a/b/c"}, "project"),
+        ("ada", "/api/v1/deployments/", {"model": TOO_LONG}, "model"),
     ],
 )
 def test_a_bad_filter_value_is_a_400_naming_the_field(
