@@ -342,7 +342,7 @@ def create_deployment(
 
 
 def _locked(deployment: Deployment) -> Deployment:
-    found = Deployment.objects.select_for_update().select_related("project__team").filter(pk=deployment.pk).first()
+    found = Deployment.objects.select_for_update(of=("self",)).select_related("project__team").filter(pk=deployment.pk).first()
     if found is None:
         raise Conflict("This deployment was deleted meanwhile.")
     if found.status == DeploymentStatus.DELETING:
@@ -389,7 +389,7 @@ def delete_deployment(actor: User, deployment: Deployment) -> Deployment:
     row. Asking again while it is being deleted changes nothing. Raises NotAllowed (403)."""
     _require(actor, deployment.project)
     with transaction.atomic():
-        row = Deployment.objects.select_for_update().select_related("project__team").filter(pk=deployment.pk).first()
+        row = Deployment.objects.select_for_update(of=("self",)).select_related("project__team").filter(pk=deployment.pk).first()
         if row is None or row.status == DeploymentStatus.DELETING:
             return row or deployment
         before = as_audit(row)

@@ -249,7 +249,7 @@ def cancel_launch(actor: User, launch: Launch, *, reason: str = "") -> Launch:
     ends at once; a submitted one goes `cancelling` until the backend confirms. `reason`
     replaces "cancel requested by <user>" (a sweep cancelling its trials says why)."""
     with transaction.atomic():
-        launch = Launch.objects.select_for_update().select_related("project__team").get(pk=launch.pk)
+        launch = Launch.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=launch.pk)
         if launch.created_by_id != actor.pk and not policies.can_manage_team(actor, launch.project.team):
             raise NotAllowed("Only the person who launched it or a lead of the team can cancel it.")
         if launch.is_terminal:
@@ -290,7 +290,7 @@ def prune_launch(launch: Launch, reason: str) -> bool:
     Returns whether this call pruned it (False: it is no longer running). Audited
     (sweep.trial_pruned, by the system)."""
     with transaction.atomic():
-        launch = Launch.objects.select_for_update().select_related("project__team").get(pk=launch.pk)
+        launch = Launch.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=launch.pk)
         if launch.status != Status.RUNNING or launch.sweep_id is None:
             return False
         launch.status, launch.status_reason, launch.prune_reason = Status.CANCELLING, f"pruning: {reason}", reason

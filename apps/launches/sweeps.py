@@ -594,7 +594,7 @@ def _finish(sweep: Sweep, trials: Any) -> None:
 def cancel_sweep(actor: User, sweep: Sweep) -> Sweep:
     """Stop planning new trials and cancel the live ones."""
     with transaction.atomic(durable=True):
-        sweep = Sweep.objects.select_for_update().select_related("project__team").get(pk=sweep.pk)
+        sweep = Sweep.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=sweep.pk)
         if sweep.created_by_id != actor.pk and not policies.can_manage_team(actor, sweep.project.team):
             raise NotAllowed("Only the person who started it or a lead of the team can cancel it.")
         if sweep.status != SweepStatus.RUNNING:

@@ -65,7 +65,7 @@ def sync_aliases(model: RegisteredModel, aliases: dict[str, int]) -> list[AliasH
     is "found in MLflow". Aliases with a request in flight are left to the apply task."""
     recorded: list[AliasHistory] = []
     with transaction.atomic():
-        model = RegisteredModel.objects.select_for_update().select_related("project__team").get(pk=model.pk)
+        model = RegisteredModel.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=model.pk)
         busy = set(
             PromotionRequest.objects.filter(model=model, status__in=IN_FLIGHT).values_list("alias", flat=True)
         ) | set(

@@ -66,7 +66,7 @@ def _move(request: PromotionRequest, status: str, **fields: Any) -> None:
 
 def _locked(pk: int) -> PromotionRequest:
     return (
-        PromotionRequest.objects.select_for_update()
+        PromotionRequest.objects.select_for_update(of=("self",))
         .select_related("project__team", "model__project__team", "requested_by")
         .get(pk=pk)
     )
@@ -132,7 +132,7 @@ def _new_request(
     model = save_model(model)
     with transaction.atomic(durable=True):
         # Serialise requests per model, so two identical ones at once cannot both pass the check.
-        model = RegisteredModel.objects.select_for_update().select_related("project__team").get(pk=model.pk)
+        model = RegisteredModel.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=model.pk)
         duplicate = _open_request(model, alias, version)
         if duplicate is not None:
             raise Conflict(f"Request #{duplicate.pk} already asks for that ({duplicate.status}).")
@@ -344,7 +344,7 @@ def expire_if_due(pk: int) -> bool:
     (or it already was expired): decisions then answer 409."""
     with transaction.atomic():
         locked = (
-            PromotionRequest.objects.select_for_update()
+            PromotionRequest.objects.select_for_update(of=("self",))
             .select_related("project__team", "model", "requested_by")
             .filter(pk=pk, status__in=[Status.PENDING, Status.EXPIRED])
             .first()
