@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.gpus",
     "apps.console",
     "apps.deployments",
+    "apps.environments",
 ]
 
 MIDDLEWARE = [

@@ -86,6 +86,14 @@ class AuditVerb(models.TextChoices):
     DEPLOYMENT_PREFLIGHT_FAILED = "deployment.preflight_failed", "Revision failed its pre-flight"
     DEPLOYMENT_KEY_CREATE = "deployment.key_create", "Serving key created"
     DEPLOYMENT_KEY_REVOKE = "deployment.key_revoke", "Serving key revoked"
+    # environments: standard environments, their builds and life cycle
+    ENVIRONMENT_CREATED = "environment.created", "Environment created"
+    ENVIRONMENT_CHANGED = "environment.changed", "Environment changed"
+    ENVIRONMENT_BUILT = "environment.built", "Environment built"
+    ENVIRONMENT_BUILD_FAILED = "environment.build_failed", "Environment build failed"
+    ENVIRONMENT_DEPRECATED = "environment.deprecated", "Environment deprecated"
+    ENVIRONMENT_RETIRED = "environment.retired", "Environment retired"
+    ENVIRONMENT_DEFAULT_SET = "environment.default_set", "Default environment set"
     # GPUs
     GPU_PRICE_SET = "gpu.price.set", "GPU price set"
     GPU_PRICE_REMOVED = "gpu.price.removed", "GPU price removed"

@@ -66,6 +66,11 @@ class Deployment(models.Model):
     # model logged no serving_input_example.json. Null: use the model's own.
     input_example = models.JSONField(null=True, blank=True)
     capture_samples = models.BooleanField(default=False)  # keep a capped sample of requests/answers
+    # The environment it serves in. Null: the one the served version's training run recorded
+    # (its `plinth.environment` tag), else the project's.
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
     status = models.CharField(max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.STARTING)
     status_reason = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -112,6 +117,10 @@ class Revision(models.Model):
     number = models.PositiveIntegerField()  # 1, 2, 3 … within the deployment
     version = models.PositiveIntegerField()  # the MLflow model version
     run_id = models.CharField(max_length=64, blank=True)  # the version's source run, when known
+    # The environment this revision serves in (resolved when it started).
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="revisions"
+    )
     status = models.CharField(max_length=16, choices=RevisionStatus.choices, default=RevisionStatus.STARTING)
     reason = models.TextField(blank=True)
     traffic = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])

@@ -42,6 +42,10 @@ class Template(models.Model):
     max_runtime_seconds = models.PositiveIntegerField(default=3600)
     backends = models.JSONField(default=list)
     is_active = models.BooleanField(default=True)
+    # Pinned environment: launches from this template run in it whatever their project's default.
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="templates"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -104,6 +108,11 @@ class Launch(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="launches")
     template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="launches")
+    # The concrete environment version it ran in (recorded at creation; null on rows older
+    # than environments, which ran in the portal's own interpreter or the template's image).
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="launches"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="launches")
     sweep = models.ForeignKey("Sweep", null=True, blank=True, on_delete=models.PROTECT, related_name="trials")
     # Which of the sweep's planned trials this is (its index in `Sweep.planned`): unique per

@@ -74,6 +74,11 @@ class Project(models.Model):
     kueue_queue = models.CharField(
         max_length=63, blank=True, help_text="Kueue LocalQueue for this project's jobs (empty: no Kueue)."
     )
+    # The environment its launches run in unless their template pins one; set to the
+    # platform default when the project is created. Null: the platform default at launch.
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="projects"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = ScopedQuerySet["Project"].as_manager()
