@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -151,6 +152,20 @@ class PolicyView(ObjectAccessMixin, View):
         return self._render(request, form, status)
 
 
+def _deployments_of(user: Any, model: RegisteredModel) -> list[Any]:
+    """The deployments of `model` in its project that `user` may see, each with its
+    serving revisions (`serving_revisions`, by traffic, largest first). Two queries."""
+    from apps.deployments.models import Deployment, Revision, RevisionStatus
+
+    serving = Revision.objects.filter(status=RevisionStatus.SERVING).order_by("-traffic", "number")
+    return list(
+        Deployment.objects.for_user(user, Action.VIEW)
+        .filter(project=model.project, model_name=model.name)
+        .prefetch_related(Prefetch("revisions", queryset=serving, to_attr="serving_revisions"))
+        .order_by("name")[:50]
+    )
+
+
 def model_context(request: HttpRequest, model: RegisteredModel, **extra: Any) -> dict[str, Any]:
     view, mlflow_error = None, ""
     runs: dict[str, dict[str, Any]] = {}
@@ -192,6 +207,7 @@ def model_context(request: HttpRequest, model: RegisteredModel, **extra: Any) ->
             row for row in current if row.previous_version is not None and row.alias in policy.allowed_aliases
         ],
         "rollback_form": RollbackForm(),
+        "deployments": _deployments_of(user, model),
     }
     context.update(extra)
     return context

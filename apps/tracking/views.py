@@ -200,7 +200,33 @@ class RunView(LoginRequiredMixin, View):
         context["system_tags"] = {k: v for k, v in sorted(run.tags.items()) if k.startswith("mlflow.")}
         context["user_tags"] = {k: v for k, v in sorted(run.tags.items()) if not k.startswith("mlflow.")}
         context.update(_family(project, run))
+        context.update(_registered(request.user, project, run))
         return render(request, "tracking/run.html", context, status=503 if context.get("mlflow_down") else 200)
+
+
+def _registered(user: Any, project: Project, run: Run) -> dict[str, Any]:
+    """The run page's registered versions: the model versions MLflow registered from this run
+    ({"name", "version", "aliases"}, newest first), whether `user` may ask to promote them,
+    and MLflow's refusal or absence as a message in the section (never a failed page)."""
+    from apps.registry.mlflow import registry
+    from apps.registry.policies import can_request_promotion
+
+    found: dict[str, Any] = {"registered_versions": [], "registered_error": ""}
+    try:
+        rows = registry().versions_of_runs([run.run_id])
+    except (MlflowError, MlflowUnavailable) as exc:
+        found["registered_error"] = exc.message
+        return found
+    found["registered_versions"] = sorted(
+        (
+            {"name": row.get("name", ""), "version": int(row.get("version", 0)), "aliases": row.get("aliases") or []}
+            for row in rows
+            if row.get("name") and str(row.get("version", "")).isdigit()
+        ),
+        key=lambda v: (v["name"], -v["version"]),
+    )
+    found["can_request"] = can_request_promotion(user, project)
+    return found
 
 
 def _family(project: Project, run: Run) -> dict[str, Any]:

@@ -44,9 +44,15 @@ def when(value: datetime | date | None, fmt: str = DEFAULT) -> SafeString:
     """`value` (an aware datetime; a naive one is taken as the server's TIME_ZONE) in the
     active zone, as Django's date format `fmt` (default "Y-m-d H:i") followed by the zone
     abbreviation ("CET", "UTC", "+0530" where the zone has none) when `fmt` shows a time.
-    None or "" gives "" (so `|default:"never"` still applies)."""
+    None or "" gives "" (so `|default:"never"` still applies). An ISO 8601 string (as JSON
+    fields store times) is read as that datetime; any other string is shown as it is."""
     if value in (None, ""):
         return mark_safe("")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return format_html("{}", value)
     iso, shown = _local_text(value, fmt)  # type: ignore[arg-type]
     if not isinstance(value, datetime):
         return format_html('<time datetime="{}">{}</time>', iso, shown)
