@@ -33,8 +33,8 @@ def normalise(text: str) -> tuple[str, str]:
     """(normalised list, sha256 hex of it) for a requirements list typed by a person.
 
     Each line must be a PEP 508 requirement (`cowsay==6.1`, `scikit-learn>=1.7,<1.8`);
-    names are PEP 503-normalised, lines sorted and de-duplicated, so lists that differ only
-    in order, case or spacing share one build. Pip options and URLs are refused: a build
+    names (and extras, PEP 685) are PEP 503-normalised, lines sorted and de-duplicated, so
+    lists that differ only in order, case or spacing share one build. Pip options and URLs are refused: a build
     installs from the package index only.
     Raises InvalidInput on the field `requirements`, naming the bad line."""
     cleaned: set[str] = set()
@@ -47,10 +47,12 @@ def normalise(text: str) -> tuple[str, str]:
         try:
             req = Requirement(line)
         except InvalidRequirement as exc:
-            raise InvalidInput.field("requirements", f"“{line}” is not a requirement: {exc}") from None
+            reason = str(exc).splitlines()[0] if str(exc) else "invalid syntax"
+            raise InvalidInput.field("requirements", f"“{line}” is not a requirement: {reason}") from None
         if req.url:
             raise InvalidInput.field("requirements", f"“{line}”: install from the package index, not a URL.")
         req.name = canonicalize_name(req.name)
+        req.extras = {canonicalize_name(extra) for extra in req.extras}  # PEP 685: `[SOCKS]` is `[socks]`
         cleaned.add(str(req))
     body = "\n".join(sorted(cleaned))
     return body, hashlib.sha256(body.encode()).hexdigest()
