@@ -8,6 +8,9 @@ from typing import Any
 from celery import Celery, Task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# The worker downloads model versions (deployments): MLflow's tqdm bars would print one log
+# line per update in a worker's log, so they are off unless asked for.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # SQLite's answers when another process holds the write lock past the busy timeout (the
 # embedded mode shares one file between web, worker and beat).

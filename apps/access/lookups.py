@@ -69,7 +69,9 @@ def get_launch_for_user(user: Any, pk: Any, action: Action | str = Action.VIEW) 
     from apps.launches.models import Launch
 
     try:
-        launch = Launch.objects.select_related("project__team", "template", "created_by", "sweep").get(pk=int(pk))
+        launch = Launch.objects.select_related(
+            "project__team", "template", "created_by", "sweep", "environment__team"
+        ).get(pk=int(pk))
     except (Launch.DoesNotExist, ValueError, TypeError):
         raise Http404("No such launch.") from None
     check_team_access(user, action, launch.project.team, "launch")

@@ -58,7 +58,7 @@ def job_process_env(
     *,
     workdir: Path,
     gpu_devices: Sequence[int] = (),
-    portal_python: bool = False,
+    python: str | None = None,
     host_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The complete environment of a local job: an allow-list, never the worker's environment
@@ -69,8 +69,10 @@ def job_process_env(
     the job's variables from `runenv.job_env` (MLFLOW_TRACKING_URI without credentials,
     MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID, PLINTH_LAUNCH_ID, PLINTH_PROJECT, PLINTH_PARAM_*);
     PYTHONUNBUFFERED=1; CUDA_VISIBLE_DEVICES (the GPU indexes it was given, "" for none);
-    and, when the command runs on the portal's interpreter (`portal_python`) inside a
-    virtualenv, VIRTUAL_ENV and that environment's bin folder first on PATH. The local
+    and, when the command runs on a Python interpreter (`python`: its path, from
+    `local_argv`) of a virtualenv — an environment's build, or the portal's own when the
+    portal runs in one — VIRTUAL_ENV and that virtualenv's bin folder first on PATH, so
+    `pip`, `python` and console scripts the job starts are the environment's. The local
     backend has no per-project MLflow credentials, so none are set (the portal's are never
     passed on). Rule: the hardening issue's allow-list, and ARCHITECTURE.md "Jobs and model
     servers get an allow-listed environment, never the portal's secrets"."""
@@ -79,31 +81,51 @@ def job_process_env(
     env.setdefault("PATH", os.defpath)
     env["HOME"] = str(workdir / ".home")
     env["TMPDIR"] = str(workdir / ".tmp")
-    if portal_python and sys.prefix != sys.base_prefix:
-        env["VIRTUAL_ENV"] = sys.prefix
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    venv = _virtualenv_of(python) if python else None
+    if venv is not None:
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = os.pathsep.join([str(Path(python or "").parent), env["PATH"]])
     env.update(job_env(launch))
     env["PYTHONUNBUFFERED"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device) for device in gpu_devices)
     return env
 
 
-def local_argv(launch: Launch) -> tuple[list[str], bool]:
-    """The command as the local backend runs it, and whether it uses the portal's interpreter.
+def _virtualenv_of(python: str) -> Path | None:
+    """The virtualenv folder an interpreter path (`<venv>/bin/python`) belongs to, or None
+    when it is not a virtualenv's (the portal's own interpreter outside one)."""
+    if python == sys.executable:
+        return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
+    root = Path(python).parent.parent  # not resolved: a venv's bin/python is a symlink
+    return root if (root / "pyvenv.cfg").is_file() else None
 
-    `python`/`python3` become the portal's own interpreter (the local backend's
-    environment). A relative script right after it (`python apps/.../train.py`) names a file
-    of the portal's tree, as it names one in the image's WORKDIR on Kubernetes: it is made
-    absolute, since the job now runs in a folder of its own."""
+
+def local_argv(launch: Launch) -> tuple[list[str], str | None]:
+    """The command as the local backend runs it, and the Python interpreter it runs on
+    (None when the command is not `python`/`python3`).
+
+    `python`/`python3` become the interpreter of the launch's environment
+    (`runtime.python_for`: the environment's own virtualenv for a built one, the portal's
+    interpreter for the portal environment and for launches older than environments). A
+    relative script right after it (`python apps/.../train.py`) names a file of the
+    portal's tree, as it names one in the image's WORKDIR on Kubernetes: it is made
+    absolute, since the job now runs in a folder of its own. Raises BackendRejected when the
+    environment has no ready build (the launch fails with that reason)."""
+    from apps.environments.runtime import python_for
+
     argv = job_argv(launch)
     if not argv or argv[0] not in PORTAL_PYTHON:
-        return argv, False
-    argv[0] = sys.executable
+        return argv, None
+    try:
+        python = python_for(launch.environment)
+    except ValueError as exc:
+        raise BackendRejected(str(exc)) from None
+    argv[0] = python
     if len(argv) > 1 and not argv[1].startswith("-") and not os.path.isabs(argv[1]):
         script = Path(settings.BASE_DIR) / argv[1]
         if script.is_file():
             argv[1] = str(script)
-    return argv, True
+    return argv, python
 
 
 def tail_file(path: Path, lines: int) -> str:
@@ -245,11 +267,11 @@ class LocalBackend:
         workdir = work_dir(launch)
         for path in (workdir / ".home", workdir / ".tmp"):
             path.mkdir(parents=True, exist_ok=True)
-        argv, portal_python = local_argv(launch)
-        env = job_process_env(launch, workdir=workdir, gpu_devices=devices, portal_python=portal_python)
+        argv, python = local_argv(launch)
+        env = job_process_env(launch, workdir=workdir, gpu_devices=devices, python=python)
         starter = subprocess.Popen(
             [
-                sys.executable,
+                sys.executable,  # the runner is the portal's; the command it starts, the environment's
                 "-m",
                 "apps.compute.local_runner",
                 str(folder),

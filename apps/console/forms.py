@@ -71,10 +71,29 @@ class TemplateForm(forms.Form):
         choices=Backend.choices, widget=forms.CheckboxSelectMultiple, initial=[Backend.LOCAL, Backend.KUBERNETES]
     )
     is_active = forms.BooleanField(required=False, initial=True, label="Active (offered in the launch form)")
+    environment = forms.ChoiceField(
+        required=False,
+        help_text="Pin the environment its launches run in (platform-wide or the template's team's own); "
+        "empty: each project's default.",
+    )
 
-    def __init__(self, *args: Any, teams: list[tuple[str, str]], editing: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        teams: list[tuple[str, str]],
+        editing: bool = False,
+        environments: Any = (),
+        current_environment: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        from apps.projects.forms import environment_field_choices
+
         super().__init__(*args, **kwargs)
         self.fields["team"].choices = teams  # type: ignore[attr-defined]
+        self.fields["environment"].choices = [  # type: ignore[attr-defined]
+            ("", "— (the project's default)"),
+            *environment_field_choices(environments, current_environment),
+        ]
         if editing:
             del self.fields["team"]
             del self.fields["slug"]

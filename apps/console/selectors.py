@@ -128,6 +128,6 @@ def console_templates(viewer: Any) -> QuerySet[Template]:
     return (
         Template.objects.for_user(viewer, Action.VIEW)
         .filter(Q(team__isnull=True) | Q(team__in=Team.objects.for_user(viewer, Action.MANAGE)))
-        .select_related("team")
+        .select_related("team", "environment__team")
         .order_by("team__slug", "slug")
     )

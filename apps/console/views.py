@@ -334,6 +334,19 @@ def _team_choices(user: Any) -> list[tuple[str, str]]:
     return choices + [(t.slug, t.slug) for t in Team.objects.for_user(user, Action.MANAGE).order_by("slug")]
 
 
+def _environment_choices(user: Any) -> list[Any]:
+    """Environments a template editor may pin: ready or deprecated, platform-wide or of a
+    team they manage (the service checks the template's own team)."""
+    from django.db.models import Q
+
+    from apps.environments.models import SELECTABLE_STATES, Environment
+
+    teams = Team.objects.for_user(user, Action.MANAGE)
+    rows = Environment.objects.for_user(user, Action.VIEW).filter(state__in=SELECTABLE_STATES)
+    rows = rows.filter(Q(team__isnull=True) | Q(team__in=teams)).select_related("team")
+    return list(rows.order_by("team__slug", "name", "-version"))
+
+
 def _template_data(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in {"team", "slug"}}
 
@@ -342,10 +355,13 @@ class TemplateCreateView(ConsoleMixin, View):
     template_name = "console/template_form.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return render(request, self.template_name, {"form": TemplateForm(teams=_team_choices(request.user))})
+        form = TemplateForm(teams=_team_choices(request.user), environments=_environment_choices(request.user))
+        return render(request, self.template_name, {"form": form})
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        form = TemplateForm(request.POST, teams=_team_choices(request.user))
+        form = TemplateForm(
+            request.POST, teams=_team_choices(request.user), environments=_environment_choices(request.user)
+        )
         status = 400
         if form.is_valid():
             data = form.cleaned_data
@@ -375,12 +391,25 @@ class TemplateEditView(ConsoleMixin, View):
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         template = self.template(request, pk)
         initial = {field: getattr(template, field) for field in launch_services.TEMPLATE_FIELDS}
-        form = TemplateForm(initial=initial, teams=[], editing=True)
+        initial["environment"] = str(template.environment_id or "")
+        form = TemplateForm(
+            initial=initial,
+            teams=[],
+            editing=True,
+            environments=_environment_choices(request.user),
+            current_environment=template.environment,
+        )
         return render(request, self.template_name, {"form": form, "template": template})
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         template = self.template(request, pk)
-        form = TemplateForm(request.POST, teams=[], editing=True)
+        form = TemplateForm(
+            request.POST,
+            teams=[],
+            editing=True,
+            environments=_environment_choices(request.user),
+            current_environment=template.environment,
+        )
         status = 400
         if form.is_valid():
             data = _template_data(form.cleaned_data)

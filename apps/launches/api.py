@@ -48,7 +48,8 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVi
     filterset_class = TemplateFilter
 
     def get_queryset(self) -> Any:
-        return super().get_queryset().select_related("team").filter(is_active=True).order_by("slug")
+        found = super().get_queryset().select_related("team", "environment__team")
+        return found.filter(is_active=True).order_by("slug")
 
     @extend_schema(request=TemplateWriteSerializer, responses={201: TemplateSerializer})
     def create(self, request: Request) -> Response:
@@ -81,7 +82,7 @@ class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedView
     filterset_class = LaunchFilter
 
     def get_queryset(self) -> Any:
-        launches = super().get_queryset().select_related("project__team", "template", "created_by")
+        launches = super().get_queryset().select_related("project__team", "template", "created_by", "environment__team")
         return launches.order_by("-created_at", "-id")
 
     @extend_schema(request=LaunchCreateSerializer, responses={201: LaunchSerializer})
@@ -98,6 +99,7 @@ class LaunchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedView
             parameters=data["parameters"],
             resources=data["resources"],
             name=data["name"],
+            environment=data["environment"] or None,
         )
         return Response(LaunchSerializer(launch).data, status=status.HTTP_201_CREATED)
 

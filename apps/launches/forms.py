@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from apps.launches.models import ParamType, SweepStrategy, Template
+from apps.projects.forms import environment_field_choices
 
 RESOURCE_FIELDS = {"cpu": "cpu", "memory": "memory", "gpus": "gpus", "gpu_model": "gpu_model"}
 
@@ -55,14 +56,32 @@ class LaunchForm(forms.Form):
     project = forms.ChoiceField(label="Project")
     name = forms.CharField(required=False, max_length=120, help_text="Optional; shown in lists and in MLflow.")
 
+    environment = forms.ChoiceField(
+        required=False,
+        help_text="Leave empty for the template's pinned environment, else the project's.",
+    )
+
     def __init__(
-        self, *args: Any, template: Template, projects: list[Any], host_gpus: int | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        template: Template,
+        projects: list[Any],
+        host_gpus: int | None = None,
+        environments: Any = (),
+        **kwargs: Any,
     ) -> None:
         """`host_gpus`: how many GPUs the local backend's host has, when every project offered
-        runs there (None when a project could run elsewhere): the GPU field is capped by it."""
+        runs there (None when a project could run elsewhere): the GPU field is capped by it.
+        `environments`: the ones a launch may ask for (the service checks again)."""
         super().__init__(*args, **kwargs)
         self.template = template
         self.fields["project"].choices = [(str(p.pk), p.full_slug) for p in projects]  # type: ignore[attr-defined]
+        pinned = template.environment
+        default = f"default ({pinned.label}, pinned by the template)" if pinned is not None else "default"
+        self.fields["environment"].choices = [  # type: ignore[attr-defined]
+            ("", default),
+            *environment_field_choices(environments),
+        ]
         for name, spec in template.parameters.items():
             self.fields[f"param_{name}"] = param_field(name, spec)
         defaults = {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": "", **template.default_resources}

@@ -106,6 +106,10 @@ class LaunchQuerySet(ScopedQuerySet["Launch"]):
 class Launch(models.Model):
     """One job run from a template in a project, with its MLflow run."""
 
+    # Not stored: set by services.create_launch on the launch it returns — what the person
+    # who launched it should read about its environment (deprecated, redirected).
+    environment_warnings: list[str] | tuple[str, ...] = ()
+
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="launches")
     template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="launches")
     # The concrete environment version it ran in (recorded at creation; null on rows older

@@ -20,6 +20,9 @@ MAX_RUNTIME = 7 * 24 * 3600
 class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     team = serializers.SerializerMethodField()
     resources = serializers.JSONField(source="default_resources", read_only=True)
+    environment = serializers.SerializerMethodField(
+        help_text="The environment its launches run in (label name:version), empty when it pins none."
+    )
 
     class Meta:
         model = Template
@@ -29,6 +32,8 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "name",
             "description",
             "team",
+            "environment",
+            "environment_id",
             "image",
             "command",
             "parameters",
@@ -45,6 +50,9 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     def get_team(self, template: Template) -> str | None:
         return template.team.slug if template.team else None
 
+    def get_environment(self, template: Template) -> str:
+        return template.environment.label if template.environment is not None else ""
+
 
 class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     team = serializers.CharField(required=False, allow_null=True, help_text="Team slug; omit for a global template")
@@ -58,6 +66,14 @@ class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     max_resources = serializers.DictField(required=False)
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
+    environment = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=200,
+        help_text="Pin an environment: id or label (name:version, team/name:version), platform-wide or the "
+        "template's team's own; empty or null: none pinned.",
+    )
 
 
 class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -71,6 +87,14 @@ class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
+    environment = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=200,
+        help_text="Pin an environment: id or label (name:version, team/name:version), platform-wide or the "
+        "template's team's own; empty or null: none pinned.",
+    )
 
 
 class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -80,6 +104,12 @@ class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     created_by = serializers.CharField(source="created_by.username", read_only=True)
     job_name = serializers.CharField(read_only=True)
     mlflow_run_url = serializers.SerializerMethodField()
+    environment = serializers.SerializerMethodField(
+        help_text="The environment it runs in (label name:version); empty on launches older than environments."
+    )
+    environment_warnings = serializers.SerializerMethodField(
+        help_text="On the response that created it: what to know about its environment (deprecated, redirected)."
+    )
 
     class Meta:
         model = Launch
@@ -91,6 +121,9 @@ class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "template",
             "created_by",
             "sweep",
+            "environment",
+            "environment_id",
+            "environment_warnings",
             "status",
             "status_reason",
             "exit_code",
@@ -108,6 +141,12 @@ class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         ]
         read_only_fields = fields
 
+    def get_environment(self, launch: Launch) -> str:
+        return launch.environment.label if launch.environment is not None else ""
+
+    def get_environment_warnings(self, launch: Launch) -> list[str]:
+        return list(launch.environment_warnings)
+
     def get_mlflow_run_url(self, launch: Launch) -> str:
         if not launch.mlflow_run_id:
             return ""
@@ -117,6 +156,14 @@ class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 class LaunchCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     project = serializers.CharField(help_text="Project id or team/project")
     template = serializers.CharField(help_text="Template id or slug")
+    environment = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        help_text="Environment id or label (name:version, team/name:version); default: the template's pinned one, "
+        "else the project's",
+    )
     parameters = serializers.JSONField(required=False, default=dict)
     resources = serializers.JSONField(required=False, default=dict)
     name = serializers.CharField(required=False, allow_blank=True, max_length=120, default="")

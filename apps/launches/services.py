@@ -21,6 +21,8 @@ from apps.compute.base import Observation
 from apps.compute.registry import check_enabled, get_backend
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
+from apps.environments import selection
+from apps.environments.models import Environment
 from apps.launches.models import LIVE, TERMINAL, Launch, ParamType, Status, Sweep, SweepStatus, Template
 from apps.launches.validation import check_value, clean_parameters, clean_resources, quantity
 from apps.projects.models import Backend, ExperimentState, Project
@@ -35,6 +37,42 @@ MLFLOW_END_STATUS: dict[str, str] = {
     Status.PRUNED: "KILLED",
 }
 PRUNED_TAG = "plinth.pruned"  # on a pruned trial's MLflow run: why the pruner stopped it
+ENVIRONMENT_TAG = "plinth.environment"  # the label (name:version) of the environment it ran in
+PACKAGES_TAG = "plinth.environment.packages"  # what that environment adds (see environment_tags)
+MAX_PACKAGES_TAG = 5000  # MLflow keeps tag values up to 8,000 characters; stay well under
+
+
+def environment_tags(environment: Environment) -> dict[str, str]:
+    """The MLflow tags naming the environment a run ran in: `plinth.environment` (its label)
+    and `plinth.environment.packages`: its own requirements list (one per line) for one
+    with a local build, `image=<ref>` for an image-only one, `portal` for the portal's own
+    interpreter; cut to 5,000 characters (ending in "…") when longer."""
+    if environment.is_portal:
+        packages = "portal"
+    elif environment.build_id is not None or environment.requirements.strip():
+        packages = environment.requirements.strip()
+    elif environment.image:
+        packages = f"image={environment.image}"
+    else:
+        packages = ""
+    if len(packages) > MAX_PACKAGES_TAG:
+        packages = packages[: MAX_PACKAGES_TAG - 1] + "…"
+    return {ENVIRONMENT_TAG: environment.label, PACKAGES_TAG: packages}
+
+
+def launch_environment(
+    actor: User, project: Project, template: Template, requested: Environment | int | str | None = None
+) -> selection.Selected:
+    """The environment a new launch of `template` in `project` runs in, with the warnings to
+    show (`selection.for_launch`: asked for, else the template's pin, else the project's
+    default, else the platform default; deprecated warns or redirects). `requested`: an
+    Environment, id or label the actor may use in the project's team (else InvalidInput,
+    400, on `environment`). Raises Conflict (409: building, retired — naming the
+    replacement — or none at all) and InvalidInput (400: failed)."""
+    from apps.projects.services import usable_environment
+
+    chosen = usable_environment(actor, project.team, requested) if requested not in (None, "") else None
+    return selection.for_launch(project, template, chosen)
 
 
 class ExperimentDeleted(Conflict):
@@ -144,8 +182,16 @@ def create_launch(
     name: str = "",
     sweep: Sweep | None = None,
     trial: int | None = None,
+    environment: Environment | int | str | None = None,
 ) -> Launch:
     """Launch `template` in `project` for `actor` (members and up).
+
+    `environment` (optional: an Environment, id or label the actor may use in the project's
+    team) overrides the template's pinned one and the project's default; the resolved one
+    (`launch_environment`: 400 on `environment`, 409 building/retired) is decided before
+    anything is created, recorded on the launch and tagged on its MLflow run
+    (`environment_tags`); its warnings (deprecated) are on the returned launch's
+    `environment_warnings`, list[str].
 
     Order matters: input is validated first (400, nothing created); the GPU quota is checked
     (409 with the numbers); the project's experiment is linked if it is not yet and the
@@ -167,6 +213,7 @@ def create_launch(
     clean_params = clean_parameters(template, parameters)
     clean_res = clean_resources(template, resources)
     name = (name or "").strip()[:120]
+    selected = launch_environment(actor, project, template, environment)  # refusals create nothing
     check_local_gpus(project, clean_res["gpus"])
     _check_quota(project, clean_res["gpus"])  # before MLflow: a full quota creates no run
     client = gateway()
@@ -181,6 +228,7 @@ def create_launch(
                 "plinth.template": template.slug,
                 "mlflow.user": actor.username,
                 "plinth.sweep": str(sweep.pk) if sweep else "",
+                **environment_tags(selected.environment),
             },
         )
     except ExperimentDeleted:
@@ -212,6 +260,7 @@ def create_launch(
                     mlflow_run_id=run_id,
                     mlflow_experiment_id=experiment_id,
                     max_runtime_seconds=template.max_runtime_seconds,
+                    environment=selected.environment,
                 )
                 record(
                     actor,
@@ -219,7 +268,12 @@ def create_launch(
                     launch,
                     team=locked.team,
                     project=locked,
-                    after={"template": template.slug, "parameters": clean_params, "resources": clean_res},
+                    after={
+                        "template": template.slug,
+                        "parameters": clean_params,
+                        "resources": clean_res,
+                        "environment": selected.environment.label,
+                    },
                 )
                 from apps.launches.tasks import submit_launch
 
@@ -229,6 +283,7 @@ def create_launch(
             if sweep is None or trial is None or not Launch.objects.filter(sweep=sweep, trial=trial).exists():
                 raise
             raise TrialTaken(f"Trial {trial + 1} of sweep {sweep.pk} was started meanwhile.") from None
+        launch.environment_warnings = list(selected.warnings)
     except Exception:
         # The run exists but the launch does not: don't leave an orphan behind.
         try:
@@ -452,15 +507,32 @@ def _check_template_spec(data: dict[str, Any]) -> dict[str, list[str]]:
     return errors
 
 
+def _template_environment(actor: User, team: Team | None, value: Any, current_id: int | None) -> Environment | None:
+    """The environment a template pins (`value`: an Environment, id or label; None or ""
+    for none): platform-wide, or the template's team's own; a newly chosen one must be
+    ready or deprecated. InvalidInput (400) on `environment` otherwise."""
+    if value in (None, ""):
+        return None
+    from apps.projects.services import usable_environment
+
+    chosen = usable_environment(actor, team, value)
+    if chosen.pk != current_id and not chosen.is_selectable:
+        raise InvalidInput.field("environment", f"The environment {chosen.label} is {chosen.state}; pick a ready one.")
+    return chosen
+
+
 def _can_manage_templates(actor: User, team: Team | None) -> bool:
     return policies.is_platform_admin(actor) if team is None else policies.can_manage_team(actor, team)
 
 
 @transaction.atomic
-def create_template(actor: User, team: Team | None, *, slug: str, **data: Any) -> Template:
-    """A new template for `team` (its leads) or global (`team` None: platform admins)."""
+def create_template(actor: User, team: Team | None, *, slug: str, environment: Any = None, **data: Any) -> Template:
+    """A new template for `team` (its leads) or global (`team` None: platform admins).
+    `environment` (an Environment, id or label; optional) pins the environment its launches
+    run in: platform-wide or `team`'s own, ready or deprecated (else 400 on `environment`)."""
     if not _can_manage_templates(actor, team):
         raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
+    pinned = _template_environment(actor, team, environment, None)
     try:
         slug_validator(slug)
     except ValidationError as exc:
@@ -473,23 +545,37 @@ def create_template(actor: User, team: Team | None, *, slug: str, **data: Any) -
         errors["slug"] = [f"A template called {slug!r} already exists here."]
     if errors:
         raise InvalidInput("The template is not valid.", fields=errors)
-    template = Template.objects.create(team=team, slug=slug, **data)
-    record(actor, AuditVerb.TEMPLATE_CREATED, template, team=team, after={"slug": slug, **data})
+    template = Template.objects.create(team=team, slug=slug, environment=pinned, **data)
+    after = {"slug": slug, **data, "environment": pinned.label if pinned is not None else ""}
+    record(actor, AuditVerb.TEMPLATE_CREATED, template, team=team, after=after)
     return template
 
 
 @transaction.atomic(durable=True)
 def update_template(actor: User, template: Template, **changes: Any) -> Template:
-    template = Template.objects.select_for_update(of=("self",)).select_related("team").get(pk=template.pk)
+    """Change a template (its team's leads; platform admins for global ones). `environment`
+    in `changes`: the environment to pin (Environment, id or label; None or "" unpins), as
+    for `create_template`. Audited with the changed fields before and after."""
+    template = (
+        Template.objects.select_for_update(of=("self",)).select_related("team", "environment__team").get(pk=template.pk)
+    )
     if not _can_manage_templates(actor, template.team):
         raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
+    old_env = template.environment.label if template.environment is not None else ""
     before = {key: getattr(template, key) for key in TEMPLATE_FIELDS}
     after = {**before, **{key: changes[key] for key in TEMPLATE_FIELDS if key in changes}}
     errors = _check_template_spec(after)
     if errors:
         raise InvalidInput("The template is not valid.", fields=errors)
+    if "environment" in changes:
+        template.environment = _template_environment(
+            actor, template.team, changes["environment"], template.environment_id
+        )
+    new_env = template.environment.label if template.environment is not None else ""
+    before["environment"], after["environment"] = old_env, new_env
     for key, value in after.items():
-        setattr(template, key, value)
+        if key != "environment":
+            setattr(template, key, value)
     template.save()
     record(
         actor,

@@ -39,6 +39,8 @@ from apps.launches.services import (
     check_template_allowed,
     create_experiment_run,
     create_launch,
+    environment_tags,
+    launch_environment,
     mark_deleted_after_refusal,
 )
 from apps.launches.validation import check_value, clean_parameters, clean_resources
@@ -378,6 +380,8 @@ def create_sweep(
             f"{at_once} trials at once with {clean_res['gpus']} GPUs each need {clean_res['gpus'] * at_once} GPUs; "
             f"project {project.full_slug} has a quota of {project.gpu_quota}."
         )
+    # Refused here (retired, failed, building) before anything exists; its trials run in it.
+    selected = launch_environment(actor, project, template)
     experiment_id = _experiment_id(project)
     try:
         parent = create_experiment_run(
@@ -389,6 +393,7 @@ def create_sweep(
                 "plinth.template": template.slug,
                 "mlflow.user": actor.username,
                 "plinth.sweep.strategy": strategy,
+                **environment_tags(selected.environment),
             },
         )
     except ExperimentDeleted:
@@ -443,6 +448,19 @@ def create_sweep(
     return sweep
 
 
+def trials_environment(sweep: Sweep) -> int | None:
+    """The environment (id) the sweep's next trial runs in: the one its earlier trials ran
+    in, so every trial of a sweep runs in the same one (a deprecated-and-redirected one
+    still moves new trials to its replacement; a retired one stops the plan). None before
+    the first trial: it resolves as `create_sweep` did moments before."""
+    return (
+        Launch.objects.filter(sweep=sweep, environment__isnull=False)
+        .order_by("trial", "pk")
+        .values_list("environment_id", flat=True)
+        .first()
+    )
+
+
 def advance(sweep_pk: int) -> int:
     """Start trials until `parallelism` are live or the plan is done; finish the sweep when
     every trial has ended. Returns how many trials this call started. Safe to call any
@@ -472,6 +490,7 @@ def advance(sweep_pk: int) -> int:
                 name=f"{sweep.name or 'sweep'} #{sweep.pk} trial {index + 1}",
                 sweep=sweep,
                 trial=index,
+                environment=trials_environment(sweep),
             )
         except TrialTaken:
             continue  # another call started it, or the sweep ended: decide again

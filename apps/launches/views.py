@@ -51,6 +51,19 @@ def _host_gpus(projects: list[Project]) -> int | None:
     return len(get_backend("local").inventory())
 
 
+def _environments(request: HttpRequest, template: Template, projects: list[Project]) -> list[Any]:
+    """The environments a launch of `template` may ask for: those usable in every team of
+    the projects offered (platform-wide ones, and a team's own when one team is offered)."""
+    from apps.projects.services import environment_choices
+
+    teams = {p.team_id: p.team for p in projects}
+    if not teams:
+        return []
+    found = [environment_choices(request.user, team) for team in teams.values()]
+    common = set.intersection(*({env.pk for env in envs} for envs in found))
+    return [env for env in found[0] if env.pk in common]
+
+
 def _deleted_experiments(projects: list[Project]) -> list[tuple[Project, str]]:
     """The projects (of those offered) whose MLflow experiment was deleted in MLflow, each
     with the sentence that says how to fix it (a launch there answers 409 with it)."""
@@ -75,7 +88,9 @@ class LaunchListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user = self.request.user
-        launches = Launch.objects.for_user(user).select_related("project__team", "template", "created_by")
+        launches = Launch.objects.for_user(user).select_related(
+            "project__team", "template", "created_by", "environment__team"
+        )
         context.update(
             page=paginate(self.request, self.filtered(launches).order_by("-created_at", "-id")),
             templates=Template.objects.for_user(user).filter(is_active=True).select_related("team").order_by("slug"),
@@ -110,10 +125,17 @@ class LaunchCreateView(LoginRequiredMixin, View):
                 "name": previous.name,
                 **{f"param_{k}": v for k, v in previous.parameters.items()},
                 **{k: previous.resources.get(k) for k in ("cpu", "memory", "gpus", "gpu_model")},
+                "environment": str(previous.environment_id or ""),
             }
         elif request.GET.get("project"):
             initial["project"] = request.GET["project"]
-        form = LaunchForm(template=template, projects=projects, initial=initial, host_gpus=_host_gpus(projects))
+        form = LaunchForm(
+            template=template,
+            projects=projects,
+            initial=initial,
+            host_gpus=_host_gpus(projects),
+            environments=_environments(request, template, projects),
+        )
         return render(
             request,
             "launches/form.html",
@@ -127,7 +149,13 @@ class LaunchCreateView(LoginRequiredMixin, View):
             return redirect("launches:create")
         _check_project(request)
         projects = _launchable_projects(request, template)
-        form = LaunchForm(request.POST, template=template, projects=projects, host_gpus=_host_gpus(projects))
+        form = LaunchForm(
+            request.POST,
+            template=template,
+            projects=projects,
+            host_gpus=_host_gpus(projects),
+            environments=_environments(request, template, projects),
+        )
         status = 400
         if form.is_valid():
             project = next(p for p in projects if str(p.pk) == form.cleaned_data["project"])
@@ -140,10 +168,13 @@ class LaunchCreateView(LoginRequiredMixin, View):
                     parameters=form.parameters(),
                     resources=form.resources(),
                     name=form.cleaned_data["name"],
+                    environment=form.cleaned_data.get("environment") or None,
                 ),
                 field_for=form.service_field,
             )
             if launch is not None:
+                for warning in launch.environment_warnings:
+                    messages.warning(request, warning)
                 messages.success(request, f"Launched {launch.job_name}; it starts in a moment.")
                 return redirect("launches:detail", pk=launch.pk)
         return render(

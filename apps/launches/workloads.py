@@ -39,6 +39,7 @@ from apps.compute.base import BackendRejected, BackendUnavailable
 from apps.compute.registry import get_backend
 from apps.core.errors import ServiceError, Unavailable
 from apps.core.queue import enqueue_on_commit
+from apps.environments.models import Environment
 from apps.launches.models import LIVE, Launch, Status, Sweep, SweepStatus, SweepStrategy
 from apps.projects.models import Backend, Project
 
@@ -134,6 +135,8 @@ def create_trials(sweep_pk: int) -> int:
         _experiment_id,
         check_template_allowed,
         create_experiment_run,
+        environment_tags,
+        launch_environment,
         mark_deleted_after_refusal,
     )
     from apps.launches.validation import clean_parameters, clean_resources
@@ -148,6 +151,7 @@ def create_trials(sweep_pk: int) -> int:
         check_template_allowed(template, project)
         resources = clean_resources(template, sweep.resources)
         plans = [clean_parameters(template, {**sweep.base_parameters, **trial}) for trial in sweep.planned]
+        environment = launch_environment(actor, project, template).environment  # as create_sweep resolved it
     except ServiceError as exc:
         from apps.launches.sweeps import _stop_planning
 
@@ -163,6 +167,7 @@ def create_trials(sweep_pk: int) -> int:
         "plinth.template": template.slug,
         "mlflow.user": actor.username,
         "plinth.sweep": str(sweep.pk),
+        **environment_tags(environment),
     }
     if sweep.mlflow_parent_run_id:
         tags["mlflow.parentRunId"] = sweep.mlflow_parent_run_id
@@ -188,7 +193,7 @@ def create_trials(sweep_pk: int) -> int:
         _stop_planning(sweep_pk, exc)
         return 0
     try:
-        created = _write_trials(sweep_pk, plans, resources, runs, experiment_id, wanted)
+        created = _write_trials(sweep_pk, plans, resources, runs, experiment_id, wanted, environment)
     except QuotaExceeded:
         created = 0
     if not created:
@@ -203,6 +208,7 @@ def _write_trials(
     runs: list[str],
     experiment_id: str,
     wanted: int,
+    environment: Environment,
 ) -> int:
     from apps.launches.services import _check_quota
     from apps.launches.tasks import submit_workload
@@ -236,6 +242,7 @@ def _write_trials(
                 mlflow_run_id=run_id,
                 mlflow_experiment_id=experiment_id,
                 max_runtime_seconds=template.max_runtime_seconds,
+                environment=environment,
             )
             for index, (parameters, run_id) in enumerate(zip(plans, runs, strict=True))
         )
@@ -250,7 +257,12 @@ def _write_trials(
                 launch,
                 team=project.team,
                 project=project,
-                after={"template": template.slug, "parameters": launch.parameters, "resources": resources},
+                after={
+                    "template": template.slug,
+                    "parameters": launch.parameters,
+                    "resources": resources,
+                    "environment": environment.label,
+                },
             )
         enqueue_on_commit(submit_workload, sweep.pk)
     return len(launches)

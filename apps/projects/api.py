@@ -34,7 +34,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedVie
     filterset_class = ProjectFilter
 
     def get_queryset(self) -> Any:
-        return super().get_queryset().select_related("team").order_by("team__slug", "slug")
+        return super().get_queryset().select_related("team", "environment__team").order_by("team__slug", "slug")
 
     @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
     def create(self, request: Request) -> Response:

@@ -47,8 +47,26 @@ class ExperimentReplaceForm(forms.Form):
     )
 
 
+def environment_field_choices(environments: Any, current: Any = None) -> list[tuple[str, str]]:
+    """Choices of an environment field: the usable environments (id, label), the current
+    one first when it is no longer offered (so saving other fields keeps it)."""
+    choices = [(str(e.pk), e.label if e.state == "ready" else f"{e.label} ({e.state})") for e in environments]
+    if current is not None and str(current.pk) not in {pk for pk, _ in choices}:
+        choices.insert(0, (str(current.pk), f"{current.label} ({current.state})"))
+    return choices
+
+
 class ProjectEditForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     gpu_quota = forms.IntegerField(min_value=0, label="GPU quota")
     backend = forms.ChoiceField(choices=Backend.choices)
+    environment = forms.ChoiceField(
+        required=False,
+        help_text="The environment its launches run in unless their template pins one.",
+    )
+
+    def __init__(self, *args: Any, environments: Any = (), current_environment: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = environment_field_choices(environments, current_environment)
+        self.fields["environment"].choices = [("", "—"), *choices] if current_environment is None else choices  # type: ignore[attr-defined]

@@ -10,6 +10,9 @@ class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[var-annotated]
     full_slug = serializers.CharField(read_only=True)
     mlflow_experiment = serializers.CharField(source="mlflow_experiment_name", read_only=True)
+    environment = serializers.SerializerMethodField(
+        help_text="The default environment of its launches (label name:version), empty when none."
+    )
 
     class Meta:
         model = Project
@@ -27,9 +30,14 @@ class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "mlflow_experiment_id",
             "mlflow_state",
             "mlflow_error",
+            "environment",
+            "environment_id",
             "created_at",
         ]
         read_only_fields = fields
+
+    def get_environment(self, project: Project) -> str:
+        return project.environment.label if project.environment is not None else ""
 
 
 class ProjectCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -65,3 +73,9 @@ class ProjectUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     description = serializers.CharField(required=False, allow_blank=True)
     gpu_quota = serializers.IntegerField(min_value=0, max_value=MAX_COUNT, required=False)
     backend = serializers.ChoiceField(choices=Backend.choices, required=False)
+    environment = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="The default environment of its launches: an id or label (name:version, team/name:version); "
+        "ready or deprecated, platform-wide or the team's own.",
+    )

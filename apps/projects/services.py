@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from apps.access import policies
 from apps.access.roles import Action
@@ -15,6 +16,7 @@ from apps.audit.services import record
 from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
+from apps.environments.models import Environment
 from apps.projects.models import (
     EXPERIMENT_PROJECT_TAG,
     EXPERIMENT_TEAM_TAG,
@@ -24,6 +26,55 @@ from apps.projects.models import (
     default_backend,
     namespace_validator,
 )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+def usable_environment(actor: User, team: Team | None, value: Any, *, field: str = "environment") -> Environment:
+    """The environment `value` names (an Environment, its id, or its label `name:version` /
+    `team/name:version`) when `actor` may use it in `team`: a platform-wide one, or one of
+    `team`'s own that `actor` can see (`team` None: platform-wide ones only). Anything else,
+    an unknown one included, is InvalidInput (400) on `field` (an environment one may not
+    see reads as one that does not exist). The life-cycle rules are the caller's
+    (`selection.apply_rules`, `is_selectable`)."""
+    from apps.environments.selection import recorded_by_label
+
+    found: Environment | None = None
+    if isinstance(value, Environment):
+        found = value
+    elif (isinstance(value, int) and not isinstance(value, bool)) or _is_number(value):
+        pk = int(value)
+        # Past a bigint, PostgreSQL would refuse the query itself (a 500): no such row.
+        found = Environment.objects.filter(pk=pk).first() if 0 < pk < 2**63 else None
+    elif isinstance(value, str):
+        found = recorded_by_label(value)
+    usable = (
+        found is not None
+        and (found.team_id is None or (team is not None and found.team_id == team.pk))
+        and Environment.objects.for_user(actor, Action.VIEW).filter(pk=found.pk).exists()
+    )
+    if not usable or found is None:
+        raise InvalidInput.field(field, f"No environment {value!s:.80} that this project can use.")
+    return Environment.objects.select_related("build", "team", "replaced_by").get(pk=found.pk)
+
+
+def environment_choices(actor: Any, team: Team) -> list[Environment]:
+    """The environments `actor` may pick for `team`'s projects and launches: platform-wide
+    ones and `team`'s own, ready or deprecated, by name then newest version first."""
+    from apps.environments.models import SELECTABLE_STATES
+
+    rows = Environment.objects.for_user(actor, Action.VIEW).filter(state__in=SELECTABLE_STATES)
+    rows = rows.filter(Q(team__isnull=True) | Q(team=team)).select_related("team")
+    return list(rows.order_by("team_id", "name", "-version"))
+
+
+def _environment_label(environment_id: int | None) -> str:
+    if environment_id is None:
+        return ""
+    found = Environment.objects.select_related("team").filter(pk=environment_id).first()
+    return found.label if found is not None else ""
 
 
 def _validated(validator: Any, field: str, value: str) -> str:
@@ -201,6 +252,9 @@ def _create_project(
         message = f"The experiment {mlflow_experiment!r} belongs to another project; pick another name."
         raise Conflict(message, fields={"mlflow_experiment": [message]})
     _check_quota_fits(team, gpu_quota)
+    from apps.environments.selection import platform_default
+
+    environment = platform_default()  # the default at creation; later changes of it don't move it
     project = Project.objects.create(
         team=team,
         slug=slug,
@@ -211,8 +265,10 @@ def _create_project(
         namespace=namespace,
         mlflow_experiment_name=mlflow_experiment,
         mlflow_attach_existing=attach_existing,
+        environment=environment,
     )
-    record(actor, AuditVerb.PROJECT_CREATED, project, team=team, project=project, after=project.as_audit())
+    after = {**project.as_audit(), "environment": environment.label if environment is not None else ""}
+    record(actor, AuditVerb.PROJECT_CREATED, project, team=team, project=project, after=after)
     _schedule_experiment_link(project)
     _schedule_access_sync(project)
     return project
@@ -227,13 +283,24 @@ def update_project(
     description: str | None = None,
     gpu_quota: int | None = None,
     backend: str | None = None,
+    environment: Any = None,
 ) -> Project:
-    """Change a project's name, description, GPU quota (within the team budget) or backend."""
+    """Change a project's name, description, GPU quota (within the team budget), backend or
+    default environment (`environment`: an Environment, its id or label; a platform-wide
+    one or the team's own, ready or deprecated — anything else is InvalidInput, 400, on
+    `environment`). Audited as `project.updated` with the changed fields before and after."""
     team = Team.objects.select_for_update().get(pk=project.team_id)
     project = Project.objects.select_for_update().get(pk=project.pk)
     if not policies.can_manage_team(actor, team):
         raise NotAllowed("Only the team's leads and platform admins change a project.")
-    before = project.as_audit()
+    before = {**project.as_audit(), "environment": _environment_label(project.environment_id)}
+    if environment is not None:
+        chosen = usable_environment(actor, team, environment)
+        if chosen.pk != project.environment_id and not chosen.is_selectable:
+            raise InvalidInput.field(
+                "environment", f"The environment {chosen.label} is {chosen.state}; pick a ready one."
+            )
+        project.environment = chosen
     if name is not None:
         if not name.strip():
             raise InvalidInput.field("name", "A project needs a name.")
@@ -247,7 +314,7 @@ def update_project(
     if gpu_quota is not None and gpu_quota != project.gpu_quota:
         _check_quota_fits(team, gpu_quota, excluding=project)
         project.gpu_quota = gpu_quota
-    after = project.as_audit()
+    after = {**project.as_audit(), "environment": _environment_label(project.environment_id)}
     if after != before:
         project.save()
         record(actor, AuditVerb.PROJECT_UPDATED, project, team=team, project=project, before=before, after=after)

@@ -116,7 +116,10 @@ class ProjectDetailView(ObjectAccessMixin, TemplateView):
                     "description": project.description,
                     "gpu_quota": project.gpu_quota,
                     "backend": project.backend,
-                }
+                    "environment": str(project.environment_id or ""),
+                },
+                environments=services.environment_choices(self.request.user, team) if can_manage else [],
+                current_environment=project.environment,
             ),
         )
         return context
@@ -128,7 +131,11 @@ class ProjectEditView(ObjectAccessMixin, View):
 
     def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
         project: Project = self.object
-        form = ProjectEditForm(request.POST)
+        form = ProjectEditForm(
+            request.POST,
+            environments=services.environment_choices(request.user, project.team),
+            current_environment=project.environment,
+        )
         status = 400
         if form.is_valid():
             data = form.cleaned_data
@@ -141,6 +148,7 @@ class ProjectEditView(ObjectAccessMixin, View):
                     description=data["description"],
                     gpu_quota=data["gpu_quota"],
                     backend=data["backend"],
+                    environment=data.get("environment") or None,
                 ),
             )
             if updated is not None:

@@ -105,6 +105,14 @@ def test_a_launch_page_without_htmx_or_for_another_target_is_the_whole_page(ada:
         assert "HX-Target" in response.headers["Vary"]
 
 
+def test_a_launch_page_links_its_run_in_plinth_and_names_its_job_once(ada: User, running: Launch) -> None:
+    html = client_for(ada).get(f"/launches/{running.pk}/").content.decode()
+    project = running.project
+    assert f'href="/runs/{project.team.slug}/{project.slug}/{running.mlflow_run_id}/"' in html
+    heading = re.search(r"<h1>(.*?)</h1>", html, re.S)
+    assert heading is not None and heading.group(1).count(running.job_name) == 1, heading
+
+
 def test_a_launch_fragment_is_scoped_like_the_page(omar: User, running: Launch) -> None:
     code, _ = poll(omar, f"/launches/{running.pk}/", "status")
     assert code == 404

@@ -52,6 +52,7 @@ from apps.compute.k8s.manifests import (
     LABEL_MANAGED,
     LABEL_PROJECT,
     LABEL_TEAM,
+    apply_environment,
     container_resources,
 )
 from apps.compute.k8s.status import (
@@ -166,7 +167,8 @@ def build_indexed_job_manifest(sweep: Sweep, trials: Sequence[Launch]) -> Obj:
     that); each pod gets the template's resources, GPU node selector and tolerations like a
     single launch's Job, the run-time limit as the pod's own `activeDeadlineSeconds` (a
     Job-wide deadline would stop the whole sweep), no service account token and no service
-    links, and the project namespace's MLflow Secret through `envFrom`. With a Kueue queue
+    links, and the project namespace's MLflow Secret through `envFrom`; the trials'
+    environment gives the image and pod defaults (`manifests.apply_environment`). With a Kueue queue
     the Job is created suspended and Kueue admits the whole sweep as one workload."""
     project = sweep.project
     template = sweep.template
@@ -209,6 +211,8 @@ def build_indexed_job_manifest(sweep: Sweep, trials: Sequence[Launch]) -> Obj:
         pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         if gpu_model:
             pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_model}
+    # Every trial of a sweep runs in one environment (apps.launches.workloads.create_trials).
+    apply_environment(pod_spec, container, trials[0].environment if trials else None, template.image)
 
     metadata: Obj = {"name": workload_name(sweep), "namespace": project.namespace, "labels": dict(labels)}
     spec: Obj = {

@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from apps.environments.runtime import image_for, pod_defaults
 from apps.launches.runenv import job_argv, job_env
 
 if TYPE_CHECKING:
+    from apps.environments.models import Environment
     from apps.launches.models import Launch
 
 LABEL_LAUNCH = "plinth.dev/launch"
@@ -24,6 +26,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
 CONTAINER_NAME = "main"
+# Variables an environment's pod defaults may not set: Plinth's own (the run, the launch, the
+# tracking server) always win, so an environment cannot point a job at another MLflow.
+RESERVED_ENV_PREFIXES = ("MLFLOW_", "PLINTH_")
+RESERVED_ENV_NAMES = frozenset({"JOB_COMPLETION_INDEX"})
 
 
 def job_labels(launch: Launch) -> dict[str, str]:
@@ -53,6 +59,38 @@ def container_resources(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+def apply_environment(
+    pod_spec: dict[str, Any], container: dict[str, Any], environment: Environment | None, fallback_image: str
+) -> None:
+    """Put `environment` into a pod spec and its container, in place: the container's image
+    is the environment's (`runtime.image_for`, else `fallback_image`, the template's); its
+    pod defaults are merged — the node selector under the one already set (the GPU model's
+    wins), its tolerations added after those already there (no duplicates), its variables
+    added to the container's `env` except those the container already sets and Plinth's
+    reserved names (MLFLOW_*, PLINTH_*, JOB_COMPLETION_INDEX). No environment (launches older
+    than environments): the template's image and nothing else."""
+    defaults = pod_defaults(environment)
+    container["image"] = image_for(environment, fallback_image)
+    env = list(container.get("env") or [])
+    taken = {item["name"] for item in env}
+    for name, value in defaults["env"].items():
+        if name in taken or name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+            continue
+        env.append({"name": name, "value": value})
+        taken.add(name)
+    if env:
+        container["env"] = env
+    node_selector = {**defaults["node_selector"], **(pod_spec.get("nodeSelector") or {})}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = list(pod_spec.get("tolerations") or [])
+    for toleration in defaults["tolerations"]:
+        if toleration not in tolerations:
+            tolerations.append(toleration)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+
+
 def build_job_manifest(launch: Launch) -> dict[str, Any]:
     """The Job for `launch`, named `launch.job_name` in the project's namespace.
 
@@ -64,7 +102,7 @@ def build_job_manifest(launch: Launch) -> dict[str, Any]:
     credentials, the launch's identity, PLINTH_PARAM_*) plus, through `envFrom`, only the
     project namespace's MLflow Secret (PLINTH_KUBE_MLFLOW_SECRET): nothing from the
     portal's environment or its Secret, no volumes, no service account token, no service
-    links."""
+    links. The launch's environment gives the image and pod defaults (`apply_environment`)."""
     project = launch.project
     template = launch.template
     labels = job_labels(launch)
@@ -104,6 +142,7 @@ def build_job_manifest(launch: Launch) -> dict[str, Any]:
         pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         if gpu_model:
             pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_model}
+    apply_environment(pod_spec, container, launch.environment, template.image)
 
     job_metadata: dict[str, Any] = {"name": launch.job_name, "namespace": project.namespace, "labels": dict(labels)}
     spec: dict[str, Any] = {
