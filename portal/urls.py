@@ -10,6 +10,7 @@ from apps.audit import api as audit_api
 from apps.audit import views as audit_views
 from apps.core import views as core_views
 from apps.deployments import api_urls as deployments_api_urls
+from apps.environments import api_urls as environments_api_urls
 from apps.gpus import api_urls as gpus_api_urls
 from apps.launches import api as launches_api
 from apps.launches import views as launches_views
@@ -27,7 +28,7 @@ router.register("templates", launches_api.TemplateViewSet, basename="template")
 router.register("launches", launches_api.LaunchViewSet, basename="launch")
 router.register("sweeps", launches_api.SweepViewSet, basename="sweep")
 # Each later app mounts its own API routes (apps/<app>/api_urls.py) and pages (apps/<app>/urls.py).
-APP_APIS = [tracking_api_urls, registry_api_urls, gpus_api_urls, deployments_api_urls]
+APP_APIS = [tracking_api_urls, registry_api_urls, gpus_api_urls, deployments_api_urls, environments_api_urls]
 for app_api in APP_APIS:
     for prefix, viewset, basename in app_api.ROUTES:
         router.register(prefix, viewset, basename=basename)
@@ -105,6 +106,7 @@ urlpatterns = [
     path("models/", include("apps.registry.urls")),
     path("gpus/", include("apps.gpus.urls")),
     path("deployments/", include("apps.deployments.urls")),
+    path("environments/", include("apps.environments.urls")),
     # The inference gateway: POST serve/<team>/<project>/<deployment>/invocations
     path("serve/", include("apps.deployments.serve_urls")),
     path("audit/", audit_views.AuditListView.as_view(), name="audit"),

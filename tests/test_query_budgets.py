@@ -81,6 +81,9 @@ BUDGETS = [
     Budget("/api/v1/launches/", 4, api_results),  # today 2
     Budget("/api/v1/sweeps/", 5, sweeps_with_trials),  # today 3: the trials of all sweeps in one query
     Budget("/api/v1/templates/", 4, api_results),  # today 2
+    # today 12: the usage counts of the listed environments, 5 grouped queries whatever their number
+    Budget("/environments/", 14, page_items),
+    Budget("/api/v1/environments/", 9, api_results),  # today 7 (the same 5 usage counts)
 ]
 
 
@@ -167,9 +170,34 @@ def launch_crowd(
     return {"launch": detailed.pk, "sweep": detailed_sweep.pk}
 
 
+@pytest.fixture
+def environment_crowd(crowd: User, root: User) -> None:
+    """ROWS environments in lin's teams, each with its own build, a replacement and its
+    team's project using it (so every related row of a listed environment differs)."""
+    from apps.environments.models import BuildStatus, Environment, EnvironmentBuild, EnvironmentState
+
+    projects = list(Project.objects.filter(team__memberships__user=crowd).select_related("team").order_by("slug"))
+    for i, project in enumerate(projects[:ROWS]):
+        build = EnvironmentBuild.objects.create(requirements_hash=f"{i:064x}", status=BuildStatus.READY, progress=100)
+        base = Environment.objects.create(team=project.team, name=f"base-{i:02d}", state=EnvironmentState.READY)
+        env = Environment.objects.create(
+            team=project.team,
+            name=f"env-{i:02d}",
+            build=build,
+            replaced_by=base,
+            created_by=root,
+            state=EnvironmentState.DEPRECATED,
+        )
+        Project.objects.filter(pk=project.pk).update(environment=env)
+
+
 @pytest.mark.parametrize("budget", BUDGETS, ids=str)
 def test_a_list_stays_within_its_query_budget(
-    budget: Budget, crowd: User, launch_crowd: dict[str, int], django_assert_max_num_queries: Any
+    budget: Budget,
+    crowd: User,
+    launch_crowd: dict[str, int],
+    environment_crowd: None,
+    django_assert_max_num_queries: Any,
 ) -> None:
     assert budget.max_queries < ROWS, "a budget this high would let a query per row through"
     client = api_for(crowd) if budget.is_api else client_for(crowd)

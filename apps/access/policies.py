@@ -95,3 +95,16 @@ def can_manage_users(user: Any) -> bool:
     """Creating, deactivating and reactivating accounts, revoking anyone's API tokens and
     mapping SSO groups: platform admins only (a lead manages roles, not accounts)."""
     return is_platform_admin(user)
+
+
+def can_manage_environment(user: Any, env_or_team: Any) -> bool:
+    """Defining, deprecating, retiring and rebuilding environments: platform admins for the
+    platform-wide ones (`env_or_team` an environment without a team, or None), a team's
+    leads (and platform admins) for that team's own (an environment of the team, or the
+    team itself). Using one is not managed here: that is seeing it."""
+    from apps.environments.models import Environment
+
+    team = env_or_team.team if isinstance(env_or_team, Environment) else env_or_team
+    if team is None:
+        return is_platform_admin(user)
+    return can_manage_team(user, team)

@@ -18,6 +18,7 @@ SECTIONS = [
     ("tracking", "Runs", "tracking:index"),
     ("registry", "Models", "registry:index"),
     ("gpus", "GPUs", "gpus:index"),
+    ("environments", "Environments", "environments:list"),
 ]
 
 

@@ -21,13 +21,21 @@ images with pod-spec defaults are the models for this.
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.access.querysets import ScopedQuerySet, TeamScope
-from apps.accounts.models import Team, slug_validator
+from apps.accounts.models import Team
+
+
+# Lower-case letters, digits, hyphens and dots, starting and ending with a letter or digit,
+# at most 63 (`sklearn-1.7`); the same rule as apps.environments.validation.NAME_RE.
+environment_name_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?\Z",
+    "Use lower-case letters, digits, hyphens and dots (at most 63), e.g. sklearn-1.7.",
+)
 
 
 class EnvironmentState(models.TextChoices):
@@ -97,7 +105,7 @@ class Environment(models.Model):
     portal's own interpreter (`is_portal`: the platform's first default, no build)."""
 
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="environments")
-    name = models.CharField(max_length=63, validators=[slug_validator])
+    name = models.CharField(max_length=63, validators=[environment_name_validator])
     version = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     description = models.TextField(blank=True)
     image = models.CharField(max_length=500, blank=True)

@@ -13,6 +13,7 @@ from apps.accounts.models import User
 from apps.audit.filters import AuditFilter
 from apps.core.filters import FilterSet
 from apps.deployments.filters import DeploymentFilter
+from apps.environments.filters import EnvironmentFilter
 from apps.gpus.filters import GpuFilter
 from apps.launches import services as launch_services
 from apps.launches.demo import SKLEARN_DIGITS
@@ -35,6 +36,7 @@ LIST_ENDPOINTS: dict[str, type[FilterSet]] = {
     "/api/v1/models/": ModelFilter,
     "/api/v1/models/{name}/aliases/history/": AliasHistoryFilter,
     "/api/v1/deployments/": DeploymentFilter,
+    "/api/v1/environments/": EnvironmentFilter,
 }
 
 TOO_LONG = "x" * 300
@@ -97,6 +99,10 @@ def test_every_list_view_with_a_filterset_is_in_the_schema_check() -> None:
         ("ada", "/api/v1/deployments/", {"status": "sleeping"}, "status"),
         ("ada", "/api/v1/deployments/", {"project": "a/b/c"}, "project"),
         ("ada", "/api/v1/deployments/", {"model": TOO_LONG}, "model"),
+        ("ada", "/api/v1/environments/", {"state": "sleeping"}, "state"),
+        ("ada", "/api/v1/environments/", {"team": "Not a slug!"}, "team"),
+        ("ada", "/api/v1/environments/", {"name": "A B"}, "name"),
+        ("ada", "/api/v1/environments/", {"q": TOO_LONG}, "q"),
     ],
 )
 def test_a_bad_filter_value_is_a_400_naming_the_field(
@@ -119,6 +125,7 @@ def test_a_bad_filter_value_is_a_400_naming_the_field(
         ("ada", "/gpus/idle/", {"history": "yes"}, "history"),
         ("ada", "/models/", {"status": "done"}, "status"),
         ("root", "/console/users/", {"q": TOO_LONG}, "q"),
+        ("ada", "/environments/", {"state": "sleeping"}, "state"),
     ],
 )
 def test_a_bad_filter_value_on_a_page_shows_the_form_error_with_a_400(

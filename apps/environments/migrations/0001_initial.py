@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
             name='Environment',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=63, validators=[django.core.validators.RegexValidator('^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$', 'Use 1-40 lowercase letters, digits and hyphens, starting and ending with a letter or digit.')])),
+                ('name', models.CharField(max_length=63, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?\\Z', 'Use lower-case letters, digits, hyphens and dots (at most 63), e.g. sklearn-1.7.')])),
                 ('version', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)])),
                 ('description', models.TextField(blank=True)),
                 ('image', models.CharField(blank=True, max_length=500)),

@@ -14,6 +14,13 @@ from apps.audit.services import record
 from apps.audit.verbs import AuditVerb
 from apps.projects.models import Backend, Project
 
+SKLEARN_ENVIRONMENT: dict[str, Any] = {
+    "name": "sklearn-1.7",
+    "description": "scikit-learn 1.7 over the portal's own packages.",
+    "requirements": "scikit-learn>=1.7,<1.8",
+    "extends_portal": True,
+}
+
 DEMO_USERS = [
     # username, full name, team role (None = platform admin, no team role)
     ("ada", "Ada Lovelace", Role.MEMBER),
@@ -98,4 +105,14 @@ class Command(BaseCommand):
 
             create_template(users["root"], None, **SKLEARN_DIGITS)
             created.append(f"template {SKLEARN_DIGITS['slug']}")
+        from apps.environments.models import Environment
+
+        if not Environment.objects.filter(team__isnull=True, name=SKLEARN_ENVIRONMENT["name"]).exists():
+            from apps.environments.services import create_environment
+
+            # The portal's own scikit-learn is newer than 1.7, so this one is a real build (queued
+            # for the worker after the commit): scikit-learn 1.7 over the portal's packages. Once
+            # it is ready, the platform admin may make it the default (its page's "Make default").
+            create_environment(users["root"], **SKLEARN_ENVIRONMENT)
+            created.append(f"environment {SKLEARN_ENVIRONMENT['name']} (building)")
         self.stdout.write("seed_demo: " + (", ".join(created) if created else "nothing to do, demo data present"))
