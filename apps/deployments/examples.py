@@ -47,6 +47,18 @@ def input_example(deployment: Deployment, version: int) -> bytes:
 
 def _logged_example(model_name: str, version: int) -> bytes | None:
     """The bytes of the version's serving_input_example.json, or None when it has none."""
+    found = model_file(model_name, version, SERVING_INPUT_FILE, MAX_EXAMPLE_BYTES)
+    if found is not None and len(found) > MAX_EXAMPLE_BYTES:
+        raise NoInputExample(f"{NO_EXAMPLE} (the model's {SERVING_INPUT_FILE} is over 1 MB)")
+    return found
+
+
+def model_file(model_name: str, version: int, name: str, limit: int) -> bytes | None:
+    """The bytes of file `name` of the model folder MLflow logged for `version` of
+    `model_name` (next to its MLmodel: serving_input_example.json, requirements.txt,
+    conda.yaml …), at most `limit` + 1 bytes (more than `limit` means the file is larger);
+    None when the version, or the file, does not exist. Raises MlflowUnavailable when
+    MLflow cannot be reached."""
     gateway = registry()
     found = gateway.get_model_version(model_name, version)
     if found is None:
@@ -56,15 +68,16 @@ def _logged_example(model_name: str, version: int) -> bytes | None:
         body = _read(
             gateway,
             f"{gateway.base_url}/ajax-api/2.0/mlflow/logged-models/{model_id}/artifacts/files",
-            {"artifact_file_path": SERVING_INPUT_FILE},
+            {"artifact_file_path": name},
+            limit,
         )
         if body is not None:
             return body
     run_id, folder = _run_folder(found)
     if not run_id:
         return None
-    path = f"{folder}/{SERVING_INPUT_FILE}" if folder else SERVING_INPUT_FILE
-    return _read(gateway, f"{gateway.base_url}/get-artifact", {"run_uuid": run_id, "path": path})
+    path = f"{folder}/{name}" if folder else name
+    return _read(gateway, f"{gateway.base_url}/get-artifact", {"run_uuid": run_id, "path": path}, limit)
 
 
 def _logged_model_id(version: dict[str, Any]) -> str:
@@ -90,18 +103,16 @@ def _run_folder(version: dict[str, Any]) -> tuple[str, str]:
     return "", ""
 
 
-def _read(gateway: Any, url: str, params: dict[str, str]) -> bytes | None:
-    """GET one artifact file through the gateway's session and timeouts; None when MLflow
-    has no such file. MlflowUnavailable propagates."""
+def _read(gateway: Any, url: str, params: dict[str, str], limit: int) -> bytes | None:
+    """GET one artifact file through the gateway's session and timeouts, at most `limit`
+    + 1 bytes; None when MLflow has no such file. MlflowUnavailable propagates."""
     response = gateway._send("GET", url, params=params, stream=True, timeout=(gateway.timeout, gateway.history_timeout))
     try:
         if response.status_code >= 500:
             raise MlflowUnavailable(f"MLflow at {gateway.base_url} answered {response.status_code}.")
         if response.status_code >= 400:
             return None
-        body = response.raw.read(MAX_EXAMPLE_BYTES + 1, decode_content=True)
+        body = response.raw.read(limit + 1, decode_content=True)
     finally:
         response.close()
-    if len(body) > MAX_EXAMPLE_BYTES:
-        raise NoInputExample(f"{NO_EXAMPLE} (the model's {SERVING_INPUT_FILE} is over 1 MB)")
     return bytes(body)

@@ -3,11 +3,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
 
+from apps.environments.models import Environment, EnvironmentState
+
 FOLLOW_HELP = "The deployment follows this alias: every version it points at is rolled out."
+FROM_RUN = ""
+FROM_RUN_LABEL = "From the training run (the environment it recorded, else the project's)"
+
+
+def _choice_label(env: Environment) -> str:
+    state = "" if env.state == EnvironmentState.READY else f" ({env.get_state_display().lower()})"
+    description = f" — {env.description.splitlines()[0]}" if env.description.strip() else ""
+    return f"{env.label}{state}{description}"[:200]
 
 
 class DeploymentSettingsForm(forms.Form):
@@ -36,10 +47,27 @@ class DeploymentSettingsForm(forms.Form):
         '"data": [[...]]}}. Empty: the model\'s own serving_input_example.json.',
     )
     capture_samples = forms.BooleanField(required=False, label="Keep a capped sample of requests and answers")
+    environment = forms.ChoiceField(
+        required=False,
+        label="Environment",
+        help_text="What the model server runs in. Changing it starts a new revision of the served version; its "
+        "pre-flight checks the model's requirements against the environment first.",
+    )
+
+    def __init__(self, *args: Any, environments: Sequence[Environment] = (), **kwargs: Any) -> None:
+        """`environments`: those the user may pick (selectable ones they may use, and the
+        deployment's current one even when it no longer is)."""
+        super().__init__(*args, **kwargs)
+        field = self.fields["environment"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(FROM_RUN, FROM_RUN_LABEL)] + [(str(env.pk), _choice_label(env)) for env in environments]
 
     def service_values(self) -> dict[str, Any]:
-        """The cleaned data as the services take it (empty alias and version left out)."""
+        """The cleaned data as the services take it (empty alias and version left out;
+        the environment an id, or None for the training run's)."""
         data = dict(self.cleaned_data)
+        if "environment" in data:
+            data["environment"] = int(data["environment"]) if data["environment"] else None
         if data.get("version") is None:
             data.pop("version", None)
             if not data.get("alias"):

@@ -56,6 +56,7 @@ from apps.compute.k8s.manifests import (
     container_resources,
 )
 from apps.deployments.serving.base import Probe
+from apps.environments.runtime import pod_defaults
 
 if TYPE_CHECKING:
     from apps.deployments.models import Revision
@@ -98,6 +99,10 @@ class ModelSpec(TypedDict, total=False):
     protocolVersion: Literal["v1", "v2", "grpc-v2"]
     storageUri: Required[str]
     runtime: str
+    # ModelSpec inlines PredictorExtensionSpec, which inlines core/v1 Container: the
+    # container's image (overriding the serving runtime's) and environment variables.
+    image: str
+    env: list[Annotated[dict[str, Any], Core("V1EnvVar")]]
     resources: Annotated[dict[str, Any], Core("V1ResourceRequirements")]
 
 
@@ -313,13 +318,25 @@ def service_labels(revision: Revision) -> dict[str, str]:
 def build_predictor(revision: Revision, storage_uri: str, canary_traffic_percent: int | None = None) -> dict[str, Any]:
     """The predictor spec serving `revision`: modelFormat mlflow, protocol v2, the pinned
     version's artifacts at `storage_uri`, the deployment's resources (CPU/memory requests =
-    limits, whole GPUs) and replicas; `canaryTrafficPercent` only when given (0 to 100)."""
+    limits, whole GPUs) and replicas; `canaryTrafficPercent` only when given (0 to 100).
+
+    The revision's environment (`revision.environment`, None: none recorded) adds, only
+    where it sets them: its image (`model.image`, in place of the serving runtime's) and
+    its pod defaults — env variables on the model container, its node selector and
+    tolerations on the predictor pod. The deployment's own needs win on a clash (the GPU
+    model's node label; the GPU toleration is always there with GPUs)."""
     deployment = revision.deployment
+    env = revision.environment
+    defaults = pod_defaults(env)
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
         "protocolVersion": PROTOCOL_VERSION,
         "storageUri": storage_uri,
     }
+    if env is not None and env.image:
+        model["image"] = env.image
+    if defaults["env"]:
+        model["env"] = [{"name": name, "value": value} for name, value in sorted(defaults["env"].items())]
     resources = container_resources(deployment.resources or {})
     if resources:
         model["resources"] = resources
@@ -329,12 +346,20 @@ def build_predictor(revision: Revision, storage_uri: str, canary_traffic_percent
         "maxReplicas": max(int(deployment.max_replicas), int(deployment.min_replicas)),
         "labels": service_labels(revision),
     }
+    node_selector = dict(defaults["node_selector"])
+    tolerations = list(defaults["tolerations"])
     gpus = int((deployment.resources or {}).get("gpus") or 0)
     if gpus > 0:
-        predictor["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in tolerations:
+            tolerations.append(gpu_toleration)
         gpu_model = str((deployment.resources or {}).get("gpu_model") or "")
         if gpu_model:
-            predictor["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_model}
+            node_selector[GPU_PRODUCT_LABEL] = gpu_model
+    if tolerations:
+        predictor["tolerations"] = tolerations
+    if node_selector:
+        predictor["nodeSelector"] = node_selector
     if canary_traffic_percent is not None:
         predictor["canaryTrafficPercent"] = int(canary_traffic_percent)
     return predictor

@@ -40,7 +40,7 @@ def get_deployment_for_user(user: Any, pk: Any, action: Action | str = Action.VI
     invisible to `user`, 403 when their role does not allow `action` (changes need
     Action.LAUNCH: members, leads, platform admins)."""
     found = (
-        Deployment.objects.select_related("project__team", "created_by").filter(pk=pk).first()
+        Deployment.objects.select_related("project__team", "created_by", "environment__team").filter(pk=pk).first()
         if (pk := _pk(pk)) is not None
         else None
     )

@@ -44,6 +44,7 @@ from apps.audit.services import record
 from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput
 from apps.core.queue import enqueue_on_commit
+from apps.deployments import environment as serving_environment
 from apps.deployments import notices
 from apps.deployments.examples import NoInputExample, input_example
 from apps.deployments.models import (
@@ -57,6 +58,7 @@ from apps.deployments.models import (
 )
 from apps.deployments.serving.base import Probe, RevisionMetrics, ServingBackend, ServingUnavailable
 from apps.deployments.serving.registry import serving_backend
+from apps.environments.models import Environment
 from apps.registry.mlflow import MlflowError, MlflowUnavailable, registry
 
 logger = logging.getLogger(__name__)
@@ -251,9 +253,12 @@ def _reconcile(deployment: Deployment, backend: ServingBackend, done: Pass) -> N
     done.target = _target_version(deployment)
     start = _follow(deployment, done.target, done) if isinstance(done.target, int) else None
     if start is not None:
-        Revision.objects.filter(pk=start.pk, run_id="").update(run_id=_run_id(deployment, start.version))
-        backend.start(start)
-        done.did(f"started revision {start.number}")
+        if not start.run_id:
+            start.run_id = _run_id(deployment, start.version)
+            Revision.objects.filter(pk=start.pk, run_id="").update(run_id=start.run_id)
+        if _admit(deployment, backend, start, done):
+            backend.start(start)
+            done.did(f"started revision {start.number}")
     observed_at = timezone.now()
     probes: dict[int, Probe] = {}
     for revision in _revisions(deployment.pk, LIVE_REVISION_STATUSES):
@@ -387,6 +392,8 @@ def _preflight(deployment: Deployment, backend: ServingBackend, revision: Revisi
         )
         return probe
     if probe.state == "gone":
+        if not _admit(deployment, backend, revision, done):
+            return probe
         backend.start(revision)  # never started (a crash after the row was written), or lost
         done.did(f"started revision {revision.number}")
         probe = backend.probe(revision)
@@ -421,6 +428,63 @@ def _preflight(deployment: Deployment, backend: ServingBackend, revision: Revisi
         )
     done.did(f"pre-flight passed for revision {revision.number}")
     return probe
+
+
+def _admit(deployment: Deployment, backend: ServingBackend, revision: Revision, done: Pass) -> bool:
+    """Before a starting revision's model server is started (outside transactions): the
+    environment it serves in (resolved once and stored on the revision), then the model's
+    own requirements against that environment. Returns whether the server may start now.
+
+    A refusal by the environment rules (building, failed, retired) or an unmet
+    requirement fails the pre-flight with the sentence (every package named): no server
+    is started, no traffic ever reaches it. MLflow down: not now (the next pass tries
+    again; past the pre-flight deadline the revision fails, as a prediction would)."""
+    late = timezone.now() - revision.created_at > preflight_timeout()
+    try:
+        env = _environment_of(deployment, revision, done)
+        if env is None:
+            return False
+        problems = serving_environment.unmet_requirements(
+            env, serving_environment.model_requirements(deployment.model_name, revision.version), backend=backend.name
+        )
+    except (Conflict, InvalidInput) as exc:  # the environment rules refused it
+        _fail_preflight(deployment, backend, revision, exc.message, done)
+        return False
+    except MlflowUnavailable as exc:
+        if late:
+            seconds = int(preflight_timeout().total_seconds())
+            _fail_preflight(deployment, backend, revision, f"no answer within {seconds} s: {exc.message}", done)
+        else:
+            done.did(f"revision {revision.number} waits for MLflow ({exc.message})")
+        return False
+    if problems:
+        _fail_preflight(deployment, backend, revision, serving_environment.unmet_sentence(env, problems), done)
+        return False
+    return True
+
+
+def _environment_of(deployment: Deployment, revision: Revision, done: Pass) -> Environment | None:
+    """The revision's environment: the stored one, else resolved now and stored (the
+    page shows it on the revision; a deprecation warning goes to the pass's log — no
+    rollout event, as the `started` ones decide which version is followed). None when
+    the revision is no longer starting."""
+    if revision.environment_id is not None:
+        env = Environment.objects.select_related("build", "team").filter(pk=revision.environment_id).first()
+        if env is not None:
+            return env
+    chosen = serving_environment.resolve(deployment, revision)
+    env = chosen.environment
+    with _locked(deployment.pk) as locked:
+        current = _fresh(revision)
+        if locked is None or current is None or current.status != RevisionStatus.STARTING:
+            return None
+        if current.environment_id is not None and current.environment_id != env.pk:  # another pass chose first
+            return Environment.objects.select_related("build", "team").filter(pk=current.environment_id).first()
+        _set(current, environment=env)
+        revision.environment = env
+    warnings = " ".join(chosen.warnings)
+    done.did(f"revision {revision.number} serves in {env.label}{' (' + warnings + ')' if warnings else ''}")
+    return env
 
 
 def _fail_preflight(deployment: Deployment, backend: ServingBackend, revision: Revision, why: str, done: Pass) -> None:
@@ -572,6 +636,8 @@ def _take_traffic(deployment: Deployment, done: Pass) -> None:
             return
         followed = followed_version(locked)
         candidate = next((r for r in revisions if r.status == RevisionStatus.READY and r.version == followed), None)
+        if candidate is not None and _superseded(candidate, serving):
+            candidate = None  # warm, a newer revision of its version serves (a redeploy)
         if candidate is None or any(r.is_canary for r in serving):
             return
         stable = _stable(serving)
@@ -680,9 +746,14 @@ def _retire_warm(deployment: Deployment, backend: ServingBackend, done: Pass) ->
         if locked is None:
             return
         followed = followed_version(locked)
-        due = locked.revisions.filter(
-            status=RevisionStatus.READY, traffic=0, serving_at__isnull=False, ready_at__lt=cutoff
-        ).exclude(version=followed or -1)
+        serving = list(locked.revisions.filter(status=RevisionStatus.SERVING))
+        due = [
+            r
+            for r in locked.revisions.filter(
+                status=RevisionStatus.READY, traffic=0, serving_at__isnull=False, ready_at__lt=cutoff
+            )
+            if r.version != followed or _superseded(r, serving)
+        ]
         for revision in due:
             minutes = rollback_window().total_seconds() / 60
             _retire_now(revision, f"kept warm {minutes:g} min after leaving the traffic")
@@ -787,6 +858,42 @@ def _stable(serving: list[Revision]) -> Revision | None:
     """The serving revision that is not the canary (the newest, should there be several)."""
     plain = sorted((r for r in serving if not r.is_canary), key=lambda r: -r.number)
     return plain[0] if plain else None
+
+
+def _superseded(revision: Revision, serving: list[Revision]) -> bool:
+    """A newer revision of the same version serves (a redeploy, e.g. in another
+    environment): `revision` is only a warm fallback."""
+    return any(s.version == revision.version and s.number > revision.number for s in serving)
+
+
+def redeploy(deployment: Deployment, actor: Any, why: str) -> Revision | None:
+    """Inside the caller's transaction, with `deployment` locked: a new revision of the
+    version now followed, when one is live (its settings changed in a way only a new model
+    server applies: its environment). The revisions of that version not serving yet are
+    retired; the serving one serves until the new one passes its pre-flight and its
+    canary, as any rollout. None when nothing of the followed version is live (the next
+    revision gets the new settings anyway). On the timeline and audited."""
+    followed = followed_version(deployment)
+    revisions = list(deployment.revisions.all())
+    live = [r for r in revisions if r.status in LIVE_REVISION_STATUSES and r.version == followed]
+    if followed is None or not live:
+        return None
+    who = _name(actor)
+    for other in live:
+        if other.status == RevisionStatus.STARTING or (
+            other.status == RevisionStatus.READY and other.serving_at is None
+        ):
+            _retire_now(other, f"superseded: {why}")
+            _event(deployment, other, RolloutStep.RETIRED, f"Revision {other.number} superseded: {why}.", actor=actor)
+    run_id = next((r.run_id for r in live if r.run_id), "")
+    made = _new_revision(deployment, followed, run_id, actor)
+    message = f"{who}: {why}; revision {made.number} (version {followed}) starts."
+    _event(deployment, made, RolloutStep.STARTED, message, actor=actor)
+    _audit(actor, AuditVerb.DEPLOYMENT_ROLLOUT_STARTED, deployment, made, reason=why)
+    _rebalance(deployment)
+    _update_status(deployment)
+    enqueue_reconcile(deployment.pk)
+    return made
 
 
 def _is_rollback(revision: Revision) -> bool:

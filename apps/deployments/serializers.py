@@ -19,8 +19,8 @@ REVISIONS_SHOWN = 10
 
 def with_revisions(queryset: QuerySet[Deployment]) -> QuerySet[Deployment]:
     """`queryset` with everything the serializer reads, in a fixed number of queries."""
-    recent = Revision.objects.order_by("deployment_id", "-number")
-    return queryset.select_related("project__team", "created_by").prefetch_related(
+    recent = Revision.objects.select_related("environment__team").order_by("deployment_id", "-number")
+    return queryset.select_related("project__team", "created_by", "environment__team").prefetch_related(
         Prefetch("revisions", queryset=recent, to_attr="recent_revisions")
     )
 
@@ -50,12 +50,22 @@ def drift_of(deployment: Deployment, revisions: list[Revision], alias_version: i
 
 
 class RevisionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    environment_label = serializers.CharField(
+        source="environment.label",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The environment it serves in (name:version); null until its pre-flight resolved it.",
+    )
+
     class Meta:
         model = Revision
         fields = [
             "id",
             "number",
             "version",
+            "environment",
+            "environment_label",
             "status",
             "reason",
             "traffic",
@@ -84,6 +94,14 @@ class DeploymentSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
     url = serializers.SerializerMethodField()
     revisions = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.username", read_only=True)
+    environment_label = serializers.CharField(
+        source="environment.label",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The environment its revisions serve in; null: the one the served version's training run "
+        "recorded (else the project's).",
+    )
 
     class Meta:
         model = Deployment
@@ -110,6 +128,8 @@ class DeploymentSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
             "resources",
             "input_example",
             "capture_samples",
+            "environment",
+            "environment_label",
             "revisions",
             "created_by",
             "created_at",
@@ -167,6 +187,12 @@ class DeploymentWriteSerializer(serializers.Serializer):  # type: ignore[type-ar
         required=False, allow_null=True, help_text="A request in MLflow's scoring protocol (e.g. dataframe_split)."
     )
     capture_samples = serializers.BooleanField(required=False)
+    environment = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="An environment's id (one you may use, ready or deprecated); null: serve in the one the "
+        "training run recorded. Changing it starts a new revision of the served version.",
+    )
 
 
 class DeploymentCreateSerializer(DeploymentWriteSerializer):

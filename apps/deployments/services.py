@@ -24,6 +24,7 @@ from apps.audit.services import record
 from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
 from apps.core.queue import enqueue_on_commit
+from apps.deployments import rollout
 from apps.deployments.lookups import SERVING_KEY_PREFIX, SERVING_KEY_SHOWN, model_of_project
 from apps.deployments.models import (
     Deployment,
@@ -32,6 +33,8 @@ from apps.deployments.models import (
     ServingKey,
     deployment_name_validator,
 )
+from apps.environments import selection
+from apps.environments.models import Environment
 from apps.projects.models import Project
 
 # MLflow's rule for alias names (as the registry's services check them).
@@ -56,6 +59,7 @@ EDITABLE = (
     "resources",
     "input_example",
     "capture_samples",
+    "environment",
 )
 # Bounds of the numeric options: (minimum, maximum).
 INT_BOUNDS = {"canary_percent": (0, 100), "max_p95_ms": (1, 600_000), "min_replicas": (0, 20), "max_replicas": (1, 20)}
@@ -91,6 +95,7 @@ def as_audit(deployment: Deployment) -> dict[str, Any]:
         "resources": deployment.resources,
         "input_example": example_summary(deployment.input_example),
         "capture_samples": deployment.capture_samples,
+        "environment": deployment.environment.label if deployment.environment is not None else None,
         "status": deployment.status,
     }
 
@@ -245,15 +250,43 @@ def clean_options(values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 errors[name] = ["Give true or false."]
             cleaned[name] = value
+        elif name == "environment":
+            cleaned[name] = value  # checked with the actor's rights by clean_environment
     if errors:
         raise InvalidInput("Some fields are not valid.", fields=errors)
     return cleaned
 
 
+def clean_environment(actor: User, value: Any) -> Environment | None:
+    """The environment a deployment asks for: an Environment, its id, or None / "" (serve
+    in the one the training run recorded). It must be one `actor` may use (platform-wide,
+    or their team's) and selectable now. Raises InvalidInput (400, field `environment`)
+    for an unknown or hidden id and a failed environment, Conflict (409, with the field)
+    for a building or retired one (the replacement named)."""
+    if value is None or value == "":
+        return None
+    pk = value.pk if isinstance(value, Environment) else value
+    if isinstance(pk, bool) or not isinstance(pk, int | str) or not str(pk).isdigit():
+        raise InvalidInput.field("environment", "Give an environment's id, or null to use the training run's.")
+    env = (
+        Environment.objects.for_user(actor, "view")
+        .select_related("build", "team", "replaced_by")
+        .filter(pk=int(pk))
+        .first()
+    )
+    if env is None:
+        raise InvalidInput.field("environment", f"There is no environment {pk} you may use.")
+    try:
+        selection.apply_rules(env)
+    except Conflict as exc:
+        raise Conflict(exc.message, fields={"environment": [exc.message]}) from None
+    return env
+
+
 def _apply(deployment: Deployment, cleaned: dict[str, Any]) -> None:
     """Set the cleaned options on the (unsaved) row; alias/version follow or pin."""
     for name, value in cleaned.items():
-        if name in ("alias", "version"):
+        if name in ("alias", "version", "environment"):
             continue
         setattr(deployment, name, value)
     if cleaned.get("version") is not None:
@@ -295,6 +328,8 @@ def create_deployment(
     canary_percent 0..100 %, canary_minutes 0..1440, max_error_rate 0..1 as a fraction,
     max_p95_ms 1..600000 ms; replicas 0..20; resources; input_example; capture_samples).
     Status `starting`; the reconcile task starts the first revision after the commit.
+    `environment` (an id, or None: the one the served version's training run recorded)
+    is what its revisions serve in (see clean_environment).
 
     Raises NotAllowed (403) unless the actor may launch in the project's team;
     InvalidInput (400, with fields) for a bad name, a name taken in the project, a model
@@ -317,6 +352,7 @@ def create_deployment(
         model_name=registered.name,
         backend=project.backend,
         created_by=actor,
+        environment=clean_environment(actor, cleaned.get("environment")),
     )
     _apply(deployment, cleaned)
     if deployment.pinned_version is not None:
@@ -342,7 +378,12 @@ def create_deployment(
 
 
 def _locked(deployment: Deployment) -> Deployment:
-    found = Deployment.objects.select_for_update(of=("self",)).select_related("project__team").filter(pk=deployment.pk).first()
+    found = (
+        Deployment.objects.select_for_update(of=("self",))
+        .select_related("project__team")
+        .filter(pk=deployment.pk)
+        .first()
+    )
     if found is None:
         raise Conflict("This deployment was deleted meanwhile.")
     if found.status == DeploymentStatus.DELETING:
@@ -353,7 +394,9 @@ def _locked(deployment: Deployment) -> Deployment:
 def update_deployment(actor: User, deployment: Deployment, **changes: Any) -> Deployment:
     """Change the options of EDITABLE (see create_deployment for their bounds). Changing
     the alias or the pinned version makes the reconcile task roll out the version it now
-    names. Returns the saved row.
+    names. Changing the environment starts a new revision of the version served now, in
+    the new environment (rollout.redeploy: pre-flight and canary as any rollout; the
+    serving revision serves until then). Returns the saved row.
 
     Raises NotAllowed (403), InvalidInput (400 with fields), Conflict (409) while the
     deployment is being deleted, MlflowUnavailable (503) when pinning while MLflow is down."""
@@ -361,10 +404,22 @@ def update_deployment(actor: User, deployment: Deployment, **changes: Any) -> De
     cleaned = clean_options(changes)
     if cleaned.get("version") is not None and cleaned["version"] != deployment.pinned_version:
         _check_version_exists(deployment.model_name, cleaned["version"])
+    env = None
+    if "environment" in cleaned:
+        given = cleaned["environment"]
+        given_pk = given.pk if isinstance(given, Environment) else given
+        current = Deployment.objects.filter(pk=deployment.pk).values_list("environment_id", flat=True).first()
+        if str(given_pk or "") == str(current or ""):
+            del cleaned["environment"]  # unchanged (kept even when no longer selectable)
+        else:
+            env = clean_environment(actor, given)
     with transaction.atomic():
         row = _locked(deployment)
         before, example_before = as_audit(row), row.input_example
         _apply(row, cleaned)
+        environment_changed = "environment" in cleaned and row.environment_id != (env.pk if env else None)
+        if environment_changed:
+            row.environment = env
         after = as_audit(row)
         if after != before or row.input_example != example_before:
             row.updated_at = timezone.now()
@@ -379,6 +434,9 @@ def update_deployment(actor: User, deployment: Deployment, **changes: Any) -> De
                 before={k: before[k] for k in changed},
                 after=changed,
             )
+            if environment_changed:
+                label = row.environment.label if row.environment is not None else "the training run's"
+                rollout.redeploy(row, actor, f"the environment is now {label}")
             _schedule(row)
     return row
 
@@ -389,7 +447,12 @@ def delete_deployment(actor: User, deployment: Deployment) -> Deployment:
     row. Asking again while it is being deleted changes nothing. Raises NotAllowed (403)."""
     _require(actor, deployment.project)
     with transaction.atomic():
-        row = Deployment.objects.select_for_update(of=("self",)).select_related("project__team").filter(pk=deployment.pk).first()
+        row = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("project__team")
+            .filter(pk=deployment.pk)
+            .first()
+        )
         if row is None or row.status == DeploymentStatus.DELETING:
             return row or deployment
         before = as_audit(row)

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -41,6 +42,7 @@ from apps.deployments.lookups import (
 from apps.deployments.models import Deployment, DeploymentStatus, Revision, RevisionStatus, ServingKey
 from apps.deployments.serializers import drift_of, recent_revisions, serving_revision, with_revisions
 from apps.deployments.serving.registry import serving_backend
+from apps.environments.models import SELECTABLE_STATES, Environment
 from apps.projects.models import Project
 from apps.registry.models import RegisteredModel
 
@@ -131,11 +133,15 @@ class DeploymentCreateView(ObjectAccessMixin, View):
 
     def get(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
         chosen = request.GET.get("model", "")
-        form = DeploymentCreateForm(models=self._models(), initial={"model": chosen, "name": _suggest_name(chosen)})
+        form = DeploymentCreateForm(
+            models=self._models(),
+            environments=environment_choices(request.user),
+            initial={"model": chosen, "name": _suggest_name(chosen)},
+        )
         return self._render(request, form)
 
     def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
-        form = DeploymentCreateForm(request.POST, models=self._models())
+        form = DeploymentCreateForm(request.POST, models=self._models(), environments=environment_choices(request.user))
         status = 400
         if form.is_valid():
             data = form.service_values()
@@ -147,6 +153,14 @@ class DeploymentCreateView(ObjectAccessMixin, View):
                 messages.success(request, f"Deploying {made.model_name} as {made.name}: the first revision starts now.")
                 return redirect(_detail_url(made))
         return self._render(request, form, status)
+
+
+def environment_choices(user: Any, current: int | None = None) -> list[Environment]:
+    """The environments `user` may pick for a deployment: the selectable ones they may use
+    (ready or deprecated), and `current` (the deployment's own) even when it no longer is."""
+    rows = Environment.objects.for_user(user, "view").select_related("team")
+    selectable = Q(state__in=SELECTABLE_STATES)
+    return list(rows.filter(selectable | Q(pk=current or 0)).order_by("name", "-version"))
 
 
 def _suggest_name(model: str) -> str:
@@ -207,7 +221,7 @@ def _example_text(deployment: Deployment, stable: Revision | None) -> str:
 
 def live_context(request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
     """What the live fragment shows: status, revisions, timeline, charts."""
-    revisions = list(deployment.revisions.select_related("created_by").order_by("-number"))
+    revisions = list(deployment.revisions.select_related("created_by", "environment__team").order_by("-number"))
     aliases = alias_versions([deployment])
     since = timezone.now() - timedelta(minutes=CHART_WINDOW_MINUTES)
     charted = revisions_in_window(deployment, since)
@@ -287,11 +301,15 @@ class DeploymentEditView(ObjectAccessMixin, View):
             "max_replicas": d.max_replicas,
             "input_example": json.dumps(d.input_example, indent=1) if d.input_example is not None else "",
             "capture_samples": d.capture_samples,
+            "environment": str(d.environment_id or ""),
         }
-        return self._render(request, DeploymentSettingsForm(initial=initial))
+        choices = environment_choices(request.user, d.environment_id)
+        return self._render(request, DeploymentSettingsForm(initial=initial, environments=choices))
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
-        form = DeploymentSettingsForm(request.POST)
+        form = DeploymentSettingsForm(
+            request.POST, environments=environment_choices(request.user, self.object.environment_id)
+        )
         status = 400
         if form.is_valid():
             values = form.service_values()

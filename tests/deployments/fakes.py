@@ -72,7 +72,12 @@ class FakeServing:
     - `slow_versions`: probe stays "starting" (a model that takes forever to load);
     - `answers[v] = (status, body)`: what predict returns (default 200 with predictions
       `[v]` per request, so a test can tell which version answered);
-    - `latency_ms[v]`: the latency predict reports for that version (default 3 ms)."""
+    - `latency_ms[v]`: the latency predict reports for that version (default 3 ms);
+    - `requirements[v]`: the requirement lines MLflow logged with the model (its
+      requirements.txt; default: none logged, nothing to check);
+    - `run_environments[run id]`: the run's `plinth.environment` tag (default none).
+    The last two stand in for MLflow's files and run tags, read by the pre-flight
+    (apps.deployments.environment), which `install` points at this fake."""
 
     name = "fake"
 
@@ -85,6 +90,8 @@ class FakeServing:
         self.slow_versions: set[int] = set()
         self.answers: dict[int, tuple[int, bytes]] = {}
         self.latency_ms: dict[int, float] = {}
+        self.requirements: dict[int, list[str]] = {}
+        self.run_environments: dict[str, str] = {}
         self.calls: Counter[str] = Counter()
         self.down = False
 
@@ -246,9 +253,12 @@ def install(monkeypatch: pytest.MonkeyPatch) -> FakeServing:
     """One FakeServing answers for every backend name for the rest of the test, in every
     module of the deployments app that imported `serving_backend` (services, views, the
     API, the rollout, tasks) as well as in apps.deployments.serving.registry itself."""
+    from apps.deployments import environment
     from apps.deployments.serving import registry
 
     fake = FakeServing()
+    monkeypatch.setattr(environment, "model_requirements", lambda name, version: fake.requirements.get(version))
+    monkeypatch.setattr(environment, "recorded_label", lambda run_id: fake.run_environments.get(run_id, ""))
     original = registry.serving_backend
 
     def backend(name: str) -> FakeServing:

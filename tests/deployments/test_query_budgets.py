@@ -25,6 +25,7 @@ from apps.deployments.models import (
     ServingKey,
 )
 from apps.deployments.serializers import REVISIONS_SHOWN
+from apps.environments.models import Environment, EnvironmentState
 from apps.projects.models import Project
 from apps.registry.models import AliasHistory, RegisteredModel
 from tests.conftest import api_for, client_for
@@ -75,8 +76,11 @@ BUDGETS = [
 def crowd(ada: User, lin: User, project: Project, fake_serving: FakeServing) -> dict[str, int]:
     """ROWS deployments of demo/demo, each of its own model (an alias each in the history)
     with a serving and a warm revision; one deployment with ROWS revisions that served in
-    the last hour (requests fed to the fake), ROWS timeline events and ROWS serving keys."""
+    the last hour (requests fed to the fake), ROWS timeline events and ROWS serving keys.
+    Every deployment and revision names an environment (a team's own: its label reads the
+    team), so reading one per row would show."""
     now = timezone.now()
+    env = Environment.objects.create(team=project.team, name="sklearn-1.7", state=EnvironmentState.READY)
     deployments = []
     for i in range(ROWS):
         model = RegisteredModel.objects.create(name=f"model-{i:02d}", project=project)
@@ -88,10 +92,19 @@ def crowd(ada: User, lin: User, project: Project, fake_serving: FakeServing) -> 
             backend="local",
             created_by=ada if i % 2 else lin,
             status=DeploymentStatus.SERVING,
+            environment=env,
         )
-        Revision.objects.create(deployment=deployment, number=1, version=1, status=RevisionStatus.READY, serving_at=now)
+        Revision.objects.create(
+            deployment=deployment, number=1, version=1, status=RevisionStatus.READY, serving_at=now, environment=env
+        )
         serving = Revision.objects.create(
-            deployment=deployment, number=2, version=2, status=RevisionStatus.SERVING, traffic=100, serving_at=now
+            deployment=deployment,
+            number=2,
+            version=2,
+            status=RevisionStatus.SERVING,
+            traffic=100,
+            serving_at=now,
+            environment=env,
         )
         fake_serving.feed(serving, 200, 10.0, count=3)
         deployments.append(deployment)
@@ -104,6 +117,7 @@ def crowd(ada: User, lin: User, project: Project, fake_serving: FakeServing) -> 
             status=RevisionStatus.RETIRED,
             created_by=ada,
             retired_at=now - timedelta(minutes=1),
+            environment=env,
         )
         fake_serving.feed(revision, 200, 5.0 + k, at=now - timedelta(minutes=5))
         RolloutEvent.objects.create(

@@ -7,13 +7,16 @@ Each revision gets a folder `<data dir>/serving/<deployment id>/r<number>/` hold
   pid          "<pid> <start ticks> <port> <log offset>" of the running server
   stopped      present once `stop` ended it for good (probe: gone)
   failed       the reason when the version cannot be served at all (probe: failed)
+  bin/uvicorn  runs uvicorn on the revision's environment's interpreter (see model_server_env)
 
-The server is MLflow's scoring server (`mlflow models serve --env-manager local`, which runs
-uvicorn with one worker) on a free port of PLINTH_SERVING_PORTS at 127.0.0.1, started in a
-session and process group of its own with an allow-listed environment (never the portal's
-secrets), so that `stop` can end it and everything it started at once. Like local launches,
-the state is read from those files and the process table, so it survives worker restarts;
-restarting a crashed server is the reconciler's job (probe says crashed, it calls start).
+The server is MLflow's scoring server (`<python> -m mlflow models serve --env-manager local`,
+which runs uvicorn with one worker) on the interpreter of the revision's environment
+(apps.environments.runtime.python_for: a built environment's virtualenv, or the portal's),
+on a free port of PLINTH_SERVING_PORTS at 127.0.0.1, started in a session and process group
+of its own with an allow-listed environment (never the portal's secrets), so that `stop` can
+end it and everything it started at once. Like local launches, the state is read from those
+files and the process table, so it survives worker restarts; restarting a crashed server is
+the reconciler's job (probe says crashed, it calls start).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -47,6 +51,7 @@ from apps.core.errors import Unavailable
 from apps.core.guard import group_members
 from apps.deployments import stats
 from apps.deployments.serving.base import Answer, MetricsSeries, Probe, RevisionMetrics, ServingUnavailable
+from apps.environments.runtime import python_for
 
 if TYPE_CHECKING:
     from apps.deployments.models import Deployment, Revision
@@ -92,19 +97,41 @@ def revision_dir(revision: Revision) -> Path:
     return serving_root() / str(revision.deployment_id) / f"r{revision.number}"
 
 
-def model_server_env(folder: Path, host_env: Mapping[str, str] | None = None) -> dict[str, str]:
+def model_server_env(
+    folder: Path, host_env: Mapping[str, str] | None = None, python: str | None = None
+) -> dict[str, str]:
     """The complete environment of a model server: an allow-list, never the portal's own
     (which holds PLINTH_SECRET_KEY, DATABASE_URL, MLflow and OIDC credentials).
 
     From the host (`host_env`, default os.environ) only PATH, LANG, LANGUAGE, LC_* and TZ;
     HOME and TMPDIR inside the revision's folder (`folder`/home, `folder`/tmp, created here);
-    the portal's virtualenv first on PATH (the server runs in the portal's environment: it
-    is `--env-manager local`, and MLflow's CLI finds `uvicorn` on PATH); PYTHONUNBUFFERED=1.
-    No MLflow variables: the server reads the model from its folder, not the registry."""
+    PYTHONUNBUFFERED=1. `python` is the interpreter of the revision's environment (default:
+    the portal's): PATH starts with `folder`/bin (a `uvicorn` that runs on `python`: MLflow's
+    CLI starts the scoring server as `uvicorn …` found on PATH, and the portal's own
+    `uvicorn` script would run it on the portal's interpreter), then that interpreter's
+    virtualenv bin, then the portal's (`--env-manager local`: the server runs in that
+    environment). VIRTUAL_ENV names the environment's virtualenv. No MLflow variables: the
+    server reads the model from its folder, not the registry."""
     host = os.environ if host_env is None else host_env
+    python = python or sys.executable
     env = {name: value for name, value in host.items() if name in HOST_ENV_NAMES or name.startswith(HOST_ENV_PREFIXES)}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH") or os.defpath])
-    if sys.prefix != sys.base_prefix:
+    shims = folder / "bin"
+    shims.mkdir(parents=True, exist_ok=True)
+    uvicorn = shims / "uvicorn"
+    script = f'#!/bin/sh\nexec {shlex.quote(python)} -m uvicorn "$@"\n'
+    if not uvicorn.exists() or uvicorn.read_text() != script:
+        tmp = shims / "uvicorn.tmp"
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        os.replace(tmp, uvicorn)
+    path = [str(shims), str(Path(python).parent)]
+    if str(Path(sys.executable).parent) not in path:
+        path.append(str(Path(sys.executable).parent))
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH") or os.defpath])
+    prefix = Path(python).parent.parent
+    if python != sys.executable and (prefix / "pyvenv.cfg").exists():
+        env["VIRTUAL_ENV"] = str(prefix)
+    elif sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix
     for name, sub in (("HOME", "home"), ("TMPDIR", "tmp")):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -296,8 +323,13 @@ class LocalServing:
                     return  # recorded as failed
                 (folder / "stopped").unlink(missing_ok=True)
                 (folder / "failed").unlink(missing_ok=True)
+                try:
+                    python = python_for(revision.environment)
+                except ValueError as exc:  # its build is not ready (the rollout checks first)
+                    (folder / "failed").write_text(str(exc))
+                    return
                 with _flock(serving_root() / ".ports.lock"):
-                    record = self._spawn(folder, model_dir, self._free_port())
+                    record = self._spawn(folder, model_dir, self._free_port(), python)
             elif revision.pid == record.pid and revision.endpoint == record.endpoint:
                 return  # running, and the row knows it
         updated = Revision.objects.filter(pk=revision.pk, status__in=LIVE_REVISION_STATUSES).update(
@@ -328,8 +360,10 @@ class LocalServing:
         uri = f"models:/{revision.deployment.model_name}/{revision.version}"
         # MLflow resolves a models:/ URI through its *registry* URI, which download_artifacts'
         # tracking_uri does not set (unset, it falls back to a sqlite file in the working
-        # folder): Plinth's registry is its tracking server.
+        # folder): Plinth's registry is its tracking server. Its tracking URI too: resolving
+        # a version makes an MlflowClient without one, which would create that sqlite file.
         mlflow.set_registry_uri(settings.MLFLOW_TRACKING_URI)
+        mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
         scratch = Path(tempfile.mkdtemp(prefix="download-", dir=folder))
         try:
             try:
@@ -373,10 +407,15 @@ class LocalServing:
             return port
         raise ServingUnavailable(f"no free port left in PLINTH_SERVING_PORTS={settings.PLINTH_SERVING_PORTS}")
 
-    def _spawn(self, folder: Path, model_dir: Path, port: int) -> ServerRecord:
-        mlflow_bin = Path(sys.executable).parent / "mlflow"
+    def _spawn(self, folder: Path, model_dir: Path, port: int, python: str | None = None) -> ServerRecord:
+        """Start `<python> -m mlflow models serve` for `model_dir` on `port` (python: the
+        revision's environment's interpreter, default the portal's), its output appended
+        to `folder`/server.log; the pid file is written."""
+        python = python or sys.executable
         argv = [
-            str(mlflow_bin),
+            python,
+            "-m",
+            "mlflow",
             "models",
             "serve",
             "-m",
@@ -401,7 +440,7 @@ class LocalServing:
                 proc = subprocess.Popen(
                     argv,
                     cwd=folder,
-                    env=model_server_env(folder),
+                    env=model_server_env(folder, python=python),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
