@@ -67,10 +67,12 @@ PORTAL_PTH = "_plinth_portal.pth"
 REQUIREMENTS_FILE = "plinth-requirements.txt"
 # Reads what the built interpreter can import, .pth paths included (the portal's packages
 # of an extending build); the first distribution of a name on sys.path wins, as for import.
+# Names are PEP 503-normalised here: `scikit_learn` in the build and `scikit-learn` in the
+# portal are one package, and the stored JSON keeps no order to decide later which came first.
 PACKAGES_SNIPPET = (
-    "import json\nfrom importlib import metadata\nfound = {}\n"
+    "import json, re\nfrom importlib import metadata\nfound = {}\n"
     "for d in metadata.distributions():\n"
-    "    name = d.metadata['Name']\n"
+    "    name = re.sub(r'[-_.]+', '-', d.metadata['Name'] or '').lower()\n"
     "    if name and name not in found:\n"
     "        found[name] = d.version\n"
     "print(json.dumps(found))\n"

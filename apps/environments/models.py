@@ -29,7 +29,6 @@ from django.utils import timezone
 from apps.access.querysets import ScopedQuerySet, TeamScope
 from apps.accounts.models import Team
 
-
 # Lower-case letters, digits, hyphens and dots, starting and ending with a letter or digit,
 # at most 63 (`sklearn-1.7`); the same rule as apps.environments.validation.NAME_RE.
 environment_name_validator = RegexValidator(

@@ -83,7 +83,9 @@ def check(requirements: Iterable[str], installed: dict[str, str]) -> list[Proble
     A requirement whose environment marker is false here is skipped; an unparsable line is
     skipped too (MLflow writes only valid ones). A version that is not PEP 440 counts as a
     conflict unless the specifier is empty."""
-    have = {canonicalize_name(name): version for name, version in installed.items()}
+    have: dict[str, str] = {}
+    for name, version in installed.items():
+        have.setdefault(canonicalize_name(name), version)  # the first of a name wins, as for import
     problems: list[Problem] = []
     for line in requirements:
         try:

@@ -7,6 +7,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from apps.environments.models import BuildStatus, Environment
 
 
@@ -25,11 +27,12 @@ def python_for(environment: Environment | None) -> str:
 
 
 def portal_packages() -> dict[str, str]:
-    """{distribution name: version} of what the portal's interpreter can import."""
+    """{PEP 503-normalised distribution name: version} of what the portal's interpreter can
+    import (the first of a name on sys.path, as import finds it)."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name and name not in found:
+        name = canonicalize_name(dist.metadata["Name"] or "")
+        if name and name not in found:  # the first on sys.path wins, as for import
             found[name] = dist.version
     return found
 

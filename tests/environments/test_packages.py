@@ -91,3 +91,11 @@ def test_check_skips_unparsable_lines_and_counts_a_non_pep440_version_as_a_confl
 
 def test_check_allows_prereleases_that_the_specifier_contains() -> None:
     assert check(["torch>=2.5"], {"torch": "2.6.0rc1"}) == []
+
+
+def test_the_first_distribution_of_a_name_wins_as_for_import() -> None:
+    """A build that extends the portal sees its own scikit_learn first and the portal's
+    scikit-learn after it: the build's is what imports, so it is what counts."""
+    installed = {"scikit_learn": "1.7.1", "scikit-learn": "1.9.1"}
+    assert check(["scikit-learn==1.7.1"], installed) == []
+    assert check(["scikit-learn==1.9.1"], installed) == [Problem("scikit-learn", "==1.9.1", "1.7.1", "conflict")]
