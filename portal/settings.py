@@ -415,6 +415,15 @@ CELERY_BEAT_SCHEDULE["deployments-reconcile"] = {
     "task": "apps.deployments.tasks.reconcile_deployments",
     "schedule": PLINTH_DEPLOYMENT_SYNC_SECONDS,
 }
+# Standard environments' local builds (apps.environments.builder): virtual environments live
+# in PLINTH_ENVIRONMENTS_DIR (empty: <data dir>/environments); one build may run this long
+# before it is stopped and failed; the reconciler re-sends lost builds every SYNC seconds.
+PLINTH_ENVIRONMENTS_DIR = env_str("PLINTH_ENVIRONMENTS_DIR")
+PLINTH_ENVIRONMENT_BUILD_TIMEOUT_SECONDS = env_int("PLINTH_ENVIRONMENT_BUILD_TIMEOUT_SECONDS", 15 * 60)
+CELERY_BEAT_SCHEDULE["environments-reconcile-builds"] = {
+    "task": "apps.environments.tasks.reconcile_builds",
+    "schedule": env_float("PLINTH_ENVIRONMENT_SYNC_SECONDS", 60.0),
+}
 # Access sync to the cluster: namespace, RoleBindings, ResourceQuota (and a Kueue
 # LocalQueue) per Kubernetes-backed project. On by default wherever a cluster is configured.
 PLINTH_KUBE_ACCESS_SYNC = env_bool("PLINTH_KUBE_ACCESS_SYNC", bool(PLINTH_KUBECONFIG or PLINTH_KUBE_IN_CLUSTER))
