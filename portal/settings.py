@@ -113,13 +113,17 @@ TEMPLATES = [
 _sqlite_path = DATA_DIR / "plinth.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env_secret("DATABASE_URL", f"sqlite:///{_sqlite_path}"), conn_max_age=env_int("PLINTH_DB_CONN_MAX_AGE", 60)
+        env_secret("DATABASE_URL", f"sqlite:///{_sqlite_path}"),
+        conn_max_age=env_int("PLINTH_DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,  # a persistent connection that broke is replaced, not used
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded mode shares one SQLite file between the web server, the worker and
-    # beat: WAL and IMMEDIATE transactions keep concurrent writers from failing.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # beat: WAL and IMMEDIATE transactions keep concurrent writers from failing. Connections
+    # persist (PLINTH_DB_CONN_MAX_AGE, as with PostgreSQL) instead of one per request, which
+    # cost the gateway a WAL pragma to open and a checkpoint to close: safe with WAL, where
+    # an idle connection in autocommit holds no lock and no snapshot between transactions.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",

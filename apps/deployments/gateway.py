@@ -22,6 +22,13 @@ Every forwarded request is counted for its revision (stats.record: requests, 4xx
 latency), and for deployments with `capture_samples` a capped sample of bodies is kept;
 headers never are. The deployment and its serving revisions are read with one query each
 and kept for CACHE_SECONDS per process.
+
+A caller let through is remembered by the process for CREDENTIAL_CACHE_SECONDS (5 s): the
+same secret on the same deployment then passes without a query. So a token or serving key
+revoked, expired, or whose owner lost the role or was deactivated is refused at the latest
+CREDENTIAL_CACHE_SECONDS later by every process, and at once by the process that saved the
+change (saving a token, serving key, user or membership forgets what the process
+remembered). Refusals are never remembered: a new token works at once.
 """
 
 from __future__ import annotations
@@ -31,18 +38,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.signals import request_finished
-from django.db.models import OuterRef, Subquery
+from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.access.policies import can
 from apps.access.roles import Action
-from apps.accounts.authentication import LAST_USED_RESOLUTION
+from apps.accounts.authentication import TokenRefused, verify_api_token
 from apps.accounts.models import ApiToken, Membership, User, hash_token
 from apps.core.errors import ServiceError
 from apps.deployments import stats
@@ -56,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a larger request is refused with 413
 CACHE_SECONDS = 1.0  # how long a process routes by what it read of a deployment
+CREDENTIAL_CACHE_SECONDS = 5.0  # how long a process lets a secret through without asking again
 KEY_USE_RESOLUTION = timedelta(minutes=1)  # a serving key's last_used_at is written at most this often
 CHALLENGE = 'Bearer realm="plinth"'
 
@@ -72,19 +80,35 @@ class Route:
 
 _routes: dict[tuple[str, str, str], Route] = {}
 _routes_lock = threading.Lock()
+# (digest of the secret, deployment id) -> clock() until which the secret passes unasked
+_passes: dict[tuple[str, int], float] = {}
+_passes_lock = threading.Lock()
+_forgotten = [0]  # how many times the passes were forgotten: a check that read before the last time is not kept
+clock = time.monotonic  # what the caches' ages are measured with
+MAX_CACHED = 10_000  # paths and secrets are callers' input: the caches are bounded
 
 
 def clear_routes() -> None:
-    """Forget every cached route (the next request reads the database again)."""
+    """Forget every cached route and every remembered caller (the next request reads the
+    database again)."""
     with _routes_lock:
         _routes.clear()
+    forget_credentials()
+
+
+def forget_credentials(**_: Any) -> None:
+    """Forget every caller this process let through (connected to the saving and deleting
+    of tokens, serving keys, users and memberships)."""
+    with _passes_lock:
+        _passes.clear()
+        _forgotten[0] += 1
 
 
 def route_for(team: str, project: str, name: str, *, fresh: bool = False) -> Route:
     """The route of `<team>/<project>/<name>` from this process's cache, read again when
     older than CACHE_SECONDS or when `fresh` (two queries)."""
     key = (team, project, name)
-    now = time.monotonic()
+    now = clock()
     if not fresh:
         cached = _routes.get(key)
         if cached is not None and cached.expires > now:
@@ -101,7 +125,7 @@ def route_for(team: str, project: str, name: str, *, fresh: bool = False) -> Rou
             revision.deployment = deployment  # the backend reads revision.deployment without a query
     route = Route(deployment, revisions, now + CACHE_SECONDS)
     with _routes_lock:
-        if len(_routes) > 10_000:  # paths are callers' input: keep the cache bounded
+        if len(_routes) > MAX_CACHED:
             _routes.clear()
         _routes[key] = route
     return route
@@ -161,52 +185,58 @@ def _secret(request: HttpRequest) -> str | None:
 
 
 def _authorize(secret: str, route: Route) -> JsonResponse | None:
-    """None when `secret` may call the route's deployment, else the refusal (401/403/404)."""
+    """None when `secret` may call the route's deployment, else the refusal (401/403/404).
+    A secret let through passes unasked for CREDENTIAL_CACHE_SECONDS (see the module
+    docstring); otherwise the checks cost one query (two when a write of last_used_at is
+    due)."""
     deployment = route.deployment
+    digest = hash_token(secret)
+    if deployment is not None:
+        until = _passes.get((digest, deployment.pk))
+        if until is not None and until > clock():
+            return None
+    generation = _forgotten[0]
     if secret.startswith(SERVING_KEY_PREFIX):
         key = find_serving_key(deployment, secret) if deployment is not None else None
         if key is None:
             return _unauthorized("This serving key is not valid for this deployment (unknown or revoked).")
         _touch(key)
+        _remember(digest, deployment, None, generation)
         return None
     team_id = deployment.project.team_id if deployment is not None else None
-    user, refusal = _token_user(secret, team_id)
-    if user is None:
-        return _unauthorized(refusal)
+    try:
+        token = verify_api_token(secret, team_id=team_id)
+    except TokenRefused as exc:
+        return _unauthorized(exc.message)
+    user: User = token.user
+    # The user object lives for this request only and is asked about this one team.
+    user._plinth_team_roles = {team_id: token.team_role} if team_id is not None and token.team_role else {}  # type: ignore[attr-defined]
     if deployment is None or not can(user, Action.VIEW, deployment.project.team):
         return _error(404, "No such deployment.")
     if not can(user, Action.LAUNCH, deployment.project.team):
         return _error(403, "Your role in this team does not allow calling its models (members and leads may).")
+    _remember(digest, deployment, token.expires_at, generation)
     return None
 
 
-def _token_user(secret: str, team_id: int | None) -> tuple[User | None, str]:
-    """(the API token's user, "") or (None, why it is refused): the checks of the API's
-    token authentication (unknown, revoked, expired, owner deactivated; last_used_at at most
-    once a minute), in one query that also reads the user's role in `team_id`, so that the
-    access policy asked next needs no query of its own."""
-    role = Membership.objects.filter(user_id=OuterRef("user_id"), team_id=team_id or 0).values("role")[:1]
-    token = (
-        ApiToken.objects.select_related("user")
-        .annotate(team_role=Subquery(role))
-        .filter(digest=hash_token(secret))
-        .first()
-    )
-    now = timezone.now()
-    if token is None:
-        return None, "Invalid token."
-    if token.revoked_at is not None:
-        return None, "This token was revoked; create a new one on your account page."
-    if token.expires_at is not None and token.expires_at <= now:
-        return None, f"This token expired at {token.expires_at.isoformat(timespec='seconds')}."
-    if not token.user.is_active:
-        return None, "This token's account is deactivated."
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    user = token.user
-    # The user object lives for this request only and is asked about this one team.
-    user._plinth_team_roles = {team_id: token.team_role} if team_id is not None and token.team_role else {}  # type: ignore[attr-defined]
-    return user, ""
+def _remember(digest: str, deployment: Deployment | None, expires_at: datetime | None, generation: int) -> None:
+    """Let `digest` through to `deployment` unasked for CREDENTIAL_CACHE_SECONDS, or until
+    `expires_at` (the token's expiry) when that comes first. Nothing is kept when the
+    passes were forgotten since the check began (`generation`): what it read may be older
+    than the change that made them forgotten."""
+    if deployment is None:
+        return
+    seconds = CREDENTIAL_CACHE_SECONDS
+    if expires_at is not None:
+        seconds = min(seconds, (expires_at - timezone.now()).total_seconds())
+    if seconds <= 0:
+        return
+    with _passes_lock:
+        if generation != _forgotten[0]:
+            return
+        if len(_passes) > MAX_CACHED:
+            _passes.clear()
+        _passes[digest, deployment.pk] = clock() + seconds
 
 
 def _touch(key: ServingKey) -> None:
@@ -304,3 +334,6 @@ def _flush_stats(**_: Any) -> None:
 
 
 request_finished.connect(_flush_stats, dispatch_uid="plinth-gateway-stats")
+for _model in (ApiToken, ServingKey, User, Membership):
+    post_save.connect(forget_credentials, sender=_model, dispatch_uid=f"plinth-gateway-forget-{_model.__name__}")
+    post_delete.connect(forget_credentials, sender=_model, dispatch_uid=f"plinth-gateway-forget-{_model.__name__}")

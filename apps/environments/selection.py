@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from django.db import IntegrityError, transaction
+
 from apps.core.errors import Conflict, InvalidInput
 from apps.environments.models import Environment, EnvironmentState
 
@@ -35,9 +37,37 @@ class Selected:
     warnings: list[str] = field(default_factory=list)
 
 
-def platform_default() -> Environment | None:
-    """The platform default environment (the one row with `is_default`), or None."""
-    return Environment.objects.select_related("build", "team").filter(is_default=True).first()
+PORTAL_DESCRIPTION = (
+    "The portal's own Python interpreter and packages (local backend); on Kubernetes, each template's image."
+)
+
+
+def platform_default() -> Environment:
+    """The platform default environment (the one row with `is_default`). Where there is none
+    (a database emptied by hand or by a test's flush: migration 0002 made `portal:1` the
+    first default), the portal's own interpreter, `portal:1`, is made again and is the
+    default; two callers at once get the same row (the unique constraints decide)."""
+    found = Environment.objects.select_related("build", "team").filter(is_default=True).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            portal, _ = Environment.objects.get_or_create(
+                team=None,
+                name="portal",
+                version=1,
+                defaults={
+                    "description": PORTAL_DESCRIPTION,
+                    "is_portal": True,
+                    "state": EnvironmentState.READY,
+                    "is_default": True,
+                },
+            )
+    except IntegrityError:  # made (or another default set) meanwhile
+        portal = Environment.objects.filter(is_default=True).first() or Environment.objects.get(
+            team=None, name="portal", version=1
+        )
+    return Environment.objects.select_related("build", "team").get(pk=portal.pk)
 
 
 def _replacement_text(env: Environment) -> str:
@@ -74,10 +104,8 @@ def apply_rules(env: Environment, *, field_name: str = "environment") -> Selecte
 def for_launch(project: Project, template: Template, requested: Environment | None = None) -> Selected:
     """The environment a new launch of `template` in `project` runs in: `requested`, else
     the template's pinned one, else the project's default, else the platform default.
-    Raises Conflict / InvalidInput per `apply_rules`; Conflict when there is none at all."""
+    Raises Conflict / InvalidInput per `apply_rules`."""
     env = requested or _load(template.environment_id) or _load(project.environment_id) or platform_default()
-    if env is None:
-        raise Conflict("No environment is set for this project and the platform has no default.")
     return apply_rules(env)
 
 
@@ -86,8 +114,6 @@ def for_deployment(project: Project, recorded: Environment | None, requested: En
     deployment), else `recorded` (the one the model's training run recorded), else the
     project's default, else the platform default. Same rules as `for_launch`."""
     env = requested or recorded or _load(project.environment_id) or platform_default()
-    if env is None:
-        raise Conflict("No environment is set for this project and the platform has no default.")
     return apply_rules(env)
 
 

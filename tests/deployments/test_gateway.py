@@ -160,9 +160,112 @@ def test_it_refuses_an_expired_token_and_a_deactivated_account(serving: Any, ada
     assert (response.status_code, "expired" in response.json()["detail"]) == (401, True)
     lins = token_of(lin)
     assert call(lins).status_code == 200
-    type(lin).objects.filter(pk=lin.pk).update(is_active=False)
+    type(lin).objects.filter(pk=lin.pk).update(is_active=False)  # no signal: as from another process
+    gateway.clear_routes()
     response = call(lins)
     assert (response.status_code, "deactivated" in response.json()["detail"]) == (401, True)
+
+
+# --- remembered callers -----------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(gateway, "clock", clock)
+    return clock
+
+
+def test_a_caller_let_through_passes_without_a_query_until_the_ttl(
+    serving: Any, ada: Any, fake_clock: FakeClock, django_assert_num_queries: Any
+) -> None:
+    key = token_of(ada)
+    assert call(key).status_code == 200  # reads the route and checks the token
+    with django_assert_num_queries(0):
+        assert call(key).status_code == 200
+    fake_clock.now += gateway.CACHE_SECONDS + 0.1  # the route is read again, the caller not
+    with django_assert_num_queries(2):
+        assert call(key).status_code == 200
+    fake_clock.now += gateway.CREDENTIAL_CACHE_SECONDS
+    with django_assert_num_queries(3):  # the route (2) and the token (1)
+        assert call(key).status_code == 200
+
+
+def test_a_token_revoked_elsewhere_is_refused_after_the_ttl(serving: Any, ada: Any, fake_clock: FakeClock) -> None:
+    token, key = account_services.create_api_token(ada, name="revoked elsewhere")
+    assert call(key).status_code == 200
+    # Another process revokes it: this one learns of it when what it remembered expires.
+    type(token).objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    fake_clock.now += gateway.CREDENTIAL_CACHE_SECONDS - 0.5
+    assert call(key).status_code == 200
+    fake_clock.now += 1.0
+    response = call(key)
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"]
+
+
+def test_a_token_revoked_in_this_process_is_refused_at_once(serving: Any, ada: Any, fake_clock: FakeClock) -> None:
+    token, key = account_services.create_api_token(ada, name="revoked here")
+    assert call(key).status_code == 200
+    account_services.revoke_api_token(ada, token)
+    assert call(key).status_code == 401
+
+
+def test_a_demoted_member_is_refused_after_the_ttl(serving: Any, ada: Any, fake_clock: FakeClock) -> None:
+    from apps.accounts.models import Membership
+
+    key = token_of(ada)
+    assert call(key).status_code == 200
+    Membership.objects.filter(user=ada, team=serving.project.team).update(role="viewer")
+    fake_clock.now += gateway.CREDENTIAL_CACHE_SECONDS + 0.1
+    assert call(key).status_code == 403
+
+
+def test_a_check_that_overlaps_a_revocation_is_not_remembered(
+    serving: Any, ada: Any, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = token_of(ada)
+    real = gateway.verify_api_token
+
+    def revoked_meanwhile(secret: str, **kwargs: Any) -> Any:
+        token = real(secret, **kwargs)  # read while the token was live …
+        gateway.forget_credentials()  # … and another thread of this process saves a revocation
+        return token
+
+    monkeypatch.setattr(gateway, "verify_api_token", revoked_meanwhile)
+    assert call(key).status_code == 200
+    assert gateway._passes == {}
+    monkeypatch.setattr(gateway, "verify_api_token", real)
+    assert call(key).status_code == 200
+    assert len(gateway._passes) == 1
+
+
+def test_a_token_is_not_remembered_past_its_expiry(serving: Any, ada: Any, fake_clock: FakeClock) -> None:
+    token, key = account_services.create_api_token(ada, name="short", expires_at=timezone.now() + timedelta(hours=1))
+    type(token).objects.filter(pk=token.pk).update(expires_at=timezone.now() + timedelta(seconds=1))
+    assert call(key).status_code == 200
+    (until,) = gateway._passes.values()
+    assert until <= fake_clock.now + 1.0
+
+
+def test_refusals_are_not_remembered_and_a_pass_is_per_deployment(
+    serving: Any, ada: Any, vic: Any, servers: dict[int, ModelServer], fake_clock: FakeClock
+) -> None:
+    other = services.create_deployment(ada, serving.project, name="other-api", model="digits")
+    add_revision(other, 1, RevisionStatus.SERVING, traffic=100, endpoint=servers[1].endpoint)
+    _, key = services.create_serving_key(ada, other, "theirs")
+    vics = token_of(vic)  # (saving a token makes the process forget whom it let through)
+    assert call(key, path="/serve/demo/demo/other-api/invocations").status_code == 200
+    assert call(key).status_code == 401  # remembered for other-api only
+    assert call(vics).status_code == 403
+    assert call(vics).status_code == 403
+    assert len(gateway._passes) == 1
 
 
 def test_it_accepts_a_serving_key_and_refuses_it_once_revoked(serving: Any, ada: Any) -> None:
@@ -462,15 +565,31 @@ def test_samples_are_kept_only_when_asked_and_without_credentials(
 
 
 # --- the lean WSGI path -------------------------------------------------------------------
-def wsgi_call(method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, dict[str, str], bytes]:
+def wsgi_call(
+    method: str, path: str, body: bytes = b"", *, application: Any = None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     """One request through the WSGI application gunicorn serves (not the test client's
-    handler): (status, headers, body). Database connections stay open across it, as the
-    test client keeps them, so the test's transaction survives."""
+    handler), or through `application`: (status, headers, body). Database connections stay
+    open across it, as the test client keeps them, so the test's transaction survives
+    (not for use from several threads at once: see raw_wsgi_call)."""
     from django.core.signals import request_finished, request_started
     from django.db import close_old_connections
 
-    from portal.wsgi import application
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        return raw_wsgi_call(method, path, body, application=application, **headers)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
+
+def raw_wsgi_call(
+    method: str, path: str, body: bytes = b"", *, application: Any = None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """wsgi_call with Django's signals left as they are (safe from several threads)."""
+    if application is None:
+        from portal.wsgi import application
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
@@ -493,19 +612,13 @@ def wsgi_call(method: str, path: str, body: bytes = b"", **headers: str) -> tupl
     def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         started.append((status, response_headers))
 
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
+    result = application(environ, start_response)
     try:
-        result = application(environ, start_response)
-        try:
-            content = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+        content = b"".join(result)
     finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
     status, response_headers = started[0]
     return int(status.split()[0]), {name.lower(): value for name, value in response_headers}, content
 
@@ -556,6 +669,72 @@ def test_other_paths_keep_the_full_middleware(settings: Any) -> None:
     assert "SessionMiddleware" in [type(m).__name__ for m in _chain(wsgi.portal_application)]
     assert settings.MIDDLEWARE[0] == "apps.core.middleware.RequestIdMiddleware"
     assert "django.contrib.sessions.middleware.SessionMiddleware" in settings.MIDDLEWARE
+
+
+_settings_seen_while_building: list[list[str]] = []
+
+
+class SettingsProbeMiddleware:
+    """Notes settings.MIDDLEWARE as it is while a handler builds its chain."""
+
+    def __init__(self, get_response: Any) -> None:
+        from django.conf import settings
+
+        self.get_response = get_response
+        _settings_seen_while_building.append(list(settings.MIDDLEWARE))
+
+    def __call__(self, request: Any) -> Any:
+        return self.get_response(request)
+
+
+def test_building_the_gateway_handler_leaves_the_settings_alone(settings: Any) -> None:
+    from portal.wsgi import GatewayHandler
+
+    full = list(settings.MIDDLEWARE)
+    _settings_seen_while_building.clear()
+    handler = GatewayHandler([f"{__name__}.SettingsProbeMiddleware", *settings.GATEWAY_MIDDLEWARE])
+    assert _settings_seen_while_building == [full]  # the portal's list, even mid-build
+    assert [type(m).__name__ for m in _chain(handler)] == [
+        "SettingsProbeMiddleware",
+        "RequestIdMiddleware",
+        "RequestBudgetMiddleware",
+        "SecurityMiddleware",
+    ]
+    assert full == settings.MIDDLEWARE
+
+
+def test_both_handlers_built_and_used_from_many_threads_keep_their_own_chains(settings: Any) -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.urls import reverse
+
+    from portal.wsgi import GatewayHandler, dispatcher
+
+    login = reverse("login")
+    gateway_path = "/serve/demo/demo/digits-api/invocations"
+    failures: list[str] = []
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        application = dispatcher(WSGIHandler(), GatewayHandler())  # built while the others serve
+        for _ in range(10):
+            status, headers, _ = raw_wsgi_call("POST", gateway_path, b"{}", application=application)
+            if (status, "set-cookie" in headers, "content-security-policy" in headers) != (401, False, False):
+                failures.append(f"gateway: {status} {headers}")
+            status, headers, _ = raw_wsgi_call("GET", login, application=application)
+            if (
+                status != 200
+                or "content-security-policy" not in headers
+                or "csrftoken" not in headers.get("set-cookie", "")
+            ):
+                failures.append(f"page: {status} {headers}")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 def _chain(handler: Any) -> list[Any]:

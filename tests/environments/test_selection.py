@@ -30,6 +30,17 @@ def test_the_platform_default_is_the_portal_environment_out_of_the_box(db: None)
     assert (default.label, default.is_portal, default.state) == ("portal:1", True, EnvironmentState.READY)
 
 
+def test_without_any_default_the_portal_environment_is_made_again_once(db: None) -> None:
+    """A flushed database (a transactional test's teardown, or rows deleted by hand) has no
+    default: launches still get the portal's own interpreter, and only one row of it."""
+    Environment.objects.all().delete()
+
+    first, second = selection.platform_default(), selection.platform_default()
+
+    assert first.pk == second.pk and (first.label, first.is_portal, first.is_default) == ("portal:1", True, True)
+    assert Environment.objects.filter(name="portal").count() == 1
+
+
 def test_a_ready_environment_is_used_without_warnings(db: None) -> None:
     env = make_env("sklearn-1.7")
 
@@ -121,11 +132,14 @@ def test_a_deployment_serves_in_the_requested_then_recorded_then_project_default
     assert selection.for_deployment(project, None).environment == project_default
 
 
-def test_no_environment_at_all_is_a_conflict(project: Project, template: Template) -> None:
+def test_with_no_default_a_launch_runs_on_the_portals_interpreter(project: Project, template: Template) -> None:
     Environment.objects.filter(is_default=True).update(is_default=False)
+    Project.objects.filter(pk=project.pk).update(environment=None)
+    project.refresh_from_db()
 
-    with pytest.raises(Conflict, match="no default"):
-        selection.for_launch(project, template)
+    chosen = selection.for_launch(project, template)
+
+    assert (chosen.environment.label, chosen.environment.is_portal, chosen.warnings) == ("portal:1", True, [])
 
 
 def test_recorded_by_label_finds_platform_and_team_environments(team: Team) -> None:
