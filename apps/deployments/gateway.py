@@ -164,11 +164,21 @@ class WeightedRoundRobin:
 balancer = WeightedRoundRobin()
 
 
+def _logged_once(response: HttpResponse, level: int, text: str, *args: object) -> None:
+    """Log a 5xx answer the gateway gives on purpose as one line at `level`, and mark it so
+    that Django's request logger does not log it again at ERROR (a model that is still
+    starting is expected, not a server error of the portal)."""
+    logger.log(level, text, *args)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log.log_response
+
+
 def _error(status: int, detail: str, **headers: str) -> JsonResponse:
     response = JsonResponse({"detail": detail}, status=status)
     response["Cache-Control"] = "no-store"
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
+    if status >= 500:
+        _logged_once(response, logging.INFO, "gateway answered %s: %s", status, detail)
     return response
 
 
@@ -280,6 +290,7 @@ def _answer(revision: Revision, answer: Answer) -> HttpResponse:
     response = HttpResponse(answer.body, status=502 if status >= 500 else status, content_type=answer.content_type)
     if status >= 500:
         response["X-Plinth-Upstream-Status"] = str(status)
+        _logged_once(response, logging.WARNING, "revision %s answered %s (passed on as 502)", revision.pk, status)
     response["X-Plinth-Model-Version"] = str(revision.version)
     response["X-Plinth-Revision"] = str(revision.number)
     response["Cache-Control"] = "no-store"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -373,11 +374,17 @@ def test_a_request_out_of_time_is_a_503(serving: Any, ada: Any, monkeypatch: pyt
     assert "no time left" in response.json()["detail"]
 
 
-def test_nothing_serving_is_a_503(deployment: Any, ada: Any, servers: dict[int, ModelServer]) -> None:
+def test_nothing_serving_is_a_503(
+    deployment: Any, ada: Any, servers: dict[int, ModelServer], caplog: pytest.LogCaptureFixture
+) -> None:
     add_revision(deployment, 1, RevisionStatus.READY, traffic=0, endpoint=servers[1].endpoint)
-    response = call(token_of(ada))
+    with caplog.at_level(logging.INFO):
+        response = call(token_of(ada))
     assert response.status_code == 503
     assert response.json()["detail"].startswith("No revision serves yet")
+    # Expected while a model starts: one INFO line of the gateway's, no ERROR from django.request.
+    assert [r.levelname for r in caplog.records if r.name == "django.request"] == []
+    assert [r.levelname for r in caplog.records if r.name == "apps.deployments.gateway"] == ["INFO"]
 
 
 def test_a_restarted_server_on_a_new_port_gets_the_request_after_one_retry(
