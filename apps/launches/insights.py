@@ -297,13 +297,14 @@ def _cache_key(sweep: Sweep, completed: list[tuple[Launch, float]]) -> str:
     return f"plinth:sweep-importances:{sweep.pk}:{len(completed)}:{digest[:32]}"
 
 
-def _compute_importances(sweep: Sweep, launches: list[Launch]) -> dict[str, float]:
+def _compute_importances(sweep: Sweep, launches: list[Launch], varying: list[str]) -> dict[str, float]:
     """Optuna's importances over the study of `launches` (the completed trials), largest
-    first. Raises whatever Optuna raises on data it cannot use."""
+    first, of the `varying` parameters only (one that kept a single value explains nothing
+    and is not listed at 0 %). Raises whatever Optuna raises on data it cannot use."""
     study = study_for(sweep, launches)
     evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=IMPORTANCE_SEED)
     found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    shares = {str(name): float(share) for name, share in found.items() if name in sweep.space}
+    shares = {str(name): float(share) for name, share in found.items() if name in sweep.space and name in varying}
     total = sum(shares.values())
     if not shares or not math.isfinite(total) or total <= 0:
         raise ValueError("no parameter explains any of the objective's variation")
@@ -338,7 +339,7 @@ def importances(sweep: Sweep, trials: list[Launch], metrics: dict[int, dict[str,
     if isinstance(cached, dict):
         return Importances(shares=cached)
     try:
-        shares = _compute_importances(sweep, [launch for launch, _ in completed])
+        shares = _compute_importances(sweep, [launch for launch, _ in completed], varying)
     except Exception as exc:  # a page never fails on numbers Optuna cannot use
         logger.info("importances of sweep %s not computed: %s: %s", sweep.pk, type(exc).__name__, exc)
         return Importances(message=f"Parameter importances could not be computed from these trials ({exc}).")

@@ -330,6 +330,19 @@ def test_the_parameter_that_decides_the_objective_has_the_largest_importance(
     assert bars["orientation"] == "h" and bars["y"][-1] == "lr"  # drawn at the top
 
 
+def test_a_searched_parameter_that_kept_one_value_is_not_listed_at_zero(
+    ada: User, project: Project, template: Template, runs: Runs
+) -> None:
+    planned = [{**params, "momentum": 0.9} for params in grid(15)]
+    sweep = make_sweep(project, ada, template, planned, space={"lr": LRS, "batch": BATCHES, "momentum": [0.9]})
+    for index, params in enumerate(sweep.planned):
+        add_trial(sweep, runs, index, abs(math.log10(params["lr"]) + 2) + 0.001 * (index % 2))
+
+    shares = insights(ada, sweep)["importances"]
+
+    assert set(shares) == {"lr", "batch"} and sum(shares.values()) == pytest.approx(1.0)
+
+
 def test_importances_need_enough_completed_trials_and_say_how_many(
     ada: User, project: Project, template: Template, runs: Runs
 ) -> None:
