@@ -468,7 +468,9 @@ for _entry in CELERY_BEAT_SCHEDULE.values():
     _entry.setdefault("options", {})["expire_seconds"] = max(int(float(_entry["schedule"])), 1)
 
 # --- promotions and notifications ------------------------------------------------------
-PLINTH_BASE_URL = env_str("PLINTH_BASE_URL", "http://127.0.0.1:8000")  # links in emails and webhooks
+# Links in emails and webhooks; by default where `make run` serves (PLINTH_PORT, as the
+# embedded command reads it).
+PLINTH_BASE_URL = env_str("PLINTH_BASE_URL", f"http://127.0.0.1:{env_int('PLINTH_PORT', 8000)}")
 PLINTH_PROMOTION_APPLY_ATTEMPTS = env_int("PLINTH_PROMOTION_APPLY_ATTEMPTS", 5)
 PLINTH_PROMOTION_RETRY_SECONDS = env_int("PLINTH_PROMOTION_RETRY_SECONDS", 5)
 PLINTH_WEBHOOK_TIMEOUT = env_float("PLINTH_WEBHOOK_TIMEOUT", 5.0)

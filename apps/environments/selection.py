@@ -71,7 +71,18 @@ def platform_default() -> Environment:
 
 
 def _replacement_text(env: Environment) -> str:
-    return f" Use {env.replaced_by.label} instead." if env.replaced_by is not None else ""
+    """ " Use <replacement> instead." — left out when the admin's message already names it."""
+    if env.replaced_by is None or env.replaced_by.label in (env.message or ""):
+        return ""
+    return f" Use {env.replaced_by.label} instead."
+
+
+def _sentence(text: str) -> str:
+    """The admin's message as a sentence of its own (" Going away in May."), or ""."""
+    text = (text or "").strip()
+    if not text:
+        return ""
+    return f" {text}" if text.endswith((".", "!", "?")) else f" {text}."
 
 
 def apply_rules(env: Environment, *, field_name: str = "environment") -> Selected:
@@ -86,18 +97,17 @@ def apply_rules(env: Environment, *, field_name: str = "environment") -> Selecte
         if env.state == EnvironmentState.BUILDING:
             raise Conflict(f"The environment {env.label} is still building; wait until it is ready.")
         if env.state == EnvironmentState.RETIRED:
-            message = f" {env.message}" if env.message else ""
-            raise Conflict(f"The environment {env.label} is retired.{message}{_replacement_text(env)}".strip())
+            raise Conflict(f"The environment {env.label} is retired.{_sentence(env.message)}{_replacement_text(env)}")
         if env.state != EnvironmentState.DEPRECATED:
             return Selected(env, warnings)
-        note = f" {env.message}" if env.message else ""
+        note = _sentence(env.message)
         if env.redirect and env.replaced_by_id is not None and env.pk not in seen and len(seen) < MAX_REDIRECTS:
             seen.add(env.pk)
             replacement = Environment.objects.select_related("build", "team", "replaced_by").get(pk=env.replaced_by_id)
-            warnings.append(f"{env.label} is deprecated;{note} this runs in {replacement.label} instead.")
+            warnings.append(f"{env.label} is deprecated.{note} This runs in {replacement.label} instead.")
             env = replacement
             continue
-        warnings.append(f"{env.label} is deprecated.{note}{_replacement_text(env)}".replace("..", "."))
+        warnings.append(f"{env.label} is deprecated.{note}{_replacement_text(env)}")
         return Selected(env, warnings)
 
 

@@ -262,7 +262,9 @@ def change_environment(
             if env.is_default:
                 raise Conflict(f"{env.label} is the platform default: make another one the default before retiring it.")
             env.state = EnvironmentState.RETIRED
-            _set_notice(env, replaced_by, False, new_message)
+            keep = replaced_by if replaced_by is not None else env.replaced_by
+            _set_notice(env, keep, False, new_message if new_message is not None else env.message)
+            moved = _move_users(env)
             verb = AuditVerb.ENVIRONMENT_RETIRED
         elif target in (EnvironmentState.BUILDING, EnvironmentState.READY) and env.state == EnvironmentState.FAILED:
             _rebuild(actor, env, before)
@@ -273,8 +275,37 @@ def change_environment(
             return env  # nothing changed: no write, no event
         env.updated_at = timezone.now()
         env.save()
-        _audit(actor, verb, env, before)
+        if verb == AuditVerb.ENVIRONMENT_RETIRED:
+            record(actor, verb, env, team=env.team, before=before, after={**snapshot(env), "moved": moved})
+        else:
+            _audit(actor, verb, env, before)
     return env
+
+
+def _move_users(env: Environment) -> dict[str, list[str]]:
+    """Retiring `env`: the projects whose default it is and the active templates that pin it
+    move to its replacement (else their launches would all be refused), in the retiring
+    transaction. {"projects": [team/project …], "templates": [slug …]} moved. Raises Conflict
+    (409, naming them) when some use it and it names no replacement."""
+    from apps.launches.models import Template
+    from apps.projects.models import Project
+
+    projects = Project.objects.filter(environment=env).select_related("team").order_by("team__slug", "slug")
+    templates = Template.objects.filter(environment=env, is_active=True).select_related("team").order_by("slug")
+    names = {"projects": [p.full_slug for p in projects], "templates": [str(t) for t in templates]}
+    if not names["projects"] and not names["templates"]:
+        return names
+    if env.replaced_by is None:
+        users = ", ".join(
+            [*(f"project {n}" for n in names["projects"]), *(f"template {n}" for n in names["templates"])]
+        )
+        raise Conflict(
+            f"{env.label} is still the environment of {users}: name a replacement to move them to, "
+            "or change them first."
+        )
+    projects.update(environment=env.replaced_by)
+    templates.update(environment=env.replaced_by)
+    return names
 
 
 def _who_manages(env: Environment) -> str:

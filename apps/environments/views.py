@@ -134,6 +134,14 @@ class EnvironmentDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
         build = self.object.build
         return build is None or build.status in (BuildStatus.READY, BuildStatus.FAILED)
 
+    def render_to_response(self, context: dict[str, Any], **response_kwargs: Any) -> HttpResponse:
+        """The last poll of a build (it ended meanwhile) reloads the whole page: its state,
+        the actions it now allows and the versions table changed with it."""
+        response = super().render_to_response(context, **response_kwargs)
+        if fragment_for(self.request, self.fragments) is not None and self.finished():
+            response["HX-Refresh"] = "true"
+        return response
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         env: Environment = self.object

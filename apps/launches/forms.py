@@ -52,13 +52,27 @@ def gpu_field(default: int, template_limit: int, host_gpus: int | None) -> forms
     )
 
 
+def _default_choice(pinned: Any, projects: list[Any]) -> str:
+    """The label of the launch form's first environment choice: what a launch that names none
+    runs in — the template's pin, else the project's default (named when one project is
+    offered), with its state when that is not plain ready."""
+    if pinned is not None:
+        env, whose = pinned, "pinned by the template"
+    elif len(projects) == 1 and getattr(projects[0], "environment", None) is not None:
+        env, whose = projects[0].environment, "the project's default"
+    else:
+        return "the project's default environment"
+    state = "" if env.state == "ready" else f", {env.get_state_display().lower()}"
+    return f"{env.label} ({whose}{state})"
+
+
 class LaunchForm(forms.Form):
     project = forms.ChoiceField(label="Project")
     name = forms.CharField(required=False, max_length=120, help_text="Optional; shown in lists and in MLflow.")
 
     environment = forms.ChoiceField(
         required=False,
-        help_text="Leave empty for the template's pinned environment, else the project's.",
+        help_text="The first choice is the template's pinned environment, else the project's default.",
     )
 
     def __init__(
@@ -77,7 +91,7 @@ class LaunchForm(forms.Form):
         self.template = template
         self.fields["project"].choices = [(str(p.pk), p.full_slug) for p in projects]  # type: ignore[attr-defined]
         pinned = template.environment
-        default = f"default ({pinned.label}, pinned by the template)" if pinned is not None else "default"
+        default = _default_choice(pinned, projects)
         self.fields["environment"].choices = [  # type: ignore[attr-defined]
             ("", default),
             *environment_field_choices(environments),

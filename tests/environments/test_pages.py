@@ -98,10 +98,12 @@ def test_the_build_fragment_polls_while_building_and_stops_when_it_ended(root: U
     assert polled.status_code == 200
     html = polled.content.decode()
     assert 'hx-trigger="every 2s"' in html and 'aria-valuenow="55"' in html and "<html" not in html
+    assert "HX-Refresh" not in polled.headers
     type(build).objects.filter(pk=build.pk).update(status=BuildStatus.FAILED, error="boom", progress=60)
     last = client.get(detail(env), headers=headers)
     assert last.status_code == 286
     assert "hx-trigger" not in last.content.decode() and "boom" in last.content.decode()
+    assert last.headers["HX-Refresh"] == "true"  # the state, actions and versions changed with it
 
 
 def test_a_lead_defines_an_environment_with_the_form(lin: User) -> None:

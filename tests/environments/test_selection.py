@@ -57,6 +57,16 @@ def test_a_deprecated_environment_warns_naming_its_replacement(db: None) -> None
     assert chosen.warnings == ["sklearn-1.7:1 is deprecated. CVE fixed in 2. Use sklearn-1.7:2 instead."]
 
 
+def test_a_message_that_names_the_replacement_is_not_followed_by_it_again(db: None) -> None:
+    new = make_env("sklearn", 2)
+    old = make_env("sklearn", 1, state=EnvironmentState.RETIRED, replaced_by=new, message="Moved to sklearn:2")
+
+    with pytest.raises(Conflict) as refused:
+        selection.apply_rules(old)
+
+    assert refused.value.message == "The environment sklearn:1 is retired. Moved to sklearn:2."
+
+
 def test_a_redirected_environment_follows_replacements_to_one_that_is_not(db: None) -> None:
     newest = make_env("sklearn", 3)
     middle = make_env("sklearn", 2, state=EnvironmentState.DEPRECATED, replaced_by=newest, redirect=True)
@@ -66,8 +76,8 @@ def test_a_redirected_environment_follows_replacements_to_one_that_is_not(db: No
 
     assert chosen.environment == newest
     assert chosen.warnings == [
-        "sklearn:1 is deprecated; this runs in sklearn:2 instead.",
-        "sklearn:2 is deprecated; this runs in sklearn:3 instead.",
+        "sklearn:1 is deprecated. This runs in sklearn:2 instead.",
+        "sklearn:2 is deprecated. This runs in sklearn:3 instead.",
     ]
 
 

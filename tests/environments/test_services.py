@@ -220,6 +220,39 @@ def test_retiring_is_final(root: User, pair: tuple[Environment, Environment]) ->
             services.change_environment(root, old, state=state)
 
 
+def test_retiring_moves_the_projects_and_templates_that_use_it_to_its_replacement(
+    root: User, pair: tuple[Environment, Environment], project: Project, team: Team
+) -> None:
+    old, new = pair
+    Project.objects.filter(pk=project.pk).update(environment=old)
+    pinned = Template.objects.create(team=team, slug="pinned", name="Pinned", image="python:3.11", environment=old)
+    services.change_environment(root, old, state="deprecated", replaced_by=new, message="Use 2.")
+
+    services.change_environment(root, old, state="retired")  # keeps the replacement it named
+
+    project.refresh_from_db()
+    pinned.refresh_from_db()
+    assert (project.environment_id, pinned.environment_id) == (new.pk, new.pk)
+    (event,) = events(AuditVerb.ENVIRONMENT_RETIRED, old)
+    assert event.after is not None
+    assert event.after["moved"] == {"projects": [project.full_slug], "templates": [str(pinned)]}
+    assert event.after["replaced_by"] == "base:2" and event.after["message"] == "Use 2."
+
+
+def test_retiring_one_still_in_use_without_a_replacement_is_a_409_naming_the_users(
+    root: User, pair: tuple[Environment, Environment], project: Project
+) -> None:
+    old, _ = pair
+    Project.objects.filter(pk=project.pk).update(environment=old)
+
+    with pytest.raises(Conflict, match=f"project {project.full_slug}"):
+        services.change_environment(root, old, state="retired")
+
+    old.refresh_from_db()
+    project.refresh_from_db()
+    assert (old.state, project.environment_id) == ("ready", old.pk)
+
+
 def test_a_building_one_changes_no_state(root: User) -> None:
     building = env_row("slow", state=EnvironmentState.BUILDING, build=fake_build("cowsay==6.1", BuildStatus.BUILDING))
     for state in ("deprecated", "retired", "ready"):

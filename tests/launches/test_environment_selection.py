@@ -260,3 +260,18 @@ def test_a_sweep_in_a_retired_environment_is_refused_before_anything_exists(
     )
     assert response.status_code == 409, response.json()
     assert fake_mlflow.runs == {}
+
+
+def test_the_launch_forms_first_choice_says_what_an_unnamed_launch_runs_in() -> None:
+    from types import SimpleNamespace
+
+    from apps.environments.models import Environment, EnvironmentState
+    from apps.launches.forms import _default_choice
+
+    old = Environment(name="sklearn-1.7", version=1, state=EnvironmentState.DEPRECATED)
+    pin = Environment(name="cv", version=3, state=EnvironmentState.READY)
+    project = SimpleNamespace(environment=old)
+
+    assert _default_choice(pin, [project]) == "cv:3 (pinned by the template)"
+    assert _default_choice(None, [project]) == "sklearn-1.7:1 (the project's default, deprecated)"
+    assert _default_choice(None, [project, project]) == "the project's default environment"
