@@ -273,6 +273,7 @@ def create_launch(
                         "parameters": clean_params,
                         "resources": clean_res,
                         "environment": selected.environment.label,
+                        **({"environment_warnings": selected.warnings} if selected.warnings else {}),
                     },
                 )
                 from apps.launches.tasks import submit_launch

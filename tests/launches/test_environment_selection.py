@@ -156,6 +156,8 @@ def test_a_redirected_environment_runs_the_launch_in_its_replacement(
     assert launch.environment == new
     assert run_tags(fake_mlflow, launch)["plinth.environment"] == "sk:2"
     assert any("instead" in warning for warning in launch.environment_warnings)
+    event = AuditEvent.objects.get(verb=AuditVerb.LAUNCH_CREATED, target_id=str(launch.pk))
+    assert event.after is not None and event.after["environment_warnings"] == launch.environment_warnings
 
 
 def test_the_launch_page_shows_the_deprecation_warning(
