@@ -84,6 +84,8 @@ class AuditVerb(models.TextChoices):
     DEPLOYMENT_PROMOTED = "deployment.promoted", "Revision promoted"
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back", "Revision rolled back"
     DEPLOYMENT_PREFLIGHT_FAILED = "deployment.preflight_failed", "Revision failed its pre-flight"
+    DEPLOYMENT_PREFLIGHT_PASSED = "deployment.preflight_passed", "Revision passed its pre-flight"
+    DEPLOYMENT_CANARY_STARTED = "deployment.canary_started", "Canary started"
     DEPLOYMENT_KEY_CREATE = "deployment.key_create", "Serving key created"
     DEPLOYMENT_KEY_REVOKE = "deployment.key_revoke", "Serving key revoked"
     # environments: standard environments, their builds and life cycle

@@ -17,6 +17,7 @@ SECTIONS = [
     ("launches", "Launch", "launches:list"),
     ("tracking", "Runs", "tracking:index"),
     ("registry", "Models", "registry:index"),
+    ("deployments", "Deployments", "deployments:list"),
     ("gpus", "GPUs", "gpus:index"),
     ("environments", "Environments", "environments:list"),
 ]

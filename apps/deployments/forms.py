@@ -106,3 +106,27 @@ class ServingKeyForm(forms.Form):
     name = forms.CharField(
         max_length=80, label="Key name", help_text="Who uses it, e.g. the service that calls the model."
     )
+
+
+# The chart windows a deployment page offers (minutes); "" (the default) is adaptive.
+CHART_WINDOWS = {15: "15 minutes", 60: "1 hour", 360: "6 hours", 1440: "24 hours"}
+
+
+class ChartWindowForm(forms.Form):
+    """?window= of a deployment page: the minutes its charts span (15, 60, 360 or 1440);
+    absent, empty or invalid: adaptive (the last hour, or from just before the deployment
+    was created when that is later)."""
+
+    window = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", "Adaptive"), *((str(m), label) for m, label in CHART_WINDOWS.items())],
+    )
+
+    def minutes(self) -> int | None:
+        """The chosen window in minutes, or None (adaptive, also for an invalid value)."""
+        if not self.is_valid():
+            return None
+        value = self.cleaned_data.get("window")
+        return int(value) if value else None

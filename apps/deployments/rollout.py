@@ -166,14 +166,7 @@ def rollback(actor: Any, deployment: Deployment) -> Revision:
         current = stable or serving[0]
         if any(r.status == RevisionStatus.STARTING and _is_rollback(r) for r in revisions):
             raise Conflict("A rollback is already starting: wait for its pre-flight.")
-        previous = next(
-            (
-                r
-                for r in revisions
-                if r.number < current.number and r.serving_at is not None and r.version != current.version
-            ),
-            None,
-        )
+        previous = rollback_target(revisions)
         if previous is None:
             raise Conflict(
                 f"Revision {current.number} (version {current.version}) is the first version this deployment "
@@ -205,6 +198,30 @@ def rollback(actor: Any, deployment: Deployment) -> Revision:
         _update_status(locked)
         enqueue_reconcile(locked.pk)
         return made
+
+
+def rollback_target(revisions: list[Revision]) -> Revision | None:
+    """The revision a manual rollback sends the traffic to, among all of a deployment's
+    `revisions` (any order): during a canary the stable revision; else the newest one
+    that served before the current one with another version. None: nothing to go back to
+    (nothing serves, or the current revision is the first version served). The page
+    offers "Roll back" only when there is one; `rollback` raises Conflict when not."""
+    serving = [r for r in revisions if r.status == RevisionStatus.SERVING]
+    if not serving:
+        return None
+    stable = _stable(serving)
+    if stable is not None and any(r.is_canary for r in serving):
+        return stable
+    current = stable or serving[0]
+    earlier = sorted(
+        (
+            r
+            for r in revisions
+            if r.number < current.number and r.serving_at is not None and r.version != current.version
+        ),
+        key=lambda r: -r.number,
+    )
+    return earlier[0] if earlier else None
 
 
 def enqueue_reconcile(deployment_pk: int) -> None:
@@ -419,13 +436,12 @@ def _preflight(deployment: Deployment, backend: ServingBackend, revision: Revisi
         if locked is None or current is None or current.status != RevisionStatus.STARTING:
             return probe
         _set(current, status=RevisionStatus.READY, ready_at=timezone.now(), endpoint=probe.endpoint or current.endpoint)
-        _event(
-            locked,
-            current,
-            RolloutStep.PREFLIGHT_PASSED,
+        message = (
             f"Revision {current.number} (version {current.version}) answered {answer.status} on its input example "
-            f"in {answer.latency_ms:.0f} ms.",
+            f"in {answer.latency_ms:.0f} ms."
         )
+        _event(locked, current, RolloutStep.PREFLIGHT_PASSED, message)
+        _audit(None, AuditVerb.DEPLOYMENT_PREFLIGHT_PASSED, locked, current, reason=message)
     done.did(f"pre-flight passed for revision {revision.number}")
     return probe
 
@@ -657,12 +673,19 @@ def _take_traffic(deployment: Deployment, done: Pass) -> None:
             canary_started_at=timezone.now(),
         )
         _set(stable, traffic=100 - share)
-        _event(
+        message = (
+            f"Revision {candidate.number} (version {candidate.version}) takes {share} % for "
+            f"{locked.canary_minutes:g} min; revision {stable.number} keeps {100 - share} %."
+        )
+        _event(locked, candidate, RolloutStep.CANARY, message)
+        _audit(
+            None,
+            AuditVerb.DEPLOYMENT_CANARY_STARTED,
             locked,
             candidate,
-            RolloutStep.CANARY,
-            f"Revision {candidate.number} (version {candidate.version}) takes {share} % for "
-            f"{locked.canary_minutes:g} min; revision {stable.number} keeps {100 - share} %.",
+            reason=message,
+            stable=stable.number,
+            share=share,
         )
         done.did(f"canary for revision {candidate.number}")
 

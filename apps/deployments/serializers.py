@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.deployments.lookups import alias_versions, gateway_path
-from apps.deployments.models import Deployment, Revision, RevisionStatus
+from apps.deployments.models import LIVE_REVISION_STATUSES, Deployment, Revision, RevisionStatus
 
 # How many revisions (newest first) a deployment shows: the live ones are always among them.
 REVISIONS_SHOWN = 10
@@ -40,13 +40,29 @@ def serving_revision(revisions: list[Revision]) -> Revision | None:
     return max(stable, key=lambda r: (r.traffic, r.number)) if stable else None
 
 
+# How rollout.rollback words the reason of the revisions a manual rollback retires.
+ROLLED_BACK_BY_HAND = ("rolled back by ", "rollout abandoned: ")
+
+
+def left_by_rollback(revision: Revision) -> bool:
+    """Whether `revision` failed (its pre-flight or its canary) or was retired by a manual
+    rollback (rather than superseded, or retired after its warm window)."""
+    if revision.status == RevisionStatus.FAILED:
+        return True
+    return revision.status == RevisionStatus.RETIRED and revision.reason.startswith(ROLLED_BACK_BY_HAND)
+
+
 def drift_of(deployment: Deployment, revisions: list[Revision], alias_version: int | None) -> bool:
-    """Whether the alias points at a version the deployment does not serve (its rollout
-    failed, or the deployment is pinned to another version). Unknown alias → no drift."""
+    """Whether the alias points at a version the deployment does not serve and will not
+    serve by itself: no live revision (starting, ready or serving) has that version, and
+    its latest revision failed or was rolled back by hand. A version the rollout is still
+    starting (or has not started yet) is no drift; unknown alias → no drift."""
     if alias_version is None:
         return False
-    serving = {r.version for r in revisions if r.status == RevisionStatus.SERVING and r.traffic > 0}
-    return alias_version not in serving
+    of_version = sorted((r for r in revisions if r.version == alias_version), key=lambda r: -r.number)
+    if not of_version or any(r.status in LIVE_REVISION_STATUSES for r in of_version):
+        return False
+    return left_by_rollback(of_version[0])
 
 
 class RevisionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

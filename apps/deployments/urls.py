@@ -7,6 +7,7 @@ from apps.deployments import views
 
 app_name = "deployments"
 urlpatterns = [
+    path("", views.DeploymentListView.as_view(), name="list"),
     path("projects/<slug:team>/<slug:slug>/", views.ProjectDeploymentsView.as_view(), name="project"),
     path("projects/<slug:team>/<slug:slug>/new/", views.DeploymentCreateView.as_view(), name="create"),
     path("<int:pk>/", views.DeploymentDetailView.as_view(), name="detail"),

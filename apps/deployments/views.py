@@ -8,10 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.cache import cache
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -25,12 +28,20 @@ from apps.access.lookups import get_project_by_slug_for_user
 from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of, can
 from apps.access.roles import Action
-from apps.core.errors import ServiceError
-from apps.core.pages import run_action, run_service
+from apps.core.errors import Conflict, ServiceError
+from apps.core.filters import FilteredListMixin
+from apps.core.pages import error_response, paginate, run_action, run_service
 from apps.core.partials import FragmentMixin, fragment_for, render_fragment, stop_polling
 from apps.deployments import services
 from apps.deployments.charts import metric_figures
-from apps.deployments.forms import DeploymentCreateForm, DeploymentSettingsForm, ServingKeyForm
+from apps.deployments.filters import DeploymentFilter
+from apps.deployments.forms import (
+    CHART_WINDOWS,
+    ChartWindowForm,
+    DeploymentCreateForm,
+    DeploymentSettingsForm,
+    ServingKeyForm,
+)
 from apps.deployments.lookups import (
     alias_versions,
     gateway_path,
@@ -39,16 +50,23 @@ from apps.deployments.lookups import (
     revisions_in_window,
     window_metrics,
 )
-from apps.deployments.models import Deployment, DeploymentStatus, Revision, RevisionStatus, ServingKey
+from apps.deployments.models import (
+    LIVE_REVISION_STATUSES,
+    Deployment,
+    DeploymentStatus,
+    Revision,
+    RevisionStatus,
+    RolloutStep,
+    ServingKey,
+)
 from apps.deployments.serializers import drift_of, recent_revisions, serving_revision, with_revisions
 from apps.deployments.serving.registry import serving_backend
-from apps.environments.models import SELECTABLE_STATES, Environment
+from apps.environments.models import SELECTABLE_STATES, Environment, EnvironmentState
 from apps.projects.models import Project
 from apps.registry.models import RegisteredModel
 
-# Minutes of request metrics on the list (rates) and of series on the deployment's charts.
+# Minutes of request metrics on the lists (rates).
 LIST_WINDOW_MINUTES = 5
-CHART_WINDOW_MINUTES = 60
 # While a rollout is in flight the page polls quickly; while serving, slowly (live charts).
 FAST_POLL = "every 3s"
 SLOW_POLL = "every 15s"
@@ -61,6 +79,68 @@ TIMELINE_SHOWN = 50
 
 def _detail_url(deployment: Deployment) -> str:
     return reverse("deployments:detail", kwargs={"pk": deployment.pk})
+
+
+def deployment_rows(deployments: list[Deployment]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a deployments table ({deployment, serving_version, split, drift,
+    alias_version, per_minute, error_rate (a fraction), p95_ms}) over the last
+    LIST_WINDOW_MINUTES, and the serving backend's error ("" when it answered). The
+    deployments come from `with_revisions`; one alias query and one metrics call in all."""
+    aliases = alias_versions(deployments)
+    since = timezone.now() - timedelta(minutes=LIST_WINDOW_MINUTES)
+    metrics, serving_error = {}, ""
+    try:
+        metrics = window_metrics(deployments, since)
+    except ServiceError as exc:  # the backend down (503), or not configured for metrics
+        serving_error = exc.message
+    rows = []
+    for deployment in deployments:
+        revisions = recent_revisions(deployment)
+        serving = [r for r in revisions if r.status == RevisionStatus.SERVING]
+        found = [metrics[r.pk] for r in serving if r.pk in metrics]
+        requests = sum(m.requests for m in found)
+        errors = sum(m.errors_5xx for m in found)
+        p95 = [m.p95_ms for m in found if m.p95_ms is not None]
+        stable = serving_revision(revisions)
+        rows.append(
+            {
+                "deployment": deployment,
+                "serving_version": stable.version if stable else None,
+                "split": sorted(serving, key=lambda r: -r.traffic),
+                "drift": drift_of(deployment, revisions, aliases.get(deployment.pk)),
+                "alias_version": aliases.get(deployment.pk),
+                "per_minute": requests / LIST_WINDOW_MINUTES if found else None,
+                "error_rate": errors / requests if requests else None,
+                "p95_ms": max(p95) if p95 else None,
+            }
+        )
+    return rows, serving_error
+
+
+class DeploymentListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
+    """Every deployment the user may see (their teams' projects; all for platform admins),
+    narrowed by the API's filters (?project= ?model= ?status=), 25 a page, with the
+    project page's columns."""
+
+    template_name = "deployments/index.html"
+    filterset_class = DeploymentFilter
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        user = self.request.user
+        found = self.filtered(Deployment.objects.for_user(user)).order_by(
+            "project__team__slug", "project__slug", "name"
+        )
+        page = paginate(self.request, with_revisions(found))
+        rows, serving_error = deployment_rows(list(page.object_list))
+        context.update(
+            page=page,
+            rows=rows,
+            window=LIST_WINDOW_MINUTES,
+            serving_error=serving_error,
+            can_deploy=Project.objects.for_user(user, Action.LAUNCH).exists(),
+        )
+        return context
 
 
 class ProjectDeploymentsView(ObjectAccessMixin, TemplateView):
@@ -76,34 +156,7 @@ class ProjectDeploymentsView(ObjectAccessMixin, TemplateView):
         context = super().get_context_data(**kwargs)
         project: Project = self.object
         deployments = list(with_revisions(Deployment.objects.filter(project=project)).order_by("name"))
-        aliases = alias_versions(deployments)
-        since = timezone.now() - timedelta(minutes=LIST_WINDOW_MINUTES)
-        metrics, serving_error = {}, ""
-        try:
-            metrics = window_metrics(deployments, since)
-        except ServiceError as exc:  # the backend down (503), or not configured for metrics
-            serving_error = exc.message
-        rows = []
-        for deployment in deployments:
-            revisions = recent_revisions(deployment)
-            serving = [r for r in revisions if r.status == RevisionStatus.SERVING]
-            found = [metrics[r.pk] for r in serving if r.pk in metrics]
-            requests = sum(m.requests for m in found)
-            errors = sum(m.errors_5xx for m in found)
-            p95 = [m.p95_ms for m in found if m.p95_ms is not None]
-            stable = serving_revision(revisions)
-            rows.append(
-                {
-                    "deployment": deployment,
-                    "serving_version": stable.version if stable else None,
-                    "split": sorted(serving, key=lambda r: -r.traffic),
-                    "drift": drift_of(deployment, revisions, aliases.get(deployment.pk)),
-                    "alias_version": aliases.get(deployment.pk),
-                    "per_minute": requests / LIST_WINDOW_MINUTES if found else None,
-                    "error_rate": errors / requests if requests else None,
-                    "p95_ms": max(p95) if p95 else None,
-                }
-            )
+        rows, serving_error = deployment_rows(deployments)
         context.update(
             project=project,
             rows=rows,
@@ -136,7 +189,7 @@ class DeploymentCreateView(ObjectAccessMixin, View):
         form = DeploymentCreateForm(
             models=self._models(),
             environments=environment_choices(request.user),
-            initial={"model": chosen, "name": _suggest_name(chosen)},
+            initial={"model": chosen, "name": free_name(self.object, _suggest_name(chosen))},
         )
         return self._render(request, form)
 
@@ -172,10 +225,31 @@ def _suggest_name(model: str) -> str:
     return cleaned if cleaned[:1].isalpha() else ""
 
 
+def free_name(project: Project, name: str) -> str:
+    """`name` if no deployment of `project` has it, else the first free of name-2,
+    name-3 … (kept within the 45 characters of a name); "" stays "". One query."""
+    if not name:
+        return ""
+    taken = set(Deployment.objects.filter(project=project, name__startswith=name[:39]).values_list("name", flat=True))
+    if name not in taken:
+        return name
+    number = 2
+    while True:
+        suffix = f"-{number}"
+        candidate = name[: 45 - len(suffix)].rstrip("-") + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
 class DeploymentDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
     """One deployment. Its live region (status, revisions and traffic, timeline, charts)
     is one fragment, polled every 3 s while a rollout is in flight and every 15 s while it
-    serves (the charts are live); polling stops once the deployment failed."""
+    serves (the charts are live); each poll also refreshes the actions (out of band: "Roll
+    back" only while there is a revision to go back to) and, once the served version's input
+    example becomes known, the curl line and "Try it"'s body. Polling stops once the
+    deployment failed, or is gone (then the actions, "Try it" and the key form go too).
+    `?window=` picks the charts' span (ChartWindowForm)."""
 
     template_name = "deployments/detail.html"
     lookup = get_deployment_for_user
@@ -192,81 +266,171 @@ class DeploymentDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
             if fragment_for(request, self.fragments) is None:
                 raise
             # The poll of a deployment that is gone (deleted meanwhile): its last answer.
-            gone = HttpResponse('<div id="live"><p class="empty">This deployment is gone.</p></div>')
-            return stop_polling(gone)
+            return stop_polling(HttpResponse(GONE_HTML))
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context.update(live_context(self.request, self.object))
-        if fragment_for(self.request, self.fragments) is None:
-            context.update(page_context(self.request, self.object, context["stable"]))
+        polled = fragment_for(self.request, self.fragments) is not None
+        context.update(live_context(self.request, self.object, polled=polled))
+        if not polled:
+            context.update(page_context(self.request, self.object))
         return context
 
 
-def _example_text(deployment: Deployment, stable: Revision | None) -> str:
+# The last answer to the poll of a deployment that is gone: the live region says so, and the
+# actions, "Try it", the curl line and the key form go (out of band).
+GONE_HTML = (
+    '<div id="live"><p class="empty" data-gone>This deployment is gone.</p></div>'
+    '<div class="actions" id="actions" hx-swap-oob="true"></div>'
+    '<section class="card" id="try" hx-swap-oob="true"><h2>Try it</h2>'
+    '<p class="empty">This deployment is gone.</p></section>'
+    '<section class="card" id="call" hx-swap-oob="true"><h2>Call it</h2>'
+    '<p class="empty">This deployment is gone: its URL no longer answers.</p></section>'
+    '<div id="key-form" hx-swap-oob="true"></div>'
+)
+# Adaptive chart window: at most the last hour, from shortly before the deployment was made.
+ADAPTIVE_MINUTES = 60
+ADAPTIVE_MARGIN = timedelta(minutes=2)
+ADAPTIVE_AT_LEAST = timedelta(minutes=5)
+NO_EXAMPLE_CACHE_S = 30
+
+
+def chart_window(request: HttpRequest, deployment: Deployment, now: datetime) -> dict[str, Any]:
+    """The charts' span: {since, until, value (the ?window= value, "" adaptive), label,
+    choices [(value, text)]}. Adaptive: max(now - 60 min, created - 2 min), and at
+    least 5 minutes."""
+    minutes = ChartWindowForm(request.GET).minutes()
+    if minutes is not None:
+        since = now - timedelta(minutes=minutes)
+        label = CHART_WINDOWS[minutes]
+    else:
+        since = max(now - timedelta(minutes=ADAPTIVE_MINUTES), deployment.created_at - ADAPTIVE_MARGIN)
+        since = min(since, now - ADAPTIVE_AT_LEAST)
+        span = round((now - since).total_seconds() / 60)
+        label = f"{span} minutes"
+    choices = [("", "Adaptive"), *((str(m), text) for m, text in CHART_WINDOWS.items())]
+    return {"since": since, "until": now, "value": str(minutes or ""), "label": label, "choices": choices}
+
+
+def example_text(deployment: Deployment, stable: Revision | None, *, polled: bool = False) -> str:
     """The input example as JSON text for the page: the deployment's own, else the stable
     revision's model's logged one; "" when there is none or MLflow does not answer (the
-    page then shows a placeholder)."""
+    page then shows a placeholder). A poll that found none remembers so for
+    NO_EXAMPLE_CACHE_S, so an open page does not ask MLflow every 3 s."""
     from apps.deployments.examples import input_example
 
     if deployment.input_example is not None:
         return json.dumps(deployment.input_example)
     if stable is None:
         return ""
-    try:
-        return input_example(deployment, stable.version).decode()
-    except (ServiceError, UnicodeDecodeError):
+    key = f"deployments.no-example.{deployment.pk}.{deployment.created_at.timestamp()}.{stable.version}"
+    if polled and cache.get(key):
         return ""
+    try:
+        text = input_example(deployment, stable.version).decode()
+    except (ServiceError, UnicodeDecodeError):
+        text = ""
+    if not text:
+        cache.set(key, True, NO_EXAMPLE_CACHE_S)
+    return text
 
 
-def live_context(request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
-    """What the live fragment shows: status, revisions, timeline, charts."""
-    revisions = list(deployment.revisions.select_related("created_by", "environment__team").order_by("-number"))
+def one_line_json(text: str) -> str:
+    """`text` as compact one-line JSON when it parses, else as it is."""
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"))
+    except ValueError:
+        return text
+
+
+def rollback_offered(deployment: Deployment, revisions: list[Revision]) -> Revision | None:
+    """The revision "Roll back" would send the traffic to (rollout.rollback_target), or
+    None when the service would refuse it: nothing to go back to, a manual rollback still
+    starting (one query, only while a revision starts), the deployment being deleted."""
+    from apps.deployments.rollout import rollback_target
+
+    if deployment.status == DeploymentStatus.DELETING:
+        return None
+    target = rollback_target(revisions)
+    if target is None or target.is_canary or target.status == RevisionStatus.SERVING:
+        return target  # the canary case (the stable one takes it all) is never refused
+    if any(r.status == RevisionStatus.STARTING for r in revisions):
+        starting_rollback = deployment.events.filter(
+            step=RolloutStep.ROLLED_BACK, actor__isnull=False, revision__status=RevisionStatus.STARTING
+        ).exists()
+        if starting_rollback:
+            return None
+    return target
+
+
+def live_context(request: HttpRequest, deployment: Deployment, *, polled: bool = False) -> dict[str, Any]:
+    """What the live fragment shows (status, revisions, timeline, charts) and what a poll
+    refreshes out of band (`oob`, when `polled`): the actions and, while the page had no
+    input example (?example absent) and one is known now, the curl line and "Try it"'s body."""
+    revisions = list(
+        deployment.revisions.select_related("created_by", "environment__team", "environment__replaced_by__team")
+    )
+    revisions.sort(key=lambda r: -r.number)
     aliases = alias_versions([deployment])
-    since = timezone.now() - timedelta(minutes=CHART_WINDOW_MINUTES)
-    charted = revisions_in_window(deployment, since)
+    window = chart_window(request, deployment, timezone.now())
+    charted = revisions_in_window(deployment, window["since"])
     figures, serving_error = [], ""
     if charted:
         try:
-            series = serving_backend(deployment.backend).series(charted, since)
-            figures = metric_figures(charted, series)
+            series = serving_backend(deployment.backend).series(charted, window["since"])
+            figures = metric_figures(charted, series, window["since"], window["until"])
         except ServiceError as exc:  # the backend down (503), or not configured for metrics
             serving_error = exc.message
     events = list(deployment.events.select_related("actor", "revision")[:TIMELINE_SHOWN])
     stable = serving_revision(revisions)
     in_flight = deployment.status in IN_FLIGHT
+    may_change = can(request.user, Action.LAUNCH, deployment.project.team)
+    deprecated: dict[int, Environment] = {}
+    for r in revisions:
+        env = r.environment
+        if r.status in LIVE_REVISION_STATUSES and env is not None and env.state == EnvironmentState.DEPRECATED:
+            deprecated.setdefault(env.pk, env)
+    had_example = polled and request.GET.get("example") == "known"
+    example = "" if had_example else example_text(deployment, stable, polled=polled)
+    url = request.build_absolute_uri(gateway_path(deployment))
+    curl_body = one_line_json(example) if example else '{"dataframe_split": {"columns": [...], "data": [[...]]}}'
+    poll_query = {
+        k: v for k, v in (("window", window["value"]), ("example", "known" if example or had_example else "")) if v
+    }
     return {
         "deployment": deployment,
         "revisions": revisions,
         "stable": stable,
         "alias_version": aliases.get(deployment.pk),
         "drift": drift_of(deployment, revisions, aliases.get(deployment.pk)),
+        "deprecated_environments": list(deprecated.values()),
         "events": events,
         "figures": figures,
         "serving_error": serving_error,
         "poll": FAST_POLL if in_flight else SLOW_POLL,
+        "poll_query": urlencode(poll_query),
         "polling": deployment.status != DeploymentStatus.FAILED,
-        "chart_minutes": CHART_WINDOW_MINUTES,
-    }
-
-
-def page_context(request: HttpRequest, deployment: Deployment, stable: Revision | None) -> dict[str, Any]:
-    """The rest of the page: actions, "try it", the curl line, serving keys. The example in
-    them is the deployment's own, else the serving version's serving_input_example.json."""
-    may_change = can(request.user, Action.LAUNCH, deployment.project.team)
-    url = request.build_absolute_uri(gateway_path(deployment))
-    example = _example_text(deployment, stable)
-    curl_body = example or '{"dataframe_split": {"columns": [...], "data": [[...]]}}'
-    session = request.session
-    return {
+        "chart_window": window,
         "may_change": may_change,
         "deleting": deployment.status == DeploymentStatus.DELETING,
+        "rollback_to": rollback_offered(deployment, revisions) if may_change else None,
+        "oob": polled,
+        # the curl line and the body of "Try it": re-sent by a poll only when newly known
+        "example": example,
+        "refresh_example": polled and bool(example) and not had_example,
         "url": url,
         "curl": (
             f"curl -X POST {shlex.quote(url)} -H 'Authorization: Bearer <your token or serving key>' "
             f"-H 'Content-Type: application/json' -d {shlex.quote(curl_body)}"
         ),
-        "example": example,
+    }
+
+
+def page_context(request: HttpRequest, deployment: Deployment) -> dict[str, Any]:
+    """The rest of the page: "try it"'s answer, the new key shown once, serving keys."""
+    may_change = can(request.user, Action.LAUNCH, deployment.project.team)
+    session = request.session
+    return {
         "tried": session.pop(TRY_SESSION_KEY.format(pk=deployment.pk), None) if may_change else None,
         "new_key": session.pop(NEW_KEY_SESSION_KEY.format(pk=deployment.pk), None) if may_change else None,
         "keys": list(ServingKey.objects.filter(deployment=deployment).select_related("created_by")),
@@ -344,16 +508,23 @@ class DeploymentRollbackView(ObjectAccessMixin, View):
     write_action = Action.LAUNCH
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Roll back; a conflict (nothing to go back to, a rollback already starting, the
+        deployment being deleted) comes back to the deployment page as an error message
+        (post/redirect/get) rather than an error page."""
         deployment: Deployment = self.object
-        return run_action(
+        try:
+            back = services.rollback_deployment(actor_of(request), deployment)
+        except Conflict as exc:
+            messages.error(request, f"Not rolled back: {exc.message}")
+            return redirect(_detail_url(deployment))
+        except ServiceError as exc:
+            return error_response(request, exc.status_code, exc.message, back=_detail_url(deployment), exception=exc)
+        messages.success(
             request,
-            lambda: services.rollback_deployment(actor_of(request), deployment),
-            success=lambda back: (
-                f"Rolled back: version {back.version} takes 100 % of the traffic"
-                + (" now." if back.status == RevisionStatus.SERVING else " once its pre-flight passes.")
-            ),
-            then=_detail_url(deployment),
+            f"Rolled back: version {back.version} takes 100 % of the traffic"
+            + (" now." if back.status == RevisionStatus.SERVING else " once its pre-flight passes."),
         )
+        return redirect(_detail_url(deployment))
 
 
 def try_deployment(deployment: Deployment, body_text: str) -> dict[str, Any]:

@@ -36,6 +36,8 @@ TRY = {"body": '{"dataframe_split": {"columns": ["x"], "data": [[1]]}}'}
 
 MATRIX: dict[str, Route] = {
     # --- pages ---------------------------------------------------------------------------
+    # Every deployment the user may see: outsiders get the page, without demo's rows.
+    "deployments:list": route(NONE, Op("GET", "vic", outsider=200)),
     "deployments:project": route(DEMO_PROJECT, Op("GET", "vic")),
     "deployments:create": route(
         DEMO_PROJECT,

@@ -70,7 +70,9 @@ def test_everyone_of_the_team_sees_the_list_and_the_page(
     html = page.content.decode()
     assert "/serve/demo/demo/digits-api/invocations" in html
     assert 'id="chart-latency"' in html and 'id="chart-rate"' in html
-    assert ("Roll back" in html) == (who != "vic")
+    assert (f'action="/deployments/{serving.pk}/delete/"' in html) == (who != "vic")
+    assert "Roll back" not in html  # one revision: nothing to go back to
+    assert ("curl -X POST" in html) == (who != "vic")  # viewers get 403 from the gateway
     assert (f'action="/deployments/{serving.pk}/try/"' in html) == (who != "vic")
 
 
@@ -217,10 +219,15 @@ def test_delete_from_the_page(ada: User, serving: Deployment) -> None:
     assert "Make a key" not in page
 
 
-def test_rollback_from_the_page_without_a_previous_revision_is_the_409_page(ada: User, serving: Deployment) -> None:
-    refused = client_for(ada).post(f"/deployments/{serving.pk}/rollback/")
-    assert refused.status_code == 409
-    assert "nothing to go back to" in refused.content.decode()
+def test_rollback_from_the_page_without_a_previous_revision_comes_back_with_the_reason(
+    ada: User, serving: Deployment
+) -> None:
+    client = client_for(ada)
+    refused = client.post(f"/deployments/{serving.pk}/rollback/")
+    assert refused.status_code == 302 and refused["Location"] == f"/deployments/{serving.pk}/"
+    page = client.get(refused["Location"]).content.decode()
+    assert "Not rolled back:" in page and "nothing to go back to" in page
+    assert "Roll back" not in page
 
 
 def test_the_chart_shows_canary_and_stable_side_by_side(
@@ -231,7 +238,7 @@ def test_the_chart_shows_canary_and_stable_side_by_side(
     page = client_for(ada).get(f"/deployments/{serving.pk}/")
     (latency,) = [f for f in page.context["figures"] if f.key == "latency"]
     names = [t["name"] for t in latency.figure["data"]]
-    assert "r1 · v1 (stable) p95" in names and "r2 · v2 (canary) p95" in names
+    assert "r1 · v1 p95" in names and "r2 · v2 p95" in names  # the role is in the revisions table
 
 
 def test_the_curl_line_is_one_shell_command_that_sends_the_example(ada: User, serving: Deployment) -> None:

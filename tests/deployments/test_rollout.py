@@ -111,7 +111,7 @@ def test_the_first_revision_passes_preflight_and_takes_all_the_traffic(
     assert fake_serving.requests[first.pk][0].status == 200  # the pre-flight prediction
     assert first.serving_at is not None and first.ready_at is not None
     verbs = list(AuditEvent.objects.filter(target_id=str(deployment.pk)).values_list("verb", flat=True))
-    assert sorted(verbs) == ["deployment.promoted", "deployment.rollout_started"]
+    assert sorted(verbs) == ["deployment.preflight_passed", "deployment.promoted", "deployment.rollout_started"]
     assert run(deployment) == "nothing to do"  # settled: a second pass changes nothing
     assert len(steps(deployment)) == 3
 
@@ -125,6 +125,12 @@ def test_an_alias_move_rolls_out_through_a_canary_then_promotes_and_keeps_the_ol
     assert revisions(deployment) == {1: (1, RevisionStatus.SERVING, 90), 2: (2, RevisionStatus.SERVING, 10)}
     assert rev(deployment, 2).is_canary
     assert status(deployment) == DeploymentStatus.ROLLING_OUT
+    canary_audit = AuditEvent.objects.get(verb="deployment.canary_started", target_id=str(deployment.pk))
+    assert canary_audit.actor is None  # by rule
+    after = canary_audit.after or {}
+    assert (after["revision"], after["share"], after["stable"]) == (2, 10, 1)
+    passed = AuditEvent.objects.filter(verb="deployment.preflight_passed", target_id=str(deployment.pk))
+    assert sorted((e.after or {})["revision"] for e in passed) == [1, 2]
     one, two = rev(deployment, 1), rev(deployment, 2)
     assert fake_serving.traffic[deployment.pk] == {one.pk: 90, two.pk: 10}
     fake_serving.feed(two, 200, 12.0, count=20)

@@ -73,6 +73,9 @@ NOT_PAGES = {
     "projects:attach-experiment": "POST",
     "projects:restore-experiment": "POST",
     "projects:replace-experiment": "POST",
+    "environments:change": "POST (the environment page holds the forms)",
+    "environments:set-default": "POST",
+    "environments:rebuild": "POST",
     "launches:cancel": "POST",
     "launches:sweep-cancel": "POST",
     "launches:sweep-extend": "POST (the sweep page holds the form)",
@@ -118,6 +121,7 @@ class Day:
     run_ids: list[str]
     trial_run: str
     deployment_pk: int = 0
+    environment_pk: int = 0
 
 
 def page_urls(day: Day) -> dict[str, str]:
@@ -151,10 +155,15 @@ def page_urls(day: Day) -> dict[str, str]:
         "registry:model": f"/models/registered/{day.model}/",
         "registry:request-create": f"/models/registered/{day.model}/promote/?version=2",
         "registry:request": f"/models/requests/{day.request_pk}/",
+        "deployments:list": "/deployments/",
         "deployments:project": f"/deployments/projects/{full}/",
         "deployments:create": f"/deployments/projects/{full}/new/?model={day.model}",
         "deployments:detail": f"/deployments/{day.deployment_pk}/",
         "deployments:edit": f"/deployments/{day.deployment_pk}/edit/",
+        "environments:list": "/environments/",
+        "environments:create": "/environments/new/",
+        "environments:detail": f"/environments/{day.environment_pk}/",
+        "environments:new-version": f"/environments/{day.environment_pk}/versions/new/",
         "gpus:index": "/gpus/",
         "gpus:idle": "/gpus/idle/",
         "gpus:usage": "/gpus/usage/",
@@ -231,10 +240,15 @@ _PAGE_NAMES = [
     "registry:model",
     "registry:request-create",
     "registry:request",
+    "deployments:list",
     "deployments:project",
     "deployments:create",
     "deployments:detail",
     "deployments:edit",
+    "environments:list",
+    "environments:create",
+    "environments:detail",
+    "environments:new-version",
     "gpus:index",
     "gpus:idle",
     "gpus:usage",
@@ -352,6 +366,12 @@ def day(
     trial = Launch.objects.filter(sweep=sweep).exclude(mlflow_run_id="").first()
     assert trial is not None
     deployment = _serving_deployment(project, model, ada)
+    from apps.environments import services as environment_services
+
+    image = "registry.example/ml/cv-base:1.2@sha256:" + "0" * 64
+    environment = environment_services.create_environment(
+        root, name="cv-base", description="Vision models' base image", image=image
+    )
     return Day(
         project=project,
         launch=launch,
@@ -362,6 +382,7 @@ def day(
         run_ids=run_ids,
         trial_run=trial.mlflow_run_id,
         deployment_pk=deployment.pk,
+        environment_pk=environment.pk,
     )
 
 
