@@ -227,7 +227,11 @@ def _fail(request: PromotionRequest, token: str, reason: str) -> Outcome:
 
 def _record_applied(request: PromotionRequest, token: str) -> Outcome:
     with transaction.atomic():
-        model = RegisteredModel.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=request.model_id)
+        model = (
+            RegisteredModel.objects.select_for_update(of=("self",))
+            .select_related("project__team")
+            .get(pk=request.model_id)
+        )
         locked = PromotionRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != Status.APPLYING or locked.lease_token != token:
             return Outcome("lost the claim to another worker")
