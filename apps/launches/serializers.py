@@ -54,6 +54,18 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         return template.environment.label if template.environment is not None else ""
 
 
+def pinned_environment_field() -> serializers.CharField:
+    """A template's `environment`: an id or label the service resolves (400 on the field)."""
+    return serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=200,
+        help_text="Pin an environment: id or label (name:version, team/name:version), platform-wide or the "
+        "template's team's own; empty or null: none pinned.",
+    )
+
+
 class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     team = serializers.CharField(required=False, allow_null=True, help_text="Team slug; omit for a global template")
     slug = slug_field()
@@ -66,14 +78,7 @@ class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     max_resources = serializers.DictField(required=False)
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
-    environment = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        allow_null=True,
-        max_length=200,
-        help_text="Pin an environment: id or label (name:version, team/name:version), platform-wide or the "
-        "template's team's own; empty or null: none pinned.",
-    )
+    environment = pinned_environment_field()
 
 
 class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -87,14 +92,7 @@ class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
-    environment = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        allow_null=True,
-        max_length=200,
-        help_text="Pin an environment: id or label (name:version, team/name:version), platform-wide or the "
-        "template's team's own; empty or null: none pinned.",
-    )
+    environment = pinned_environment_field()
 
 
 class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
