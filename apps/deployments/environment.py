@@ -60,6 +60,9 @@ def resolve(deployment: Deployment, revision: Revision) -> selection.Selected:
     if requested is None:
         run_id = revision.run_id or _source_run(deployment.model_name, revision.version)
         recorded = selection.recorded_by_label(recorded_label(run_id))
+        if recorded is not None and recorded.team_id not in (None, deployment.project.team_id):
+            # The tag is the job's to write: another team's environment never serves here.
+            recorded = None
     return selection.for_deployment(deployment.project, recorded, requested=requested)
 
 

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.signals import request_finished
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -205,13 +206,13 @@ def _authorize(secret: str, route: Route) -> JsonResponse | None:
         until = _passes.get((digest, deployment.pk))
         if until is not None and until > clock():
             return None
-    generation = _forgotten[0]
+    generation, started = _forgotten[0], clock()  # a pass counts from when the rows were read
     if secret.startswith(SERVING_KEY_PREFIX):
         key = find_serving_key(deployment, secret) if deployment is not None else None
         if key is None:
             return _unauthorized("This serving key is not valid for this deployment (unknown or revoked).")
         _touch(key)
-        _remember(digest, deployment, None, generation)
+        _remember(digest, deployment, None, generation, started)
         return None
     team_id = deployment.project.team_id if deployment is not None else None
     try:
@@ -225,13 +226,16 @@ def _authorize(secret: str, route: Route) -> JsonResponse | None:
         return _error(404, "No such deployment.")
     if not can(user, Action.LAUNCH, deployment.project.team):
         return _error(403, "Your role in this team does not allow calling its models (members and leads may).")
-    _remember(digest, deployment, token.expires_at, generation)
+    _remember(digest, deployment, token.expires_at, generation, started)
     return None
 
 
-def _remember(digest: str, deployment: Deployment | None, expires_at: datetime | None, generation: int) -> None:
-    """Let `digest` through to `deployment` unasked for CREDENTIAL_CACHE_SECONDS, or until
-    `expires_at` (the token's expiry) when that comes first. Nothing is kept when the
+def _remember(
+    digest: str, deployment: Deployment | None, expires_at: datetime | None, generation: int, started: float
+) -> None:
+    """Let `digest` through to `deployment` unasked for CREDENTIAL_CACHE_SECONDS counted from
+    `started` (when the check began to read: a slow write of last_used_at does not lengthen
+    it), or until `expires_at` (the token's expiry) when that comes first. Nothing is kept when the
     passes were forgotten since the check began (`generation`): what it read may be older
     than the change that made them forgotten."""
     if deployment is None:
@@ -246,7 +250,7 @@ def _remember(digest: str, deployment: Deployment | None, expires_at: datetime |
             return
         if len(_passes) > MAX_CACHED:
             _passes.clear()
-        _passes[digest, deployment.pk] = clock() + seconds
+        _passes[digest, deployment.pk] = started + seconds
 
 
 def _touch(key: ServingKey) -> None:
@@ -345,6 +349,16 @@ def _flush_stats(**_: Any) -> None:
 
 
 request_finished.connect(_flush_stats, dispatch_uid="plinth-gateway-stats")
+
+
+def _forget_on_change(**_: Any) -> None:
+    """A token, key, user or membership changed: forget now, and again once the change is
+    committed (a request of this process that read the old row between the two would
+    otherwise keep its pass)."""
+    forget_credentials()
+    transaction.on_commit(forget_credentials)
+
+
 for _model in (ApiToken, ServingKey, User, Membership):
-    post_save.connect(forget_credentials, sender=_model, dispatch_uid=f"plinth-gateway-forget-{_model.__name__}")
-    post_delete.connect(forget_credentials, sender=_model, dispatch_uid=f"plinth-gateway-forget-{_model.__name__}")
+    post_save.connect(_forget_on_change, sender=_model, dispatch_uid=f"plinth-gateway-forget-{_model.__name__}")
+    post_delete.connect(_forget_on_change, sender=_model, dispatch_uid=f"plinth-gateway-forget-{_model.__name__}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.access.policies import can
@@ -257,19 +258,21 @@ def clean_options(values: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def clean_environment(actor: User, value: Any) -> Environment | None:
-    """The environment a deployment asks for: an Environment, its id, or None / "" (serve
-    in the one the training run recorded). It must be one `actor` may use (platform-wide,
-    or their team's) and selectable now. Raises InvalidInput (400, field `environment`)
+def clean_environment(actor: User, value: Any, project: Project) -> Environment | None:
+    """The environment a deployment of `project` asks for: an Environment, its id, or None /
+    "" (serve in the one the training run recorded). It must be one `actor` may see that is
+    platform-wide or the project's team's own (another team's image and pod defaults never
+    serve here, whatever other teams `actor` is in), and selectable now. Raises InvalidInput (400, field `environment`)
     for an unknown or hidden id and a failed environment, Conflict (409, with the field)
     for a building or retired one (the replacement named)."""
     if value is None or value == "":
         return None
     pk = value.pk if isinstance(value, Environment) else value
-    if isinstance(pk, bool) or not isinstance(pk, int | str) or not str(pk).isdigit():
+    if isinstance(pk, bool) or not isinstance(pk, int | str) or not (str(pk).isascii() and str(pk).isdigit()):
         raise InvalidInput.field("environment", "Give an environment's id, or null to use the training run's.")
     env = (
         Environment.objects.for_user(actor, "view")
+        .filter(Q(team__isnull=True) | Q(team_id=project.team_id))
         .select_related("build", "team", "replaced_by")
         .filter(pk=int(pk))
         .first()
@@ -352,7 +355,7 @@ def create_deployment(
         model_name=registered.name,
         backend=project.backend,
         created_by=actor,
-        environment=clean_environment(actor, cleaned.get("environment")),
+        environment=clean_environment(actor, cleaned.get("environment"), project),
     )
     _apply(deployment, cleaned)
     if deployment.pinned_version is not None:
@@ -412,7 +415,7 @@ def update_deployment(actor: User, deployment: Deployment, **changes: Any) -> De
         if str(given_pk or "") == str(current or ""):
             del cleaned["environment"]  # unchanged (kept even when no longer selectable)
         else:
-            env = clean_environment(actor, given)
+            env = clean_environment(actor, given, deployment.project)
     with transaction.atomic():
         row = _locked(deployment)
         before, example_before = as_audit(row), row.input_example

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -56,6 +56,7 @@ from apps.environments.models import BuildStatus, Environment, EnvironmentBuild,
 
 logger = logging.getLogger(__name__)
 
+MAX_ATTEMPTS = 3  # claims of one build (workers that died mid-build) before it is failed
 LEASE = timedelta(seconds=60)  # renewed about every second while a build runs
 REQUEUE_AFTER = timedelta(seconds=60)  # a queued build no worker claimed gets its task again
 LOG_LIMIT = 200_000  # characters of the installer's output kept (the tail)
@@ -241,11 +242,23 @@ class _Run:
             self._log(f"Attempt {build.attempts}: the previous attempt stopped without finishing.\n")
 
     def run(self) -> None:
+        if self.build.attempts > MAX_ATTEMPTS:
+            self._fail(
+                f"{self.build.attempts - 1} attempts ended without finishing (their worker died or was killed, "
+                "e.g. out of memory); rebuild to try again"
+            )
+            return
         try:
             self._steps()
         except LeaseLost:
             logger.warning("build %s: another worker took it over; this attempt stops", self.build.pk)
             self._remove_tmp()
+        except DatabaseError:
+            # The database, not the build, failed (e.g. locked past the busy timeout): this
+            # attempt stops, and the lease running out lets the reconciler try again.
+            logger.warning("build %s: the database failed; the build is tried again later", self.build.pk)
+            self._remove_tmp()
+            raise
         except BuildFailed as exc:
             self._remove_tmp()
             self._fail(str(exc))
@@ -364,6 +377,9 @@ class _Run:
         return {str(name): str(version) for name, version in found.items()}
 
     def _finish(self, packages: dict[str, str]) -> None:
+        # Still ours (LeaseLost otherwise: another worker took over, maybe finished): a stale
+        # attempt never moves a folder that launches may already use.
+        self._save(progress=95, step="Putting it in place")
         target = final_path(self.build)
         if target.exists():
             # Left by an attempt that renamed its folder but never recorded it (a worker that

@@ -27,7 +27,7 @@ def get_environment_for_user(user: Any, pk: Any, action: Action | str = Action.V
     managing it (`can_manage_environment`): a 403 otherwise."""
     text = str(pk if pk is not None else "").strip()
     found = None
-    if is_signed_in(user) and text.isdigit() and int(text) <= MAX_ID:
+    if is_signed_in(user) and text.isascii() and text.isdigit() and int(text) <= MAX_ID:
         found = with_related(Environment.objects.filter(pk=int(text))).first()
     if found is None or (found.team is not None and not can(user, Action.VIEW, found.team)):
         raise Http404("No such environment.")

@@ -133,7 +133,7 @@ def recorded_by_label(label: str) -> Environment | None:
     label = (label or "").strip()
     team_slug, _, rest = label.rpartition("/")
     name, sep, version = rest.rpartition(":")
-    if not sep or not name or not version.isdigit():
+    if not sep or not name or not (version.isascii() and version.isdigit()):
         return None
     rows = Environment.objects.select_related("build", "team", "replaced_by").filter(name=name, version=int(version))
     rows = rows.filter(team__slug=team_slug) if team_slug else rows.filter(team__isnull=True)

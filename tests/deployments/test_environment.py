@@ -104,6 +104,31 @@ def test_the_deployments_own_environment_wins_over_the_recorded_one(
     assert first(deployment).environment == other
 
 
+def test_another_teams_environment_named_by_the_run_tag_is_not_used(
+    deployment: Deployment, fake_serving: FakeServing, fake_registry: FakeRegistry, other_team: Any
+) -> None:
+    """The tag is the job's to write: it cannot bring another team's image or pod defaults."""
+    built("secret", {"scikit-learn": "1.7.1"}, team=other_team)
+    fake_serving.run_environments[run_id_of(fake_registry, 1)] = f"{other_team.slug}/secret:1"
+    rollout.reconcile(deployment.pk)
+    assert first(deployment).environment == platform_default()
+
+
+def test_a_deployment_cannot_ask_for_another_teams_environment_even_for_a_member_of_both(
+    deployment: Deployment, lin: Any, other_team: Any
+) -> None:
+    from apps.accounts.models import Membership
+    from apps.deployments import services
+
+    Membership.objects.get_or_create(user=lin, team=other_team, defaults={"role": "lead"})
+    theirs = built("secret", {"scikit-learn": "1.7.1"}, team=other_team)
+    with pytest.raises(InvalidInput) as refused:
+        services.update_deployment(lin, deployment, environment=theirs.pk)
+    assert "environment" in refused.value.fields
+    deployment.refresh_from_db()
+    assert deployment.environment_id is None
+
+
 def test_a_retired_recorded_environment_fails_the_revision_before_its_server_starts(
     deployment: Deployment, fake_serving: FakeServing, fake_registry: FakeRegistry, sklearn_env: Environment
 ) -> None:

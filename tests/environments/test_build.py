@@ -200,6 +200,46 @@ def test_a_build_another_worker_holds_is_left_alone(db: None, env_dir: Path) -> 
     assert not env_dir.exists()
 
 
+def test_a_build_whose_workers_kept_dying_fails_instead_of_being_tried_for_ever(db: None, env_dir: Path) -> None:
+    env = waiting_environment("cowsay==6.1", "killer")
+    EnvironmentBuild.objects.filter(pk=build_pk(env)).update(
+        status=BuildStatus.BUILDING,
+        lease_token="dead",
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+        attempts=builder.MAX_ATTEMPTS,
+    )
+
+    build = builder.build_now(build_pk(env))
+
+    assert build.status == BuildStatus.FAILED and "attempts ended without finishing" in build.error
+    env.refresh_from_db()
+    assert env.state == EnvironmentState.FAILED
+    assert not (env_dir / build.requirements_hash[:16]).exists()
+
+
+@pytest.mark.network
+def test_a_stale_attempt_never_replaces_the_folder_of_a_build_another_worker_finished(
+    db: None, env_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = waiting_environment("cowsay==6.1", "stale")
+    pk = build_pk(env)
+
+    def taken_over(run: Any, python: Any) -> dict[str, str]:
+        # Meanwhile the reconciler gave the build to another worker, which finished it.
+        EnvironmentBuild.objects.filter(pk=pk).update(status=BuildStatus.READY, lease_token="")
+        return {"cowsay": "6.1"}
+
+    monkeypatch.setattr(builder._Run, "_packages", taken_over)
+    target = builder.final_path(EnvironmentBuild.objects.get(pk=pk))
+    target.mkdir(parents=True)
+    (target / "in-use").write_text("launches run here")
+
+    builder.build_now(pk)
+
+    assert (target / "in-use").exists()  # untouched
+    assert EnvironmentBuild.objects.get(pk=pk).status == BuildStatus.READY
+
+
 @pytest.mark.network
 def test_the_reconciler_reclaims_a_build_whose_worker_died(db: None, env_dir: Path, eager: None) -> None:
     env = waiting_environment("cowsay==6.1", "orphan")

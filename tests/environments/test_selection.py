@@ -161,3 +161,7 @@ def test_recorded_by_label_finds_platform_and_team_environments(team: Team) -> N
     assert own.label == "demo/cv-base:2"
     for label in ("", "cv-base", "cv-base:x", "cv-base:3", "other/cv-base:2", "  "):
         assert selection.recorded_by_label(label) is None
+
+
+def test_a_label_with_a_digit_that_is_not_ascii_names_nothing(db: None) -> None:
+    assert selection.recorded_by_label("portal:²") is None and selection.recorded_by_label("portal:\u0661") is None
