@@ -27,7 +27,6 @@ from apps.registry.models import AliasHistory, RegisteredModel
 from tests.conftest import PASSWORD
 from tests.deployments.fakes import FakeServing
 from tests.deployments.fakes import install as install_serving
-from tests.e2e.conftest import browser, context, page, playwright_session  # noqa: F401  (fixtures)
 from tests.registry.fakes import FakeRegistry
 from tests.registry.fakes import install as install_registry
 
@@ -71,7 +70,7 @@ def settle(deployment: Deployment, passes: int = 6) -> None:
 
 
 def test_the_deployment_page_follows_a_rollout_and_a_delete_without_reload(
-    page: Page,  # noqa: F811  (the e2e fixture imported above)
+    page: Page,
     live_server: LiveServer,
     ada: User,
     vic: User,
@@ -133,7 +132,7 @@ def test_the_deployment_page_follows_a_rollout_and_a_delete_without_reload(
 
 
 def test_a_viewer_is_told_who_may_call_it(
-    page: Page,  # noqa: F811  (the e2e fixture imported above)
+    page: Page,
     live_server: LiveServer,
     ada: User,
     vic: User,
