@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import uuid
@@ -237,6 +238,7 @@ class _Run:
         self.lines: list[str] = []
         self.size = 0
         self.cut = False
+        self.home: Path | None = None  # the attempt's own HOME, once made
         self.deadline = time.monotonic() + float(settings.PLINTH_ENVIRONMENT_BUILD_TIMEOUT_SECONDS)
         if build.attempts > 1:
             self._log(f"Attempt {build.attempts}: the previous attempt stopped without finishing.\n")
@@ -248,6 +250,13 @@ class _Run:
                 "e.g. out of memory); rebuild to try again"
             )
             return
+        try:
+            self._attempt()
+        finally:
+            if self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)
+
+    def _attempt(self) -> None:
         try:
             self._steps()
         except LeaseLost:
@@ -306,7 +315,7 @@ class _Run:
             stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
-            env=build_process_env(),
+            env=build_process_env(home=self._home()),
             cwd=self.root,  # no project configuration of the portal's checkout applies
             start_new_session=True,
         )
@@ -365,7 +374,7 @@ class _Run:
                 text=True,
                 timeout=remaining,
                 stdin=subprocess.DEVNULL,
-                env=build_process_env(),
+                env=build_process_env(home=self._home()),
             )
         except subprocess.TimeoutExpired:
             raise BuildFailed("listing the installed packages timed out") from None
@@ -429,6 +438,13 @@ class _Run:
             settle_environments(self.build)
 
     # --- the row while it runs -----------------------------------------------------------
+    def _home(self) -> Path:
+        """The attempt's own HOME (see build_process_env): an empty temporary folder, made
+        on first use and removed when the attempt ends (`run`)."""
+        if self.home is None:
+            self.home = Path(tempfile.mkdtemp(prefix="plinth-build-home-"))
+        return self.home
+
     def _save(self, **fields: Any) -> None:
         """Write progress and the log so far, renewing the lease; LeaseLost when another
         worker took the build over."""
@@ -496,15 +512,27 @@ BUILD_ENV_PREFIXES = ("LC_", "UV_", "PIP_", "SSL_CERT_")
 PROXY_NAMES = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})
 
 
-def build_process_env(host_env: dict[str, str] | None = None) -> dict[str, str]:
+def build_process_env(host_env: dict[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
     """The environment of a build's commands: an allow-list of `host_env` (default
-    os.environ; see BUILD_ENV_NAMES), plus NO_COLOR and UV_NO_PROGRESS for a plain log."""
+    os.environ; see BUILD_ENV_NAMES), plus NO_COLOR and UV_NO_PROGRESS for a plain log.
+
+    `home`: the HOME the commands get instead of the worker's, so that a package's build
+    script cannot read the worker's own files there (~/.netrc, ~/.pgpass …); uv keeps the
+    worker's cache (UV_CACHE_DIR set to where uv would have looked: XDG_CACHE_HOME/uv, else
+    HOME/.cache/uv) so builds stay fast. Index settings then come from UV_* variables."""
     host = dict(os.environ) if host_env is None else host_env
     env = {
         name: value
         for name, value in host.items()
         if name in BUILD_ENV_NAMES or name.startswith(BUILD_ENV_PREFIXES) or name.lower() in PROXY_NAMES
     }
+    if home is not None:
+        if "UV_CACHE_DIR" not in env:
+            if host.get("XDG_CACHE_HOME"):
+                env["UV_CACHE_DIR"] = str(Path(host["XDG_CACHE_HOME"]) / "uv")
+            elif host.get("HOME"):
+                env["UV_CACHE_DIR"] = str(Path(host["HOME"]) / ".cache" / "uv")
+        env["HOME"] = str(home)
     env.update(NO_COLOR="1", UV_NO_PROGRESS="1")
     return env
 

@@ -184,8 +184,17 @@ def new_version(actor: Any, env: Environment, **changes: Any) -> Environment:
 
 
 # --- life cycle -------------------------------------------------------------------------------
-def _locked(env: Environment) -> Environment:
-    return Environment.objects.select_for_update(of=("self",)).select_related("team", "replaced_by").get(pk=env.pk)
+def _locked(env: Environment, *also: Any) -> Environment:
+    """`env` read again under a row lock, with the rows `also` names (Environments or ids:
+    a replacement, the current default) locked too. All in one statement, in primary-key
+    order, so two changes that lock the same two rows never wait for each other crosswise."""
+    ids = {env.pk}
+    for other in also:
+        pk = other.pk if isinstance(other, Environment) else other
+        if isinstance(pk, int) and not isinstance(pk, bool) and 0 < pk < 2**63:
+            ids.add(pk)
+    list(Environment.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk").values_list("pk"))
+    return Environment.objects.select_related("team", "replaced_by").get(pk=env.pk)
 
 
 def _replacement(env: Environment, given: Any) -> Environment:
@@ -240,7 +249,9 @@ def change_environment(
     if redirect is not None and not isinstance(redirect, bool):
         raise InvalidInput.field("redirect", "true or false.")
     with transaction.atomic():
-        env = _locked(env)
+        # The replacement is locked with it: two retirements that cross (A → B, B → C) are
+        # one after the other, and the second sees the first's state.
+        env = _locked(env, replaced_by if replaced_by is not None else env.replaced_by_id)
         before = snapshot(env)
         verb = AuditVerb.ENVIRONMENT_CHANGED
         if description is not None:
@@ -397,7 +408,8 @@ def set_default(actor: Any, env: Environment) -> Environment:
     if not is_platform_admin(actor):
         raise NotAllowed("Platform admins choose the platform default environment.")
     with transaction.atomic():
-        env = _locked(env)
+        current = Environment.objects.filter(is_default=True).values_list("pk", flat=True).first()
+        env = _locked(env, current)
         if env.team_id is not None:
             raise Conflict(f"{env.label} belongs to a team: the platform default must be platform-wide.")
         if env.state != EnvironmentState.READY:

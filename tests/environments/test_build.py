@@ -375,3 +375,15 @@ def test_build_commands_never_see_the_portals_secrets() -> None:
         "NO_COLOR": "1",
         "UV_NO_PROGRESS": "1",
     }
+
+
+def test_a_builds_commands_get_a_home_of_their_own_and_keep_uvs_cache() -> None:
+    host = {"PATH": "/usr/bin", "HOME": "/home/plinth", "DATABASE_URL": "postgres://secret"}
+
+    env = builder.build_process_env(host, home=Path("/data/environments/.home"))
+
+    assert env["HOME"] == "/data/environments/.home"  # not the worker's (~/.netrc, ~/.pgpass)
+    assert env["UV_CACHE_DIR"] == "/home/plinth/.cache/uv"
+    assert "DATABASE_URL" not in env
+    given = builder.build_process_env({**host, "UV_CACHE_DIR": "/cache"}, home=Path("/h"))
+    assert given["UV_CACHE_DIR"] == "/cache"
