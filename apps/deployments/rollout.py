@@ -158,11 +158,7 @@ def rollback(actor: Any, deployment: Deployment) -> Revision:
                 f"{who} rolled back: revision {canary.number} (version {canary.version}) left its canary; "
                 f"revision {stable.number} (version {stable.version}) serves 100 %."
             )
-            _event(locked, canary, RolloutStep.ROLLED_BACK, message, actor=actor)
-            _audit(actor, AuditVerb.DEPLOYMENT_ROLLBACK, locked, stable, reason=message, left=canary.number)
-            _update_status(locked)
-            enqueue_reconcile(locked.pk)
-            return stable
+            return _rolled_back(locked, actor, message, on=canary, to=stable, left=canary.number)
         current = stable or serving[0]
         if any(r.status == RevisionStatus.STARTING and _is_rollback(r) for r in revisions):
             raise Conflict("A rollback is already starting: wait for its pre-flight.")
@@ -183,21 +179,25 @@ def rollback(actor: Any, deployment: Deployment) -> Revision:
                 f"{who} rolled back to revision {previous.number} (version {previous.version}), warm: it serves "
                 f"100 % now; revision {current.number} (version {current.version}) is retired."
             )
-            _event(locked, previous, RolloutStep.ROLLED_BACK, message, actor=actor)
-            _audit(actor, AuditVerb.DEPLOYMENT_ROLLBACK, locked, previous, reason=message, left=current.number)
-            _update_status(locked)
-            enqueue_reconcile(locked.pk)
-            return previous
+            return _rolled_back(locked, actor, message, on=previous, to=previous, left=current.number)
         made = _new_revision(locked, previous.version, previous.run_id, actor)
         message = (
             f"{who} rolled back to version {previous.version}: revision {made.number} starts and takes 100 % "
             f"once its pre-flight passes; revision {current.number} serves until then."
         )
-        _event(locked, made, RolloutStep.ROLLED_BACK, message, actor=actor)
-        _audit(actor, AuditVerb.DEPLOYMENT_ROLLBACK, locked, made, reason=message, left=current.number)
-        _update_status(locked)
-        enqueue_reconcile(locked.pk)
-        return made
+        return _rolled_back(locked, actor, message, on=made, to=made, left=current.number)
+
+
+def _rolled_back(locked: Deployment, actor: Any, message: str, *, on: Revision, to: Revision, left: int) -> Revision:
+    """Record a manual rollback (inside its locked transaction): the timeline event on `on`,
+    the audit event naming `to` (the revision that serves, or will) and `left` (the number
+    of the one that left), the deployment's status, and a reconcile pass after commit.
+    Returns `to`."""
+    _event(locked, on, RolloutStep.ROLLED_BACK, message, actor=actor)
+    _audit(actor, AuditVerb.DEPLOYMENT_ROLLBACK, locked, to, reason=message, left=left)
+    _update_status(locked)
+    enqueue_reconcile(locked.pk)
+    return to
 
 
 def rollback_target(revisions: list[Revision]) -> Revision | None:
