@@ -34,26 +34,21 @@ def setup(data_dir: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def bench_sweep_submission() -> list[tuple[str, str]]:
-    from django.conf import settings
-    from django.db import connection
-
+def sweep_world() -> tuple[Any, Any, Any, list[tuple[Any, tuple[Any, ...]]]]:
+    """A member, a kubernetes project and a template; MLflow and the broker stubbed (the
+    tasks the services queue are collected in the returned list instead)."""
     from apps.accounts.models import Membership, Team, User
-    from apps.compute.k8s import KubeGateway, KubernetesBackend, RateLimiter
     from apps.launches import services as launch_services
-    from apps.launches import sweeps, tasks
-    from apps.launches.models import Launch, Status
+    from apps.launches import sweeps, workloads
     from apps.launches.services import create_template
     from apps.projects.models import Backend, ExperimentState, Project
     from apps.tracking.gateway import MlflowGateway
-    from tests.compute.kmock_server import Emulator
 
-    # MLflow and the broker are out of scope: stub them.
     MlflowGateway.create_run = lambda self, *a, **k: uuid.uuid4().hex  # type: ignore[method-assign]
     MlflowGateway.set_tag = lambda self, *a, **k: None  # type: ignore[method-assign]
     MlflowGateway.end_run = lambda self, *a, **k: None  # type: ignore[method-assign]
     queued: list[tuple[Any, tuple[Any, ...]]] = []
-    for module in (launch_services, sweeps):
+    for module in (launch_services, sweeps, workloads):
         module.enqueue_on_commit = lambda task, *args: queued.append((task, args))  # type: ignore[attr-defined]
 
     root = User.objects.create_user("root", password="x", is_platform_admin=True)
@@ -81,7 +76,19 @@ def bench_sweep_submission() -> list[tuple[str, str]]:
         max_resources={"cpu": "2", "memory": "4Gi", "gpus": 0},
         backends=["kubernetes"],
     )
+    return ada, project, template, queued
 
+
+def bench_sweep_submission() -> list[tuple[str, str]]:
+    from django.conf import settings
+    from django.db import connection
+
+    from apps.compute.k8s import KubeGateway, KubernetesBackend, RateLimiter
+    from apps.launches import sweeps, tasks
+    from apps.launches.models import Launch, Status
+    from tests.compute.kmock_server import Emulator
+
+    ada, project, template, queued = sweep_world()
     emulator = Emulator()
     limiter = RateLimiter(settings.PLINTH_KUBE_QPS)
     gateway = KubeGateway(api_client=emulator.api_client(), limiter=limiter)

@@ -14,59 +14,13 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.bench import setup
+from tests.bench import setup, sweep_world
 
 TRIALS = int(os.environ.get("PLINTH_BENCH_SWEEP_TRIALS", "1000"))
 WORKERS = int(os.environ.get("PLINTH_BENCH_WORKERS", "8"))
-
-
-def _world() -> tuple[Any, Any, Any, list[tuple[Any, tuple[Any, ...]]]]:
-    """A member, a kubernetes project and a template; MLflow and the broker stubbed (the
-    tasks the services queue are collected in the returned list instead)."""
-    from apps.accounts.models import Membership, Team, User
-    from apps.launches import services as launch_services
-    from apps.launches import sweeps, workloads
-    from apps.launches.services import create_template
-    from apps.projects.models import Backend, ExperimentState, Project
-    from apps.tracking.gateway import MlflowGateway
-
-    MlflowGateway.create_run = lambda self, *a, **k: uuid.uuid4().hex  # type: ignore[method-assign]
-    MlflowGateway.set_tag = lambda self, *a, **k: None  # type: ignore[method-assign]
-    MlflowGateway.end_run = lambda self, *a, **k: None  # type: ignore[method-assign]
-    queued: list[tuple[Any, tuple[Any, ...]]] = []
-    for module in (launch_services, sweeps, workloads):
-        module.enqueue_on_commit = lambda task, *args: queued.append((task, args))  # type: ignore[attr-defined]
-
-    root = User.objects.create_user("root", password="x", is_platform_admin=True)
-    ada = User.objects.create_user("ada", password="x")
-    team = Team.objects.create(slug="bench", name="Bench", gpu_budget=0)
-    Membership.objects.create(team=team, user=ada, role="member")
-    project = Project.objects.create(
-        team=team,
-        slug="bench",
-        name="Bench",
-        backend=Backend.KUBERNETES,
-        namespace="plinth-bench-bench",
-        mlflow_experiment_name="bench/bench",
-        mlflow_experiment_id="1",
-        mlflow_state=ExperimentState.LINKED,
-    )
-    template = create_template(
-        root,
-        None,
-        slug="train",
-        name="train",
-        image="python:3.11-slim",
-        command=["python", "train.py"],
-        parameters={"lr": {"type": "float", "default": 0.01, "min": 1e-6, "max": 1.0}},
-        max_resources={"cpu": "2", "memory": "4Gi", "gpus": 0},
-        backends=["kubernetes"],
-    )
-    return ada, project, template, queued
 
 
 def _run(indexed: bool, ada: Any, project: Any, template: Any, queued: list[Any]) -> dict[str, Any]:
@@ -154,7 +108,7 @@ def _run(indexed: bool, ada: Any, project: Any, template: Any, queued: list[Any]
 def bench_one_job_vs_indexed() -> list[tuple[str, str, str]]:
     from django.conf import settings
 
-    ada, project, template, queued = _world()
+    ada, project, template, queued = sweep_world()
     each = _run(False, ada, project, template, queued)
     indexed = _run(True, ada, project, template, queued)
 
