@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 from tests.bench import print_table, setup
+from tests.mlflow_process import running_mlflow_server
 
 ROLLOUTS = int(os.environ.get("PLINTH_BENCH_ROLLOUTS", "3"))
 DEADLINE = 300.0  # seconds one rollout may take before the benchmark gives up
@@ -37,55 +34,6 @@ DEADLINE = 300.0  # seconds one rollout may take before the benchmark gives up
 
 def progress(message: str) -> None:
     print(f"[bench_rollout] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """`mlflow server` on a SQLite store under `root`; yields its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "mlflow.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start: " + (root / "mlflow.log").read_text()[-2000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def register_versions(url: str, name: str, count: int) -> str:
@@ -226,7 +174,7 @@ def run(url: str, data_dir: str) -> list[tuple[str, str]]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="plinth-bench-rollout-") as data_dir:
         setup(data_dir)
-        with mlflow_server(Path(data_dir)) as url:
+        with running_mlflow_server(Path(data_dir)) as url:
             rows = run(url, data_dir)
         print_table(
             f"Rollout: promotion approved → new version serves 100 % (0-minute canary, local backend, "

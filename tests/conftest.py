@@ -8,13 +8,7 @@ root  platform admin (no team)
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +18,7 @@ from rest_framework.test import APIClient
 from apps.access.roles import Role
 from apps.accounts.models import Membership, Team, User
 from apps.projects.models import Project
+from tests.mlflow_process import free_port, running_mlflow_server
 
 PASSWORD = "correct-horse-battery"
 # A port nothing listens on: by default every test sees MLflow as down, deterministically.
@@ -168,10 +163,7 @@ def api_for(user: User | None) -> APIClient:
 
 
 # --- a real MLflow tracking server, started once per test session ----------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_free_port = free_port  # what tests import from here
 
 
 # The SQLAlchemy URL of each test server's backend store, by server URL (for the tests of
@@ -183,52 +175,9 @@ MLFLOW_STORES: dict[str, str] = {}
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` on a fresh SQLite store; yields its URL (its store: MLFLOW_STORES)."""
     root_dir = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    log = open(root_dir / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root_dir / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root_dir / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=dict(os.environ),
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            raise RuntimeError("mlflow server did not start:\n" + (root_dir / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    MLFLOW_STORES[url] = f"sqlite:///{root_dir / 'mlflow.db'}"
-    try:
+    with running_mlflow_server(root_dir) as url:
+        MLFLOW_STORES[url] = f"sqlite:///{root_dir / 'mlflow.db'}"
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture
