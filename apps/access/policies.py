@@ -9,7 +9,7 @@ from typing import Any
 from apps.access.querysets import is_platform_admin as is_platform_admin
 from apps.access.querysets import is_signed_in as is_signed_in
 from apps.access.roles import RANK, Action, Role, role_allows
-from apps.accounts.models import User
+from apps.accounts.models import Team, User
 
 
 def team_role(user: Any, team: Any) -> str | None:
@@ -55,14 +55,18 @@ def can_set_role(actor: Any, team: Any, target_user: Any, new_role: str) -> bool
     return True
 
 
+def leads_a_team(user: Any) -> bool:
+    """Whether `user` leads at least one team (platform admins: whether any team exists,
+    as they may manage every one). One query; False for anonymous and deactivated users."""
+    return Team.objects.for_user(user, Action.MANAGE).exists()
+
+
 def can_view_audit(user: Any, team: Any | None = None) -> bool:
     """Platform admins see the whole audit log; leads see their teams' events."""
     if is_platform_admin(user):
         return True
     if team is None:
-        return bool(getattr(user, "is_authenticated", False)) and any(
-            role == Role.LEAD for role in user.team_roles().values()
-        )
+        return is_signed_in(user) and any(role == Role.LEAD for role in user.team_roles().values())
     return can_manage_team(user, team)
 
 
@@ -108,3 +112,30 @@ def can_manage_environment(user: Any, env_or_team: Any) -> bool:
     if team is None:
         return is_platform_admin(user)
     return can_manage_team(user, team)
+
+
+def can_define_environment(user: Any) -> bool:
+    """Whether `user` may define an environment at all (the pages' "Define" entry and the
+    form): platform admins (platform-wide or any team's) and leads of a team (their teams'
+    own). Which team a definition may go to is `can_manage_environment`'s answer."""
+    return is_platform_admin(user) or leads_a_team(user)
+
+
+def can_manage_templates(user: Any, team: Any | None) -> bool:
+    """Creating and changing launch templates: a team's leads (and platform admins) for the
+    team's own (`team` a Team), platform admins alone for the global ones (`team` None)."""
+    return is_platform_admin(user) if team is None else can_manage_team(user, team)
+
+
+def can_report_usage(user: Any) -> bool:
+    """GPU usage reports (the page, its CSV and the API) are for team leads, about the
+    teams they lead, and platform admins, about every team. Which team a report may be
+    narrowed to is a lookup of the team with MANAGE (404 unseen, 403 not led)."""
+    return is_platform_admin(user) or leads_a_team(user)
+
+
+def can_attach_experiment(user: Any) -> bool:
+    """Linking a project to an MLflow experiment that already exists (outside Plinth, or
+    one a deleted experiment's project is re-linked to), on creation or afterwards: platform
+    admins only, as it shows the project's members every run in it. A lead gets a new one."""
+    return is_platform_admin(user)

@@ -32,7 +32,7 @@ from apps.accounts.models import ApiToken, Membership, Team
 from apps.core.filters import FilteredListMixin
 from apps.core.middleware import client_ip
 from apps.core.pages import paginate, run_service
-from apps.core.partials import fragment_for, render_fragment
+from apps.core.partials import FragmentMixin, fragment_for, render_fragment
 from apps.core.timezones import COOKIE as TZ_COOKIE
 from apps.core.timezones import valid_zone
 from apps.deployments.lookups import attention_items as deployment_attention
@@ -215,21 +215,19 @@ class TeamCreateView(PlatformAdminMixin, View):
         return render(request, self.template_name, {"form": form}, status=status)
 
 
-class TeamDetailView(ObjectAccessMixin, TemplateView):
-    """Members and roles (editable by leads), projects, budget."""
+class TeamDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
+    """Members and roles (editable by leads), projects, budget. The members table is a
+    fragment (`#members`), which the member forms swap."""
 
     template_name = "accounts/team_detail.html"
     lookup = get_team_for_user
-
-    def get_template_names(self) -> list[str]:
-        if getattr(self.request, "htmx", False):
-            return [f"{self.template_name}#members"]
-        return [self.template_name]
+    fragments = ("members",)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.update(team_context(self.request, self.object))
         context.setdefault("add_form", AddMemberForm())
+        context["oob"] = fragment_for(self.request, self.fragments) is not None
         return context
 
 
@@ -252,7 +250,8 @@ def _render_members(request: HttpRequest, team: Team, status: int = 200, **extra
     context = team_context(request, team)
     context.setdefault("add_form", AddMemberForm())
     context.update(extra)
-    if fragment_for(request, ("members",)):  # the member forms swap #members
+    if fragment_for(request, TeamDetailView.fragments):  # the member forms swap #members
+        context["oob"] = True  # the messages come with the fragment, out of band
         return render_fragment(request, "accounts/team_detail.html", "members", context, status=status)
     return render(request, "accounts/team_detail.html", context, status=status)
 

@@ -65,14 +65,21 @@ def run_action(
     success: str | Callable[[T], str],
     then: str,
     respond: Callable[[T], HttpResponse] | None = None,
+    conflict_message: str | None = None,
 ) -> HttpResponse:
     """An action without a form (cancel, restore, approve): call the service; on success
     say `success` and redirect to `then` (post/redirect/get; `respond` answers instead,
     e.g. an htmx fragment); on a ServiceError answer the error page with its status and
-    reason, whose way back is `then` (for htmx: the reason as a message)."""
+    reason, whose way back is `then` (for htmx: the reason as a message). With
+    `conflict_message`, a 409 (the object's state does not allow it now) is no error page:
+    it is said as an error message, `conflict_message` followed by the reason, on the page
+    `then` (post/redirect/get, like a success)."""
     try:
         done = call()
     except ServiceError as exc:
+        if conflict_message is not None and exc.status_code == 409:
+            messages.error(request, f"{conflict_message}{exc.message}")
+            return redirect(then)
         return error_response(request, exc.status_code, exc.message, back=then, exception=exc)
     messages.success(request, success(done) if callable(success) else success)
     return respond(done) if respond is not None else redirect(then)

@@ -28,9 +28,9 @@ from apps.access.lookups import get_project_by_slug_for_user
 from apps.access.mixins import ObjectAccessMixin
 from apps.access.policies import actor_of, can
 from apps.access.roles import Action
-from apps.core.errors import Conflict, ServiceError
+from apps.core.errors import ServiceError
 from apps.core.filters import FilteredListMixin
-from apps.core.pages import error_response, paginate, run_action, run_service
+from apps.core.pages import paginate, run_action, run_service
 from apps.core.partials import FragmentMixin, fragment_for, render_fragment, stop_polling
 from apps.deployments import services
 from apps.deployments.charts import metric_figures
@@ -512,19 +512,16 @@ class DeploymentRollbackView(ObjectAccessMixin, View):
         deployment being deleted) comes back to the deployment page as an error message
         (post/redirect/get) rather than an error page."""
         deployment: Deployment = self.object
-        try:
-            back = services.rollback_deployment(actor_of(request), deployment)
-        except Conflict as exc:
-            messages.error(request, f"Not rolled back: {exc.message}")
-            return redirect(_detail_url(deployment))
-        except ServiceError as exc:
-            return error_response(request, exc.status_code, exc.message, back=_detail_url(deployment), exception=exc)
-        messages.success(
+        return run_action(
             request,
-            f"Rolled back: version {back.version} takes 100 % of the traffic"
-            + (" now." if back.status == RevisionStatus.SERVING else " once its pre-flight passes."),
+            lambda: services.rollback_deployment(actor_of(request), deployment),
+            success=lambda back: (
+                f"Rolled back: version {back.version} takes 100 % of the traffic"
+                + (" now." if back.status == RevisionStatus.SERVING else " once its pre-flight passes.")
+            ),
+            then=_detail_url(deployment),
+            conflict_message="Not rolled back: ",
         )
-        return redirect(_detail_url(deployment))
 
 
 def try_deployment(deployment: Deployment, body_text: str) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from django.views import View
 from django.views.generic import TemplateView
 
 from apps.access.mixins import ObjectAccessMixin
-from apps.access.policies import actor_of, can_manage_environment, is_platform_admin
+from apps.access.policies import actor_of, can_define_environment, can_manage_environment, is_platform_admin
 from apps.access.roles import Action
 from apps.accounts.models import Team
-from apps.core.filters import FilteredListMixin
+from apps.core.filters import FilteredListMixin, errors_text
 from apps.core.pages import error_response, paginate, run_action, run_service
 from apps.core.partials import FragmentMixin, fragment_for
 from apps.environments import services
@@ -42,11 +42,6 @@ def detail_url(env: Environment) -> str:
 def managed_teams(user: Any) -> list[Team]:
     """The teams whose environments `user` manages (leads; every team for platform admins)."""
     return list(Team.objects.for_user(user, Action.MANAGE).order_by("slug"))
-
-
-def may_define(user: Any) -> bool:
-    """Whether `user` may define any environment (platform admins; leads of a team)."""
-    return is_platform_admin(user) or Team.objects.for_user(user, Action.MANAGE).exists()
 
 
 class EnvironmentListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
@@ -72,7 +67,7 @@ class EnvironmentListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
                 }
                 for env in page.object_list
             ],
-            can_create=may_define(self.request.user),
+            can_create=can_define_environment(self.request.user),
         )
         return context
 
@@ -85,8 +80,8 @@ class EnvironmentCreateView(LoginRequiredMixin, View):
 
     def _form(self, request: HttpRequest, data: Any = None) -> EnvironmentCreateForm:
         teams = [(t.slug, f"{t.slug} — {t.name}") for t in managed_teams(request.user)]
-        platform = is_platform_admin(request.user)
-        if not teams and not platform:
+        platform = can_manage_environment(request.user, None)  # the platform-wide ones
+        if not teams and not platform:  # can_define_environment, without asking twice
             raise PermissionDenied("Platform admins and team leads define environments.")
         return EnvironmentCreateForm(data, teams=teams, platform=platform, initial={"extends_portal": True})
 
@@ -233,8 +228,7 @@ class EnvironmentChangeView(ObjectAccessMixin, View):
         env: Environment = self.object
         form = EnvironmentChangeForm(request.POST, replacements=replacements_for(env))
         if not form.is_valid():
-            errors = "; ".join(f"{field}: {' '.join(str(t) for t in texts)}" for field, texts in form.errors.items())
-            return error_response(request, 400, f"That could not be read ({errors}).", back=detail_url(env))
+            return error_response(request, 400, f"That could not be read ({errors_text(form)}).", back=detail_url(env))
         data = form.cleaned_data
         action = data["action"]
         changes: dict[str, Any]

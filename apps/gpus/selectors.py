@@ -103,14 +103,14 @@ def idle_findings(user: Any, include_history: bool = False, now: datetime | None
 
 def usage_teams(user: Any, team_slug: str = "") -> tuple[Any, Team | None]:
     """Whose usage `user` may report on: (None = every team, for platform admins; else the
-    teams they lead), narrowed to `team_slug` when given (404 unseen, 403 not led)."""
+    teams they lead), narrowed to `team_slug` when given (404 unseen, 403 not led).
+    PermissionDenied (403) for anyone else (policies.can_report_usage)."""
     team = get_team_for_user(user, team_slug, Action.MANAGE) if team_slug else None
     if policies.is_platform_admin(user):
         return None, team
-    led = Team.objects.for_user(user, Action.MANAGE)
-    if team is None and not led.exists():
+    if team is None and not policies.can_report_usage(user):
         raise PermissionDenied("GPU usage reports are for team leads and platform admins.")
-    return led, team
+    return Team.objects.for_user(user, Action.MANAGE), team
 
 
 @dataclass

@@ -197,7 +197,7 @@ def create_project(
     `attach_existing` (platform admins only, else 403) links the existing experiment of that
     name instead; the decision is part of the audited `project.created` event. Raises
     InvalidInput (400), NotAllowed (403), Conflict (409: budget, experiment)."""
-    if attach_existing and not policies.is_platform_admin(actor):
+    if attach_existing and not policies.can_attach_experiment(actor):
         raise NotAllowed("Only platform admins attach an MLflow experiment that already exists; a lead gets a new one.")
     experiment = (mlflow_experiment or Project.default_experiment(team.slug, slug)).strip()
     if policies.can_manage_team(actor, team) and slug and not Project.objects.filter(team=team, slug=slug).exists():
@@ -673,7 +673,7 @@ def attach_experiment(actor: User, project: Project, experiment: str) -> Project
     is down. Audited as `project.experiment_attached`; repeating it is a no-op."""
     from apps.tracking.gateway import gateway
 
-    if not policies.is_platform_admin(actor):
+    if not policies.can_attach_experiment(actor):
         raise NotAllowed("Only platform admins attach an existing MLflow experiment to a project.")
     wanted = (experiment or "").strip()
     if not wanted:

@@ -22,6 +22,7 @@ from apps.access.roles import Action
 from apps.accounts.models import Team
 from apps.core.filters import FilteredListMixin
 from apps.core.pages import paginate, run_service
+from apps.core.partials import FragmentMixin, fragment_for
 from apps.projects import services
 from apps.projects.filters import ProjectFilter
 from apps.projects.forms import ExperimentAttachForm, ExperimentReplaceForm, ProjectCreateForm, ProjectEditForm
@@ -39,7 +40,7 @@ class ProjectListView(LoginRequiredMixin, FilteredListMixin, TemplateView):
         projects = Project.objects.for_user(user, Action.VIEW).select_related("team").order_by("team__slug", "slug")
         context.update(
             page=paginate(self.request, self.filtered(projects)),
-            can_create=Team.objects.for_user(user, Action.MANAGE).exists(),
+            can_create=policies.leads_a_team(user),  # leads and platform admins create projects
         )
         return context
 
@@ -56,12 +57,12 @@ class ProjectCreateView(LoginRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         teams = self.teams(request)
         initial = {"team": request.GET.get("team")} if request.GET.get("team") else {}
-        form = ProjectCreateForm(teams=teams, initial=initial, is_admin=policies.is_platform_admin(request.user))
+        form = ProjectCreateForm(teams=teams, initial=initial, is_admin=policies.can_attach_experiment(request.user))
         return render(request, self.template_name, {"form": form})
 
     def post(self, request: HttpRequest) -> HttpResponse:
         form = ProjectCreateForm(
-            request.POST, teams=self.teams(request), is_admin=policies.is_platform_admin(request.user)
+            request.POST, teams=self.teams(request), is_admin=policies.can_attach_experiment(request.user)
         )
         status = 400
         if form.is_valid():
@@ -87,29 +88,39 @@ class ProjectCreateView(LoginRequiredMixin, View):
         return render(request, self.template_name, {"form": form}, status=status)
 
 
-class ProjectDetailView(ObjectAccessMixin, TemplateView):
+class ProjectDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
+    """The project: settings, its MLflow experiment, access in the cluster and MLflow, and
+    the lead's edit form. The access card is a fragment (`#access`): its "Check the cluster
+    now" (`?check=1`, leads and admins) swaps it, compared with the cluster read now."""
+
     template_name = "projects/detail.html"
     lookup = get_project_by_slug_for_user
     lookup_kwargs = ("team", "slug")
+    fragments = ("access",)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         project: Project = self.object
         team = project.team
-        siblings = sum(team.projects.exclude(pk=project.pk).values_list("gpu_quota", flat=True))
         can_manage = policies.can_manage_team(self.request.user, team)
         context.update(
             project=project,
             team=team,
             can_manage=can_manage,
+            # `?check=1`: "Check the cluster now", as the fragment or the whole page.
+            **access_context(self.request, project, live=can_manage and self.request.GET.get("check") == "1"),
+        )
+        if fragment_for(self.request, self.fragments) is not None:
+            return context  # the access card alone
+        siblings = sum(team.projects.exclude(pk=project.pk).values_list("gpu_quota", flat=True))
+        context.update(
             quota_headroom=max(team.gpu_budget - siblings, 0),
             mlflow_url=gateway().experiment_url(project.mlflow_experiment_id) if project.mlflow_experiment_id else "",
-            can_attach=policies.is_platform_admin(self.request.user) and project.mlflow_state != ExperimentState.LINKED,
+            can_attach=policies.can_attach_experiment(self.request.user)
+            and project.mlflow_state != ExperimentState.LINKED,
             attach_form=ExperimentAttachForm(),
             replace_form=ExperimentReplaceForm(),
             **experiment_context(self.request, project, live=True),
-            # `?check=1`: the access fragment's "Check the cluster now", without htmx.
-            **access_context(self.request, project, live=can_manage and self.request.GET.get("check") == "1"),
             edit_form=ProjectEditForm(
                 initial={
                     "name": project.name,
@@ -171,7 +182,7 @@ class ExperimentAttachView(ObjectAccessMixin, View):
 
     def post(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
         project: Project = self.object
-        if not policies.is_platform_admin(request.user):
+        if not policies.can_attach_experiment(request.user):  # 403 before a form error tells anything
             raise PermissionDenied("Only platform admins attach an existing MLflow experiment.")
         form = ExperimentAttachForm(request.POST)
         status = 400
@@ -215,7 +226,7 @@ def experiment_context(request: HttpRequest, project: Project, *, live: bool = F
         "experiment_deleted": experiment_deleted_sentence(project) if deleted else "",
         "can_restore": deleted and policies.can(user, Action.LAUNCH, project.team),
         "can_replace": deleted and policies.can_manage_team(user, project.team),
-        "can_relink": deleted and policies.is_platform_admin(user),
+        "can_relink": deleted and policies.can_attach_experiment(user),
     }
 
 
@@ -300,27 +311,14 @@ def access_context(request: HttpRequest, project: Project, *, live: bool = False
     return context
 
 
-class ProjectAccessView(ObjectAccessMixin, TemplateView):
-    """The project page's access fragment (htmx): sync state of the cluster and MLflow;
-    `?check=1` (leads, admins) compares with the cluster now and lists any drift, which
-    the next reconciler pass repairs."""
+class ProjectAccessView(ObjectAccessMixin, View):
+    """The address the project page's access card once had: the project page, at that
+    card (`?check=1` kept). Unseen projects are 404 as everywhere."""
 
-    template_name = "projects/detail.html#access"
     lookup = get_project_by_slug_for_user
     lookup_kwargs = ("team", "slug")
 
-    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not getattr(request, "htmx", False):  # a plain visit: the whole project page
-            page = reverse("projects:detail", kwargs={"team": kwargs["team"], "slug": kwargs["slug"]})
-            query = "?check=1" if request.GET.get("check") == "1" else ""
-            return redirect(f"{page}{query}#access")
-        return super().get(request, *args, **kwargs)
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        project: Project = self.object
-        can_manage = policies.can_manage_team(self.request.user, project.team)
-        live = can_manage and self.request.GET.get("check") == "1"
-        context.update(project=project, team=project.team, can_manage=can_manage)
-        context.update(access_context(self.request, project, live=live))
-        return context
+    def get(self, request: HttpRequest, team: str, slug: str) -> HttpResponse:
+        page = reverse("projects:detail", kwargs={"team": team, "slug": slug})
+        query = "?check=1" if request.GET.get("check") == "1" else ""
+        return redirect(f"{page}{query}#access")

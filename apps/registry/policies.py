@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.access.policies import can, is_platform_admin, team_role
+from apps.access.policies import can, is_platform_admin, is_signed_in, team_role
 from apps.access.roles import Action, Role
 from apps.accounts.models import Membership, User
 from apps.projects.models import Project
@@ -119,7 +119,7 @@ def can_emergency_rollback(user: Any, project: Project) -> bool:
 def awaiting_decision(user: Any) -> QuerySet[PromotionRequest]:
     """The pending, unexpired requests `user` may decide, other than their own: the
     inbox. The same rule as is_eligible_approver, as one query."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not is_signed_in(user):
         return PromotionRequest.objects.none()
     pending = PromotionRequest.objects.filter(status=Status.PENDING, expires_at__gt=timezone.now()).exclude(
         requested_by=user

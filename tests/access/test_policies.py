@@ -1,17 +1,21 @@
 """Named rules and lookups of apps.access that pages call instead of deciding inline, one
 test per clause: API tokens (the account page and the console), the wording of a 404, GPU
-usage outside Plinth's projects, and the pages a policy opens."""
+usage outside Plinth's projects, defining environments, managing templates, usage reports,
+attaching an existing MLflow experiment, and the pages a policy opens."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
 
 from apps.access import policies
+from apps.access.roles import Role
 from apps.accounts import services as account_services
-from apps.accounts.models import ApiToken, User
+from apps.accounts.models import ApiToken, Membership, Team, User
 from apps.projects.models import Project
-from tests.conftest import api_for, client_for
+from tests.conftest import api_for, client_for, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +88,89 @@ def test_the_audit_log_is_opened_by_its_policy_for_the_page_and_the_api(
 def test_the_console_navigation_offers_admin_links_to_platform_admins_only(lin: User, root: User) -> None:
     assert "Django admin" in client_for(root).get("/console/").content.decode()
     assert "Django admin" not in client_for(lin).get("/console/").content.decode()
+
+
+@pytest.fixture
+def olga(other_team: Team) -> User:
+    """A lead, of another team than demo."""
+    user = make_user("olga")
+    Membership.objects.create(team=other_team, user=user, role=Role.LEAD)
+    return user
+
+
+def deactivated(user: User) -> User:
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    return user
+
+
+@pytest.mark.parametrize(
+    ("who", "allowed"), [("root", True), ("lin", True), ("olga", True), ("ada", False), ("vic", False), ("omar", False)]
+)
+def test_admins_and_leads_of_any_team_define_environments_and_read_usage_reports(
+    who: str, allowed: bool, people: dict[str, User], olga: User
+) -> None:
+    user = {**people, "olga": olga}[who]
+    assert policies.can_define_environment(user) is allowed
+    assert policies.can_report_usage(user) is allowed
+    assert policies.leads_a_team(user) is allowed
+
+
+@pytest.mark.parametrize("who", ["root", "lin"])
+def test_nobody_signed_out_or_deactivated_defines_environments_or_reads_usage(
+    who: str, people: dict[str, User]
+) -> None:
+    for user in (AnonymousUser(), deactivated(people[who])):
+        assert policies.can_define_environment(user) is False
+        assert policies.can_report_usage(user) is False
+        assert policies.leads_a_team(user) is False
+
+
+def test_leading_a_team_is_asked_in_one_query_and_a_platform_admin_in_none(
+    lin: User, ada: User, root: User, django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(1):
+        assert policies.can_report_usage(lin) is True
+    with django_assert_num_queries(1):
+        assert policies.can_define_environment(ada) is False
+    with django_assert_num_queries(0):
+        assert policies.can_report_usage(root) is True
+
+
+@pytest.mark.parametrize(
+    ("who", "own_team", "global_ones"),
+    [("root", True, True), ("lin", True, False), ("olga", False, False), ("ada", False, False), ("vic", False, False)],
+)
+def test_leads_manage_their_teams_templates_and_platform_admins_also_the_global_ones(
+    who: str, own_team: bool, global_ones: bool, people: dict[str, User], olga: User, team: Team
+) -> None:
+    user = {**people, "olga": olga}[who]
+    assert policies.can_manage_templates(user, team) is own_team
+    assert policies.can_manage_templates(user, None) is global_ones
+
+
+def test_nobody_deactivated_manages_templates(lin: User, root: User, team: Team) -> None:
+    assert policies.can_manage_templates(AnonymousUser(), team) is False
+    assert policies.can_manage_templates(deactivated(lin), team) is False
+    assert policies.can_manage_templates(deactivated(root), None) is False
+
+
+def test_only_platform_admins_attach_an_existing_experiment(people: dict[str, User]) -> None:
+    assert policies.can_attach_experiment(people["root"]) is True
+    for who in ("lin", "ada", "vic", "omar"):
+        assert policies.can_attach_experiment(people[who]) is False, who
+    assert policies.can_attach_experiment(AnonymousUser()) is False
+    assert policies.can_attach_experiment(deactivated(people["root"])) is False
+
+
+def test_a_lead_posting_the_attach_form_is_refused_before_the_form_is_read(lin: User, project: Project) -> None:
+    # Empty: were the form read first, this would be a 400 naming the missing field.
+    response = client_for(lin).post(f"/projects/{project.team.slug}/{project.slug}/attach-experiment/", {})
+    assert response.status_code == 403
+
+
+def test_a_deactivated_lead_opens_no_audit_log(lin: User, team: Team) -> None:
+    assert policies.can_view_audit(lin) is True
+    lin = deactivated(lin)
+    assert policies.can_view_audit(lin) is False
+    assert policies.can_view_audit(lin, team) is False

@@ -186,3 +186,26 @@ def test_demoting_the_last_lead_on_the_page_says_why_once(lin: User, team: Team)
     page = response.content.decode()
     assert response.status_code == 409 and page.count("lin is the last lead of demo") == 1, page
     assert membership(team, lin).role == Role.LEAD
+
+
+def test_the_members_table_is_the_team_pages_fragment_and_brings_the_messages_out_of_band(
+    lin: User, team: Team
+) -> None:
+    client = client_for(lin)
+    fragment = client.get("/teams/demo/", headers={"HX-Request": "true", "HX-Target": "members"})
+    body = fragment.content.decode()
+    assert fragment.status_code == 200 and "HX-Target" in fragment["Vary"]
+    assert body.lstrip().startswith('<section class="card" id="members"') and "<html" not in body
+    assert 'id="messages" aria-live="polite" hx-swap-oob="true"' in body
+    make_user("newcomer")
+    added = client.post(
+        "/teams/demo/members/",
+        {"username": "newcomer", "role": "viewer"},
+        headers={"HX-Request": "true", "HX-Target": "members"},
+    ).content.decode()
+    assert 'data-member="newcomer"' in added and "<html" not in added
+    assert "Added newcomer as viewer." in added.split('id="messages"', 1)[1]
+    # Any other htmx target, or none, is the whole page, with nothing out of band.
+    for headers in ({}, {"HX-Request": "true"}, {"HX-Request": "true", "HX-Target": "elsewhere"}):
+        page = client.get("/teams/demo/", headers=headers).content.decode()
+        assert "<html" in page and "hx-swap-oob" not in page, headers

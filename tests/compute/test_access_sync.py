@@ -271,19 +271,19 @@ def test_the_project_page_shows_drift_before_the_next_pass_repairs_it(
     monkeypatch.setattr(sync, "cluster_api", lambda: fake)
     sync.sync_project(kproject.pk)
     fake.edit("ResourceQuota", NS, "plinth-gpu-quota", {"spec": {"hard": {"requests.nvidia.com/gpu": "64"}}})
-    fragment = client_for(lin).get("/projects/demo/demo/access/?check=1", HTTP_HX_REQUEST="true")
+    fragment = client_for(lin).get("/projects/demo/demo/?check=1", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="access")
     assert fragment.status_code == 200
     body = fragment.content.decode()
     assert body.lstrip().startswith('<section class="card" id="access"')
     assert "The cluster differs from Plinth" in body and "plinth-gpu-quota" in body
     # A viewer sees the recorded state, but cannot make the page read the cluster.
-    as_viewer = client_for(vic).get("/projects/demo/demo/access/?check=1", HTTP_HX_REQUEST="true")
+    as_viewer = client_for(vic).get("/projects/demo/demo/?check=1", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="access")
     assert as_viewer.status_code == 200 and 'id="access"' in as_viewer.content.decode()
     assert "The cluster differs" not in as_viewer.content.decode()
     # Without htmx, the same check is on the project page itself.
     assert "The cluster differs" in client_for(lin).get("/projects/demo/demo/?check=1").content.decode()
     sync.sync_project(kproject.pk)
-    again = client_for(lin).get("/projects/demo/demo/access/?check=1", HTTP_HX_REQUEST="true")
+    again = client_for(lin).get("/projects/demo/demo/?check=1", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="access")
     assert "The cluster matches Plinth" in again.content.decode()
     page = client_for(lin).get("/projects/demo/demo/").content.decode()
     assert "Drift repaired" in page

@@ -91,8 +91,8 @@ MATRIX: dict[str, Route] = {
     ),
     # The audit log's CSV: who may read the log (leads: their teams' events).
     "audit-export": route(NONE, Op("GET", "lin", too_weak="ada", outsider=403)),
-    # The project page's access fragment: anyone who sees the project (htmx gets the
-    # fragment; a plain visit is sent to the project page, after the same access check).
+    # The access card's former address: anyone who sees the project is sent to the project
+    # page (whose `#access` fragment htmx asks for), after the same access check.
     "projects:access-sync": route(DEMO_PROJECT, Op("GET", "vic", ok=302)),
 }
 

@@ -4,6 +4,8 @@ the same words as the project page for a project no access sync applies to."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from apps.accounts.models import User
@@ -48,13 +50,29 @@ def test_a_kubernetes_project_shows_its_namespace(lin: User, project: Project) -
     assert "Kubernetes namespace" in page and project.namespace in page
 
 
-def test_the_access_fragment_is_a_fragment_for_htmx_and_the_project_page_for_a_plain_visit(
+def test_the_access_card_is_the_project_pages_fragment_for_htmx_and_its_old_address_redirects(
     vic: User, project: Project
 ) -> None:
-    url = f"/projects/{project.team.slug}/{project.slug}/access/"
-    plain = client_for(vic).get(url + "?check=1")
-    assert plain.status_code == 302
-    assert plain["Location"] == f"/projects/{project.team.slug}/{project.slug}/?check=1#access"
-    fragment = client_for(vic).get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="access")
+    page = f"/projects/{project.team.slug}/{project.slug}/"
+    fragment = client_for(vic).get(page, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="access")
     assert fragment.status_code == 200
-    assert 'id="access"' in fragment.content.decode() and "<html" not in fragment.content.decode()
+    body = fragment.content.decode()
+    assert body.lstrip().startswith('<section class="card" id="access"') and "<html" not in body
+    assert "HX-Target" in fragment["Vary"]
+    # Another htmx target (or none) is the whole page.
+    other = client_for(vic).get(page, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="members")
+    assert other.status_code == 200 and "<html" in other.content.decode()
+    # The card's former address, plain or htmx: the project page at the card.
+    for headers in ({}, {"HX-Request": "true", "HX-Target": "access"}):
+        moved = client_for(vic).get(f"{page}access/?check=1", headers=headers)
+        assert moved.status_code == 302 and moved["Location"] == f"{page}?check=1#access"
+    assert client_for(vic).get(f"{page}access/")["Location"] == f"{page}#access"
+
+
+def test_check_the_cluster_now_asks_the_project_page_for_its_access_card(
+    lin: User, project: Project, settings: Any
+) -> None:
+    settings.PLINTH_KUBE_ACCESS_SYNC = True
+    Project.objects.filter(pk=project.pk).update(backend="kubernetes")
+    page = client_for(lin).get(f"/projects/{project.team.slug}/{project.slug}/").content.decode()
+    assert f'hx-get="/projects/{project.team.slug}/{project.slug}/?check=1" hx-target="#access"' in page
