@@ -16,7 +16,7 @@ from apps.access import policies
 from apps.access.mixins import PolicyRequiredMixin
 from apps.audit.filters import AuditFilter
 from apps.audit.models import AuditEvent
-from apps.core.filters import FilteredListMixin
+from apps.core.filters import FilteredListMixin, errors_text
 from apps.core.pages import error_response, paginate
 
 
@@ -100,17 +100,13 @@ def _rows(events: QuerySet[AuditEvent]) -> Iterator[list[str]]:
         ]
 
 
-def _errors_text(errors: Any) -> str:
-    return "; ".join(f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items())
-
-
 class AuditExportView(_AuditAccessMixin, View):
     """The audit log as CSV, with the page's filters (streamed: any size, constant memory)."""
 
     def get(self, request: HttpRequest) -> HttpResponseBase:
         found = AuditFilter(request.GET, queryset=visible_events(request.user).select_related(None), request=request)
         if not found.is_valid():
-            return error_response(request, 400, _errors_text(found.errors))
+            return error_response(request, 400, errors_text(found.form))
         events = found.qs
         writer = csv.writer(_Echo())
         response = StreamingHttpResponse((writer.writerow(row) for row in _rows(events)), content_type="text/csv")

@@ -73,6 +73,12 @@ def errors_of(form: forms.Form) -> dict[str, list[str]]:
     return {field: [str(message) for message in messages] for field, messages in form.errors.items()}
 
 
+def errors_text(form: forms.Form) -> str:
+    """A form's (or a FilterSet's form's) errors as one sentence for the 400 page:
+    "field: message message; other: message"."""
+    return "; ".join(f"{field}: {' '.join(texts)}" for field, texts in errors_of(form).items())
+
+
 def filter_or_400(filterset_class: type[FilterSet], request: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
     """`queryset` narrowed by the request's query parameters; a bad value raises DRF's 400
     `{field: [messages]}`, as `DjangoFilterBackend` does for generic views."""

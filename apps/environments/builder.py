@@ -109,7 +109,7 @@ def extends_portal(build: EnvironmentBuild) -> bool:
 
 def environments_dir() -> Path:
     """The folder of all builds: PLINTH_ENVIRONMENTS_DIR, else `<DATA_DIR>/environments`."""
-    configured = getattr(settings, "PLINTH_ENVIRONMENTS_DIR", "")
+    configured = settings.PLINTH_ENVIRONMENTS_DIR
     return (Path(configured) if configured else Path(settings.DATA_DIR) / "environments").resolve()
 
 

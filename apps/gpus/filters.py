@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import django_filters
 from django import forms
@@ -93,27 +93,47 @@ class MomentField(forms.CharField):
 
 
 class UsageQuery(forms.Form):
-    """The GPU usage report's query, as GET /api/v1/gpus/usage/ reads it: ?group_by=team|project
-    (default team) ?start= ?end= (ISO date — midnight, local time — or date-time; end
-    exclusive; default the 30 days before now) ?team= (one team's slug). Cleans to `period`."""
+    """The GPU usage report's one query, read alike by GET /api/v1/gpus/usage/, the usage
+    page and its CSV export: ?group_by=team|project ?start= ?end= ?team= (one team's slug).
+    Cleans to `group_by`, `team` and `period` (a Period); a bad value is an error on its
+    field (400: the API's `{field: [messages]}`, the page's form errors).
+
+    Moments (the API, the default): `start`/`end` are ISO dates (midnight, local time) or
+    date-times, the end exclusive; default the 30 days before now; grouped by team.
+    Whole days (`whole_days=True`: the page and its CSV): `start`/`end` are ISO dates, the
+    end day included; default the last 30 days, at most 400; grouped by project."""
 
     group_by = forms.ChoiceField(choices=[(g, g) for g in GROUPS], required=False, help_text="team or project")
-    start = MomentField(required=False, help_text="ISO date or date-time (default: 30 days before the end)")
-    end = MomentField(required=False, help_text="ISO date or date-time, exclusive (default: now)")
+    start = MomentField(
+        required=False,
+        help_text="ISO date or date-time (default: 30 days before the end)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    end = MomentField(
+        required=False,
+        help_text="ISO date or date-time, exclusive (default: now)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
     team = forms.SlugField(required=False, max_length=100, help_text="one team's slug")
 
-    default_group = "team"
+    MAX_DAYS = 400
+
+    def __init__(self, data: Any = None, *, whole_days: bool = False) -> None:
+        super().__init__(data)
+        self.whole_days = whole_days
+        for name in ("start", "end"):
+            cast(MomentField, self.fields[name]).dates_only = whole_days
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        data["group_by"] = data.get("group_by") or self.default_group
+        data["group_by"] = data.get("group_by") or ("project" if self.whole_days else "team")
         if not self.errors:
-            period = self.period_of(data)
+            period = self._days(data) if self.whole_days else self._moments(data)
             if period is not None:
                 data["period"] = period
         return data
 
-    def period_of(self, data: dict[str, Any]) -> Period | None:
+    def _moments(self, data: dict[str, Any]) -> Period | None:
         now = timezone.now()
         end = self._moment(data.get("end")) or now
         start = self._moment(data.get("start")) or end - timedelta(days=30)
@@ -122,31 +142,20 @@ class UsageQuery(forms.Form):
             return None
         return Period.of(start, end, now)
 
-    @staticmethod
-    def _moment(value: date | datetime | None) -> datetime | None:
-        if value is None or isinstance(value, datetime):
-            return value
-        return local_midnight(value)
-
-
-class UsagePageQuery(UsageQuery):
-    """The same query on the usage page and its CSV export, in whole days: ?start= ?end= are
-    days (the end day included; default the last 30 days, at most 400) and the page groups by
-    project unless told otherwise."""
-
-    start = MomentField(dates_only=True, required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = MomentField(dates_only=True, required=False, widget=forms.DateInput(attrs={"type": "date"}))
-
-    default_group = "project"
-
-    def period_of(self, data: dict[str, Any]) -> Period | None:
+    def _days(self, data: dict[str, Any]) -> Period | None:
         end = data.get("end") or timezone.localdate()
         start = data.get("start") or end - timedelta(days=29)
         data["start"], data["end"] = start, end
         if start > end:
             self.add_error("start", "The period starts after it ends.")
             return None
-        if (end - start).days > 400:
-            self.add_error("start", "Report on at most 400 days at a time.")
+        if (end - start).days > self.MAX_DAYS:
+            self.add_error("start", f"Report on at most {self.MAX_DAYS} days at a time.")
             return None
         return Period.of(local_midnight(start), local_midnight(end + timedelta(days=1)))
+
+    @staticmethod
+    def _moment(value: date | datetime | None) -> datetime | None:
+        if value is None or isinstance(value, datetime):
+            return value
+        return local_midnight(value)

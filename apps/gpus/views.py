@@ -23,11 +23,11 @@ from apps.access.lookups import get_launch_for_user, get_project_by_slug_for_use
 from apps.access.mixins import ObjectAccessMixin, PlatformAdminMixin
 from apps.access.policies import actor_of
 from apps.access.roles import Action
-from apps.core.filters import FilteredListMixin
+from apps.core.filters import FilteredListMixin, errors_text
 from apps.core.pages import error_response, paginate, run_action, run_service
 from apps.core.partials import fragment_for, render_fragment, vary
 from apps.gpus import charts, services, usage
-from apps.gpus.filters import GpuFilter, IdleFilter, UsagePageQuery
+from apps.gpus.filters import GpuFilter, IdleFilter, UsageQuery
 from apps.gpus.forms import ExemptionForm, IdlePolicyForm, PriceForm, last_month
 from apps.gpus.models import Gpu, GpuPrice, IdleExemption, IdleFinding
 from apps.gpus.selectors import (
@@ -106,8 +106,8 @@ class IdleView(LoginRequiredMixin, FilteredListMixin, TemplateView):
         return context
 
 
-def _usage_context(request: HttpRequest) -> tuple[UsagePageQuery, dict[str, Any]]:
-    form = UsagePageQuery(request.GET)
+def _usage_context(request: HttpRequest) -> tuple[UsageQuery, dict[str, Any]]:
+    form = UsageQuery(request.GET, whole_days=True)
     if not form.is_valid():
         return form, {}
     data = form.cleaned_data
@@ -157,8 +157,7 @@ class UsageCsvView(LoginRequiredMixin, View):
         form, report = _usage_context(request)
         if not report:
             usage_teams(request.user)
-            reason = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
-            return error_response(request, 400, reason)
+            return error_response(request, 400, errors_text(form))
         period = report["period"]
         name = f"gpu-usage-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv"
         response = HttpResponse(content_type="text/csv; charset=utf-8")

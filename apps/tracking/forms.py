@@ -1,4 +1,5 @@
-"""Query strings of the runs table (page and API) and the artifact path rule."""
+"""Query strings of the runs table (page and API), the compare page's analysis choices and
+the artifact path rule."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from django import forms
 from django.http import QueryDict
 
 from apps.core.api import int_param
@@ -65,6 +68,48 @@ def parse_run_query(params: QueryDict, *, default_size: int = DEFAULT_PAGE_SIZE)
         params=_listed(params, "params") if "params" in params else None,
         metrics=_listed(params, "metrics") if "metrics" in params else None,
     )
+
+
+class AnalysisQuery(forms.Form):
+    """The compare page's analysis choices, each one of the compared runs' keys or empty
+    for its default: `pc`, the metric of the parallel coordinates; `sx` and `sy`, the
+    param and the metric of the scatter. Any other value is an error on its field (the
+    view answers 400 naming it), never a silent fallback.
+
+    `metrics` and `params` are the comparison's metric and param keys (lists of str).
+    """
+
+    pc = forms.ChoiceField(
+        required=False,
+        help_text="Parallel coordinates: a metric of the compared runs.",
+        error_messages={"invalid_choice": "%(value)r is not a metric of these runs."},
+    )
+    sx = forms.ChoiceField(
+        required=False,
+        help_text="Scatter x axis: a param of the compared runs.",
+        error_messages={"invalid_choice": "%(value)r is not a param of these runs."},
+    )
+    sy = forms.ChoiceField(
+        required=False,
+        help_text="Scatter y axis: a metric of the compared runs.",
+        error_messages={"invalid_choice": "%(value)r is not a metric of these runs."},
+    )
+
+    def __init__(self, data: QueryDict, *, metrics: Sequence[str], params: Sequence[str]) -> None:
+        super().__init__(data)
+        self.metrics = list(metrics)
+        for name, keys in (("pc", metrics), ("sx", params), ("sy", metrics)):
+            field = cast(forms.ChoiceField, self.fields[name])
+            field.choices = [("", "default"), *((key, key) for key in keys)]
+
+    def chosen(self, differing: Sequence[str]) -> tuple[str, str, str]:
+        """`(pc, sx, sy)` of a valid form, defaults filled in: the first metric, the first of
+        `differing` (the params that differ between the runs; all params when none do), and
+        `pc`. "" where the runs have no such key."""
+        data = self.cleaned_data
+        metric = data["pc"] or (self.metrics[0] if self.metrics else "")
+        x = data["sx"] or (differing[0] if differing else "")
+        return metric, x, data["sy"] or metric
 
 
 def check_filter_limits(text: str) -> None:

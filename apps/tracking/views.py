@@ -19,11 +19,13 @@ from django.views import View
 from apps.access.lookups import get_project_by_slug_for_user
 from apps.access.roles import Action
 from apps.core.errors import InvalidInput
+from apps.core.filters import errors_text
+from apps.core.pages import error_response
 from apps.core.partials import fragment_for, render_fragment
 from apps.projects.models import Project
 from apps.tracking import charts
 from apps.tracking.compare import Comparison, build_comparison, comparison_csv, parse_compare_query
-from apps.tracking.forms import MAX_FILTER, RunQuery, clean_artifact_path, parse_run_query
+from apps.tracking.forms import MAX_FILTER, AnalysisQuery, RunQuery, clean_artifact_path, parse_run_query
 from apps.tracking.gateway import MlflowError, MlflowUnavailable, gateway
 from apps.tracking.keys import ExperimentKeys, experiment_keys
 from apps.tracking.lookups import get_run_in_project
@@ -288,13 +290,11 @@ def _flipped(directions: dict[str, str], key: str, current: str) -> str:
     return ",".join(f"{k}:{d}" for k, d in switched.items())
 
 
-def _analysis(request: HttpRequest, comparison: Comparison) -> dict[str, Any]:
-    """The parallel-coordinates and scatter figures for the metric and param chosen."""
-    metrics, params = comparison.metric_keys, comparison.param_keys
-    varying = comparison.differing_params or params
-    metric = request.GET.get("pc") if request.GET.get("pc") in metrics else (metrics[0] if metrics else "")
-    x = request.GET.get("sx") if request.GET.get("sx") in params else (varying[0] if varying else "")
-    y = request.GET.get("sy") if request.GET.get("sy") in metrics else metric
+def _analysis(choice: AnalysisQuery, comparison: Comparison) -> dict[str, Any]:
+    """The parallel-coordinates and scatter figures for the metric and param chosen in a
+    valid `choice` (defaults where it leaves one empty)."""
+    varying = comparison.differing_params or comparison.param_keys
+    metric, x, y = choice.chosen(varying)
     return {
         "pc_metric": metric,
         "sx": x,
@@ -328,11 +328,14 @@ class CompareView(LoginRequiredMixin, View):
         except MlflowUnavailable as exc:
             context["mlflow_down"] = exc.message
             return render(request, self.template_name, context, status=503)
+        choice = AnalysisQuery(request.GET, metrics=comparison.metric_keys, params=comparison.param_keys)
+        if not choice.is_valid():
+            return error_response(request, 400, errors_text(choice))
         if as_csv:
             response = HttpResponse(comparison_csv(comparison), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = 'attachment; filename="runs.csv"'
             return response
-        context.update(comparison=comparison, **_analysis(request, comparison))
+        context.update(comparison=comparison, **_analysis(choice, comparison))
         if analysis:
             return render_fragment(request, self.template_name, "analysis", context)
         best = comparison.best

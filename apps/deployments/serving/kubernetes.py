@@ -94,7 +94,7 @@ class ArtifactLocator(RegistryGateway):
             run_id, _, path = uri.removeprefix("runs:/").partition("/")
             uri = self.run_artifact_uri(run_id).rstrip("/") + (f"/{path}" if path else "")
         if uri.startswith("mlflow-artifacts:"):
-            destination = str(getattr(settings, "PLINTH_KSERVE_ARTIFACTS_DESTINATION", "") or "").rstrip("/")
+            destination = str(settings.PLINTH_KSERVE_ARTIFACTS_DESTINATION or "").rstrip("/")
             if not destination:
                 raise InvalidInput.field(
                     "model",
@@ -133,15 +133,15 @@ class ServingPrometheus:
 
     @classmethod
     def from_settings(cls) -> ServingPrometheus:
-        url = str(getattr(settings, "PLINTH_PROMETHEUS_URL", "") or "").strip()
+        url = str(settings.PLINTH_PROMETHEUS_URL or "").strip()
         if not url:
             raise ServingUnavailable(
                 "Request metrics of KServe deployments come from Prometheus: set PLINTH_PROMETHEUS_URL."
             )
         return cls(
             url,
-            token=str(getattr(settings, "PLINTH_PROMETHEUS_TOKEN", "") or ""),
-            timeout=float(getattr(settings, "PLINTH_PROMETHEUS_TIMEOUT", 10.0)),
+            token=str(settings.PLINTH_PROMETHEUS_TOKEN or ""),
+            timeout=float(settings.PLINTH_PROMETHEUS_TIMEOUT),
         )
 
     def _post(self, path: str, data: dict[str, str], result_type: str) -> list[dict[str, Any]]:
@@ -345,7 +345,7 @@ class KServeServing:
                 + (f": {probe.message})" if probe.message else ")")
             )
         url = probe.endpoint.rstrip("/") + "/invocations"
-        timeout = float(getattr(settings, "PLINTH_KSERVE_PREDICT_TIMEOUT", 30.0))
+        timeout = float(settings.PLINTH_KSERVE_PREDICT_TIMEOUT)
         started = time.perf_counter()
         try:
             response = self.session.post(url, data=body, headers={"Content-Type": content_type}, timeout=timeout)
