@@ -132,7 +132,7 @@ def launch_crowd(
             status=[Status.RUNNING, Status.SUCCEEDED, Status.QUEUED][i % 3],
             backend="local",
             parameters={"epochs": 20 + i, "alpha": 0.0001 * (i + 1)},
-            resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+            resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
             mlflow_run_id=f"run-{sweep.pk if sweep else 0}-{i}",
             mlflow_experiment_id="1",
         )

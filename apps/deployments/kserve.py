@@ -353,9 +353,9 @@ def build_predictor(revision: Revision, storage_uri: str, canary_traffic_percent
         gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
         if gpu_toleration not in tolerations:
             tolerations.append(gpu_toleration)
-        gpu_model = str((deployment.resources or {}).get("gpu_model") or "")
-        if gpu_model:
-            node_selector[GPU_PRODUCT_LABEL] = gpu_model
+        gpu_product = str((deployment.resources or {}).get("gpu_product") or "")
+        if gpu_product:
+            node_selector[GPU_PRODUCT_LABEL] = gpu_product
     if tolerations:
         predictor["tolerations"] = tolerations
     if node_selector:

@@ -15,6 +15,11 @@ from apps.launches.models import ParamType, Template
 QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _UNITS = {"": 1, "m": 1e-3, "k": 1e3, "Ki": 2**10, "M": 1e6, "Mi": 2**20, "G": 1e9, "Gi": 2**30, "T": 1e12, "Ti": 2**40}
 MAX_STR = 1000
+# What a launch or sweep may ask for; `gpu_product` is the value of the node label
+# nvidia.com/gpu.product that a GPU pod selects ("" for any GPU).
+RESOURCE_KEYS = ("cpu", "memory", "gpus", "gpu_product")
+# The old name of `gpu_product`, still accepted on input (deprecated), never written.
+DEPRECATED_GPU_KEY = "gpu_model"
 
 
 def quantity(value: str) -> float:
@@ -82,19 +87,41 @@ def clean_parameters(template: Template, raw: Any) -> dict[str, Any]:
     return clean
 
 
+def with_gpu_product(raw: dict[str, Any], field: str, errors: dict[str, list[str]]) -> dict[str, Any]:
+    """A copy of the resources object `raw` with the deprecated key `gpu_model` renamed
+    `gpu_product`. When both are given and differ, `gpu_product` is kept and
+    `errors["<field>.gpu_model"]` says so (the caller raises InvalidInput, a 400)."""
+    clean = dict(raw)
+    if DEPRECATED_GPU_KEY not in clean:
+        return clean
+    legacy = clean.pop(DEPRECATED_GPU_KEY)
+    if "gpu_product" not in clean:
+        clean["gpu_product"] = legacy
+    elif clean["gpu_product"] != legacy:
+        errors[f"{field}.{DEPRECATED_GPU_KEY}"] = [
+            f"gpu_model is the deprecated name of gpu_product; give gpu_product only "
+            f"(here they differ: {legacy!r} and {clean['gpu_product']!r})."
+        ]
+    return clean
+
+
 def clean_resources(template: Template, raw: Any) -> dict[str, Any]:
-    """CPU, memory, GPUs and GPU model, defaulted from the template and capped by its maximum."""
+    """CPU, memory, GPUs and GPU product ({"cpu": "2", "memory": "4Gi", "gpus": 1,
+    "gpu_product": "NVIDIA-A100-SXM4-80GB"}), defaulted from the template and capped by its
+    maximum; `gpu_model` is read as `gpu_product` (deprecated). InvalidInput (400) with
+    "resources.<name>" messages otherwise."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InvalidInput.field("resources", "Resources must be an object with cpu, memory, gpus, gpu_model.")
-    defaults = {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": "", **template.default_resources}
+        raise InvalidInput.field("resources", "Resources must be an object with cpu, memory, gpus, gpu_product.")
+    defaults = {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": "", **template.default_resources}
     limits = template.max_resources
     errors: dict[str, list[str]] = {}
-    unknown = set(raw) - {"cpu", "memory", "gpus", "gpu_model"}
+    raw = with_gpu_product(raw, "resources", errors)
+    unknown = set(raw) - set(RESOURCE_KEYS)
     for name in sorted(unknown):
-        errors[f"resources.{name}"] = [f"Unknown resource {name!r}; use cpu, memory, gpus, gpu_model."]
-    clean = {key: raw.get(key, defaults[key]) for key in ("cpu", "memory", "gpus", "gpu_model")}
+        errors[f"resources.{name}"] = [f"Unknown resource {name!r}; use cpu, memory, gpus, gpu_product."]
+    clean = {key: raw.get(key, defaults[key]) for key in RESOURCE_KEYS}
     for key in ("cpu", "memory"):
         value = str(clean[key])
         try:
@@ -112,8 +139,8 @@ def clean_resources(template: Template, raw: Any) -> dict[str, Any]:
         errors["resources.gpus"] = ["GPUs must be a whole number, 0 or more."]
     elif gpus > int(limits.get("gpus", 0)):
         errors["resources.gpus"] = [f"{gpus} GPUs is more than this template allows ({limits.get('gpus', 0)})."]
-    if not isinstance(clean["gpu_model"], str) or len(clean["gpu_model"]) > 63:
-        errors["resources.gpu_model"] = ["The GPU model is a node label value of at most 63 characters."]
+    if not isinstance(clean["gpu_product"], str) or len(clean["gpu_product"]) > 63:
+        errors["resources.gpu_product"] = ["The GPU product is a node label value of at most 63 characters."]
     if errors:
         raise InvalidInput("Some resources are not valid.", fields=errors)
     return clean

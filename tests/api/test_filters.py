@@ -53,7 +53,7 @@ def launches(project: Project, ada: User, root: User) -> list[Launch]:
             created_by=ada,
             status=status,
             backend="local",
-            resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+            resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
         )
 
     return [launch(Status.RUNNING), launch(Status.FAILED), launch(Status.SUCCEEDED)]

@@ -131,7 +131,7 @@ def world(people: dict[str, User], project: Project) -> Iterator[None]:
         status=Status.RUNNING,
         backend="local",
         parameters={"epochs": 20},
-        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
         mlflow_run_id="run-of-ada",
         mlflow_experiment_id="1",
     )

@@ -42,7 +42,7 @@ from apps.projects.models import Project
 Obj = dict[str, Any]
 
 GPU_MODEL = "NVIDIA-A100-SXM4-80GB"
-RESOURCES = {"cpu": "1", "memory": "1Gi", "gpus": 1, "gpu_model": GPU_MODEL}
+RESOURCES = {"cpu": "1", "memory": "1Gi", "gpus": 1, "gpu_product": GPU_MODEL}
 SCHEMA_VERSION = kubernetes_validate.latest_version()
 
 

@@ -1,5 +1,5 @@
 """Job and Indexed-Job manifests carry the launch's environment: its image and pod defaults
-(node selector under the GPU model's, tolerations added, variables added under Plinth's
+(node selector under the GPU product's, tolerations added, variables added under Plinth's
 own), and stay valid against the real Kubernetes schema (strict)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 IMAGE = "registry.example/sklearn@sha256:" + "c" * 64
 SPOT = {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-CPU_ONLY = {"cpu": "2", "memory": "4Gi", "gpus": 0, "gpu_model": ""}
+CPU_ONLY = {"cpu": "2", "memory": "4Gi", "gpus": 0, "gpu_product": ""}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -73,10 +73,10 @@ def test_a_job_runs_the_environments_image_with_its_pod_defaults(
     assert len(main["env"]) == len(env)  # no name twice
 
 
-def test_the_gpu_model_selector_wins_and_tolerations_are_not_repeated(
+def test_the_gpu_product_selector_wins_and_tolerations_are_not_repeated(
     project: Project, lin: User, sklearn_env: Environment
 ) -> None:
-    resources = {"cpu": "8", "memory": "64Gi", "gpus": 2, "gpu_model": GPU_MODEL}
+    resources = {"cpu": "8", "memory": "64Gi", "gpus": 2, "gpu_product": GPU_MODEL}
     launch = make_launch(project, lin, environment=sklearn_env, resources=resources)
     pod, _main = pod_and_container(validated(build_job_manifest(launch)))
     assert pod["nodeSelector"] == {"pool": "cpu-large", "nvidia.com/gpu.product": GPU_MODEL}
@@ -135,7 +135,7 @@ def test_an_indexed_job_runs_the_sweeps_environment(
             space={"lr": [0.1, 0.01, 0.001]},
             max_trials=3,
             parallelism=3,
-            resources={"cpu": "1", "memory": "1Gi", "gpus": 1, "gpu_model": GPU_MODEL},
+            resources={"cpu": "1", "memory": "1Gi", "gpus": 1, "gpu_product": GPU_MODEL},
         )
     sweep.refresh_from_db()
     trials = list(Launch.objects.filter(sweep=sweep).select_related("environment").order_by("trial"))

@@ -37,7 +37,7 @@ def test_the_newest_schema_is_used() -> None:
 def test_a_cpu_only_job(project: Project, lin: User, settings: Any) -> None:
     settings.PLINTH_KUBE_BACKOFF_LIMIT = 0
     settings.PLINTH_KUBE_JOB_TTL = 3600
-    launch = make_launch(project, lin, resources={"cpu": "2", "memory": "4Gi", "gpus": 0, "gpu_model": ""})
+    launch = make_launch(project, lin, resources={"cpu": "2", "memory": "4Gi", "gpus": 0, "gpu_product": ""})
     manifest = validated(build_job_manifest(launch))
 
     labels = {
@@ -66,8 +66,8 @@ def test_a_cpu_only_job(project: Project, lin: User, settings: Any) -> None:
     assert main["envFrom"] == [{"secretRef": {"name": settings.PLINTH_KUBE_MLFLOW_SECRET, "optional": True}}]
 
 
-def test_a_gpu_job_asks_for_the_model_and_tolerates_gpu_taints(project: Project, lin: User) -> None:
-    launch = make_launch(project, lin, resources={"cpu": "8", "memory": "64Gi", "gpus": 2, "gpu_model": GPU_MODEL})
+def test_a_gpu_job_asks_for_the_product_and_tolerates_gpu_taints(project: Project, lin: User) -> None:
+    launch = make_launch(project, lin, resources={"cpu": "8", "memory": "64Gi", "gpus": 2, "gpu_product": GPU_MODEL})
     manifest = validated(build_job_manifest(launch))
     pod = manifest["spec"]["template"]["spec"]
     assert container(manifest)["resources"] == {
@@ -79,7 +79,7 @@ def test_a_gpu_job_asks_for_the_model_and_tolerates_gpu_taints(project: Project,
 
 
 def test_a_gpu_job_without_a_model_runs_on_any_gpu(project: Project, lin: User) -> None:
-    launch = make_launch(project, lin, resources={"cpu": "1", "memory": "1Gi", "gpus": 1, "gpu_model": ""})
+    launch = make_launch(project, lin, resources={"cpu": "1", "memory": "1Gi", "gpus": 1, "gpu_product": ""})
     pod = validated(build_job_manifest(launch))["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"

@@ -30,7 +30,7 @@ def a_launch(project: Project, user: User, status: str) -> Launch:
         status=status,
         backend="local",
         parameters={},
-        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
         mlflow_run_id="run-1",
         mlflow_experiment_id="1",
     )

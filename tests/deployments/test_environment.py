@@ -347,7 +347,7 @@ def test_the_inference_service_carries_the_environments_image_and_pod_defaults(
         model_name="digits",
         backend="kubernetes",
         created_by=ada,
-        resources={"cpu": "2", "memory": "4Gi", "gpus": 1, "gpu_model": "NVIDIA-L4"},
+        resources={"cpu": "2", "memory": "4Gi", "gpus": 1, "gpu_product": "NVIDIA-L4"},
     )
     revision = Revision.objects.create(deployment=deployment, number=1, version=1, environment=sklearn_env)
     manifest = kserve.build_inference_service(revision, "s3://mlflow/1/models/m-1/artifacts")  # checked strictly

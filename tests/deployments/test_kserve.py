@@ -140,7 +140,7 @@ def test_the_manifest_says_what_the_deployment_asks_for(deployment: Deployment) 
 
 
 def test_a_gpu_deployment_asks_for_whole_gpus_on_the_right_nodes(deployment: Deployment) -> None:
-    deployment.resources = {"cpu": "4", "memory": "16Gi", "gpus": 1, "gpu_model": "NVIDIA-A100-SXM4-80GB"}
+    deployment.resources = {"cpu": "4", "memory": "16Gi", "gpus": 1, "gpu_product": "NVIDIA-A100-SXM4-80GB"}
     deployment.save()
     predictor = kserve.build_predictor(revision(deployment, 1, 1), "s3://m/1", canary_traffic_percent=10)
     kserve.check_predictor(predictor)

@@ -61,7 +61,7 @@ def _ended_sweep(world: World, owner: User) -> Sweep:
         status=Status.SUCCEEDED,
         backend="local",
         parameters={"alpha": 0.001},
-        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
         mlflow_run_id=f"trial-of-{user.username}",
         mlflow_experiment_id="1",
     )

@@ -47,7 +47,7 @@ def crowd(lin: User, team: Team, project: Project, environments: list[Environmen
             environment=environments[i],
             status=Status.SUCCEEDED,
             backend="local",
-            resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+            resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
             mlflow_run_id=f"run-{i}",
             mlflow_experiment_id="1",
         )

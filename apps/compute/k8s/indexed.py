@@ -206,11 +206,11 @@ def build_indexed_job_manifest(sweep: Sweep, trials: Sequence[Launch]) -> Obj:
         "enableServiceLinks": False,
     }
     gpus = int(resources.get("gpus") or 0)
-    gpu_model = str(resources.get("gpu_model") or "")
+    gpu_product = str(resources.get("gpu_product") or "")
     if gpus > 0:
         pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-        if gpu_model:
-            pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_model}
+        if gpu_product:
+            pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_product}
     # Every trial of a sweep runs in one environment (apps.launches.workloads.create_trials).
     apply_environment(pod_spec, container, trials[0].environment if trials else None, template.image)
 

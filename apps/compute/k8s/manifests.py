@@ -64,7 +64,7 @@ def apply_environment(
 ) -> None:
     """Put `environment` into a pod spec and its container, in place: the container's image
     is the environment's (`runtime.image_for`, else `fallback_image`, the template's); its
-    pod defaults are merged — the node selector under the one already set (the GPU model's
+    pod defaults are merged — the node selector under the one already set (the GPU product's
     wins), its tolerations added after those already there (no duplicates), its variables
     added to the container's `env` except those the container already sets and Plinth's
     reserved names (MLFLOW_*, PLINTH_*, JOB_COMPLETION_INDEX). No environment (launches older
@@ -137,11 +137,11 @@ def build_job_manifest(launch: Launch) -> dict[str, Any]:
         "enableServiceLinks": False,
     }
     gpus = int((launch.resources or {}).get("gpus") or 0)
-    gpu_model = str((launch.resources or {}).get("gpu_model") or "")
+    gpu_product = str((launch.resources or {}).get("gpu_product") or "")
     if gpus > 0:
         pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-        if gpu_model:
-            pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_model}
+        if gpu_product:
+            pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_product}
     apply_environment(pod_spec, container, launch.environment, template.image)
 
     job_metadata: dict[str, Any] = {"name": launch.job_name, "namespace": project.namespace, "labels": dict(labels)}
