@@ -32,6 +32,7 @@ from django.conf import settings
 
 from apps.compute.base import BackendRejected, GpuDevice, Observation
 from apps.compute.registry import check_enabled
+from apps.core.templatetags.wording import exit_status
 from apps.launches.runenv import job_argv, job_env
 
 if TYPE_CHECKING:
@@ -365,11 +366,11 @@ class LocalBackend:
 
     @staticmethod
     def _exit_reason(code: int) -> str:
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            hint = " (possibly out of memory)" if -code == signal.SIGKILL else ""
-            return f"killed by signal {name}{hint}"
-        return f"exit code {code}"
+        """Why a process that was not cancelled ended, in the words of the launch's ended
+        field (apps.core.templatetags.wording.exit_status): "exit code 2", "ended by SIGTERM";
+        SIGKILL adds "(possibly out of memory)"."""
+        hint = " (possibly out of memory)" if code == -signal.SIGKILL else ""
+        return exit_status(code, "failed") + hint
 
     def logs(self, launch: Launch, tail: int = 200) -> str:
         return tail_file(launch_dir(launch) / "output.log", tail)

@@ -136,7 +136,7 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ScopedViewS
     filterset_class = SweepFilter
 
     def get_queryset(self) -> Any:
-        found = super().get_queryset().select_related("project__team", "template", "created_by")
+        found = super().get_queryset().select_related("project__team", "template", "created_by", "environment__team")
         return found.prefetch_related("trials").order_by("-created_at", "-id")
 
     @extend_schema(request=SweepCreateSerializer, responses={201: SweepSerializer})

@@ -17,6 +17,7 @@ SKLEARN_DIGITS: dict[str, Any] = {
         "--learning_rate={learning_rate}",
         "--alpha={alpha}",
         "--register_model={register_model}",
+        "--sleep_per_epoch={sleep_per_epoch}",
     ],
     "parameters": {
         "epochs": {"type": "int", "default": 30, "min": 20, "max": 500, "help": "Passes over the training set."},
@@ -28,8 +29,18 @@ SKLEARN_DIGITS: dict[str, Any] = {
             "help": "Registered model name for the trained model (empty: don't register).",
         },
         "seed": {"type": "int", "default": 0, "min": 0, "max": 2**31 - 1},
+        "sleep_per_epoch": {
+            "type": "float",
+            "default": 0.2,
+            "min": 0.0,
+            "max": 5.0,
+            "help": "Seconds to pause after each epoch, so the loss curve (and early stopping) can be watched live.",
+        },
     },
-    "default_resources": {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+    # `loss` is logged at every epoch (accuracy and f1 once, at the end): the objective that
+    # early stopping can compare step by step.
+    "objective": {"metric": "loss", "direction": "min"},
+    "default_resources": {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
     "max_resources": {"cpu": "4", "memory": "8Gi", "gpus": 1},
     "max_runtime_seconds": 900,
     "backends": ["local", "kubernetes"],

@@ -9,7 +9,7 @@ from django import forms
 from apps.launches.models import ParamType, SweepStrategy, Template
 from apps.projects.forms import environment_field_choices
 
-RESOURCE_FIELDS = {"cpu": "cpu", "memory": "memory", "gpus": "gpus", "gpu_model": "gpu_model"}
+RESOURCE_FIELDS = {"cpu": "cpu", "memory": "memory", "gpus": "gpus", "gpu_product": "gpu_product"}
 
 
 def param_field(name: str, spec: dict[str, Any]) -> forms.Field:
@@ -98,7 +98,7 @@ class LaunchForm(forms.Form):
         ]
         for name, spec in template.parameters.items():
             self.fields[f"param_{name}"] = param_field(name, spec)
-        defaults = {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": "", **template.default_resources}
+        defaults = {"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": "", **template.default_resources}
         limits = template.max_resources
         self.fields["cpu"] = forms.CharField(
             initial=defaults["cpu"], label="CPU", help_text=f"e.g. 2 or 500m; at most {limits.get('cpu', '—')}"
@@ -107,10 +107,10 @@ class LaunchForm(forms.Form):
             initial=defaults["memory"], label="Memory", help_text=f"e.g. 4Gi; at most {limits.get('memory', '—')}"
         )
         self.fields["gpus"] = gpu_field(defaults["gpus"], int(limits.get("gpus", 0)), host_gpus)
-        self.fields["gpu_model"] = forms.CharField(
-            initial=defaults["gpu_model"],
+        self.fields["gpu_product"] = forms.CharField(
+            initial=defaults["gpu_product"],
             required=False,
-            label="GPU model",
+            label="GPU product",
             help_text="node label nvidia.com/gpu.product (optional)",
         )
 
@@ -122,6 +122,20 @@ class LaunchForm(forms.Form):
 
     def parameters(self) -> dict[str, Any]:
         return {name[6:]: value for name, value in self.cleaned_data.items() if name.startswith("param_")}
+
+    def clean_gpu_product(self) -> str:
+        """The GPU product (a node label value, "" for any GPU). A post that still names the
+        field `gpu_model` (deprecated) is read as this one; both given and different is an
+        error on this field."""
+        value: str = self.cleaned_data["gpu_product"]
+        legacy = self.data.get("gpu_model")
+        if legacy is None:
+            return value
+        if "gpu_product" not in self.data:
+            return str(legacy).strip()
+        if str(legacy).strip() != value:
+            raise forms.ValidationError("gpu_model, the deprecated name of gpu_product, differs from it; send one.")
+        return value
 
     def resources(self) -> dict[str, Any]:
         return {key: self.cleaned_data[field] for key, field in RESOURCE_FIELDS.items()}
@@ -153,7 +167,7 @@ class SweepForm(forms.Form):
     max_trials = forms.IntegerField(min_value=1, max_value=1000, initial=12)
     parallelism = forms.IntegerField(min_value=1, max_value=1000, initial=3)
     metric = forms.CharField(required=False, initial="accuracy", help_text="The metric that ranks trials.")
-    direction = forms.ChoiceField(choices=[("max", "higher is better"), ("min", "lower is better")])
+    direction = forms.ChoiceField(choices=[("max", "higher is better"), ("min", "lower is better")], initial="max")
     early_stopping = forms.ChoiceField(
         required=False,
         choices=[
@@ -171,6 +185,12 @@ class SweepForm(forms.Form):
         label="Minimum steps",
         help_text="No trial is stopped early before it logged this step.",
     )
+    seed = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=2**63 - 1,
+        help_text="Optional: the same seed, space and budget choose the same trials. Empty: a random seed.",
+    )
 
     def early_stopping_spec(self) -> dict[str, Any]:
         """The sweep's `early_stopping` from the two fields ({} for none)."""
@@ -179,6 +199,30 @@ class SweepForm(forms.Form):
             return {}
         return {"type": kind, "min_steps": self.cleaned_data.get("min_steps")}
 
-    def __init__(self, *args: Any, projects: list[Any], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, projects: list[Any], objective: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """`objective`: the template's ({"metric", "direction"}, see Template.objective): it
+        prefills the metric and direction, and the metric's help names it as the one early
+        stopping can compare. None or empty: accuracy, higher is better."""
         super().__init__(*args, **kwargs)
         self.fields["project"].choices = [(str(p.pk), p.full_slug) for p in projects]  # type: ignore[attr-defined]
+        self.per_step_metric = ""
+        if objective and objective.get("metric"):
+            self.per_step_metric = str(objective["metric"])
+            self.fields["metric"].initial = self.per_step_metric
+            self.fields["direction"].initial = objective.get("direction") or "max"
+            self.fields["metric"].help_text = (
+                f"The metric that ranks trials. The template logs {self.per_step_metric} at every step: "
+                "early stopping compares a per-step metric, so keep it unless you sweep without early stopping."
+            )
+
+    def metric_warning(self) -> str:
+        """After a valid submit: a warning when early stopping compares a metric other than
+        the template's per-step objective (it may be logged only at the end, and then no
+        trial is ever stopped early); "" otherwise."""
+        metric = (self.cleaned_data.get("metric") or "").strip()
+        if not self.per_step_metric or not self.cleaned_data.get("early_stopping") or metric == self.per_step_metric:
+            return ""
+        return (
+            f"Early stopping compares {metric or 'no metric'}, but the template logs {self.per_step_metric} "
+            f"at every step: if {metric or 'it'} is logged only at the end, no trial will be stopped early."
+        )

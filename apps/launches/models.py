@@ -27,7 +27,7 @@ class Template(models.Model):
 
     parameters: {name: {"type": int|float|str|bool|choice, "default": v, "min": n,
                  "max": n, "choices": [...], "help": "..."}}
-    resources:  {"cpu": "1", "memory": "2Gi", "gpus": 0, "gpu_model": ""}
+    resources:  {"cpu": "1", "memory": "2Gi", "gpus": 0, "gpu_product": ""}
     """
 
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="templates")
@@ -46,6 +46,10 @@ class Template(models.Model):
     environment = models.ForeignKey(
         "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="templates"
     )
+    # The objective a sweep over this template starts from: {"metric": name, "direction":
+    # "min" | "max"} — a metric the script logs at every step, so early stopping can act.
+    # Empty: the sweep form proposes nothing.
+    objective = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -171,12 +175,21 @@ class Launch(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.name and self.name != self.job_name:
+            return f"{self.name} ({self.job_name})"
         return self.job_name
 
     @property
     def job_name(self) -> str:
         """Deterministic name on the backend: resubmitting after a crash is safe."""
         return f"plinth-{self.pk}"
+
+    @property
+    def display_name(self) -> str:
+        """The name people read on every page: the launch's own name (its MLflow run's name,
+        the template's slug when none was given, "<sweep> trial N" for a sweep's trial), or
+        the job name on rows made before names were recorded."""
+        return self.name or self.job_name
 
     @property
     def is_terminal(self) -> bool:
@@ -240,6 +253,11 @@ class Sweep(models.Model):
     # Each trial gets its own value of the template's `seed` parameter (apps.launches.sweeps.
     # assign_seeds): decided when the sweep is created, used again for trials planned later.
     seeded = models.BooleanField(default=False)
+    # The environment version every trial runs in, resolved once when the sweep is created
+    # (null on sweeps older than environments: their trials took the first trial's).
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="sweeps"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -250,4 +268,9 @@ class Sweep(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"sweep-{self.pk}"
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        """The sweep's name, or `sweep-<id>`; its trials are "<this> trial N" everywhere."""
+        return self.name or f"sweep-{self.pk}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import math
 import warnings
 from collections.abc import Iterable, Mapping
@@ -215,18 +216,56 @@ def study_for(
     return study
 
 
+# How many times `ask` asks the sampler for parameters no earlier trial has before it gives up.
+MAX_ASKS = 30
+
+
+class NothingNew(Exception):
+    """The sampler proposed only parameters an earlier trial of the sweep already has,
+    MAX_ASKS times in a row: planning stops (the message says why)."""
+
+
+def parameters_key(params: Mapping[str, Any], names: Iterable[str]) -> str:
+    """What makes two trials the same: their values of the space's parameters `names`
+    (1, 1.0 and True stay different, as in the plan's JSON)."""
+    return json.dumps({name: params.get(name) for name in names}, sort_keys=True)
+
+
 def ask(sweep: Sweep, trials: Iterable[Launch]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ask the sweep's sampler for the next trial (number `len(sweep.planned)`): its
     parameters (only the space's; JSON-ready, ints as ints) and the system attributes the
     sampler recorded on it (to be kept in `Sweep.trial_attrs`). Deterministic for the same
-    rows. Raises nothing of its own (Optuna's errors are bugs here)."""
+    rows.
+
+    Never an earlier trial's parameters: a sampler over a discrete space (lists, int
+    ranges) proposes the best point again once it has seen it. A proposal equal to an
+    earlier planned trial's (whatever its state) is asked again, up to MAX_ASKS times, in
+    the same in-memory study. The repeat is left RUNNING there, not told: TPE's constant
+    liar counts a running trial as the worst value so far, which steers the next ask away
+    from it (CMA-ES draws a fresh sample from its distribution on each ask). Telling it
+    FAIL would be ignored by TPE (it proposes the same point again), and telling it the
+    earlier result would only reinforce that point. The repeats are never stored: the study
+    is rebuilt from Plinth's rows on every ask with the same seed, so a worker killed
+    midway re-asks the very same sequence and lands on the same new trial (deterministic
+    after a crash, nothing to clean up).
+
+    Raises NothingNew when every one of the MAX_ASKS proposals repeats an earlier trial
+    (the space is, as far as the sampler goes, exhausted); nothing else of its own
+    (Optuna's errors are bugs here)."""
     dists = distributions(sweep.space)
     study = study_for(sweep, trials)
-    trial = study.ask(dict(dists))
-    params = {name: _plain(trial.params[name]) for name in dists}
-    attrs = dict(study.get_trials(deepcopy=False)[trial.number].system_attrs)
-    # The asked trial stays RUNNING in this throwaway study: nothing to tell.
-    return params, attrs
+    seen = {parameters_key(entry, dists) for entry in sweep.planned}
+    for _ in range(MAX_ASKS):
+        trial = study.ask(dict(dists))
+        params = {name: _plain(trial.params[name]) for name in dists}
+        if parameters_key(params, dists) not in seen:
+            attrs = dict(study.get_trials(deepcopy=False)[trial.number].system_attrs)
+            # The asked trial stays RUNNING in this throwaway study: nothing to tell.
+            return params, attrs
+    raise NothingNew(
+        f"the optimiser proposed only parameters earlier trials already ran ({MAX_ASKS} proposals in a row): "
+        "the search space holds nothing new it would try"
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CURVE_POINTS = 1000  # steps kept per trial (a longer curve keeps every k-th step)
 BULK_RUNS = 20  # runs per history request
+READ = (ObjectiveState.OK, ObjectiveState.INVALID)  # a trial whose objective was read (logged)
 STRIDES = (1, 2, 5)
 
 
@@ -125,10 +126,57 @@ def record_objective(launch: Launch) -> None:
     if launch.status == Status.SUCCEEDED and state == ObjectiveState.MISSING and not gone:
         # (A run deleted in MLflow says nothing about what the template logs.)
         _fail_if_never_logged(sweep, launch)
+    elif launch.status == Status.SUCCEEDED and logged:
+        _note_if_pruning_cannot_act(sweep, launch)
+
+
+CANNOT_ACT = "Early stopping cannot act:"
+
+
+def cannot_act_note(metric: str, curve: dict[str, float | None], min_steps: int) -> str:
+    """The sweep's note when a finished trial's curve of `metric` (`Launch.objective_curve`:
+    {"step": value}) shows early stopping can never stop a trial: one point only, or a last
+    step below `min_steps` (the pruner skips a trial until it logged that step). "" when the
+    curve is long enough (or empty: nothing to judge)."""
+    steps = sorted(int(step) for step in curve)
+    if not steps:
+        return ""
+    if len(steps) == 1:
+        logged = "was logged at 1 step"
+    elif steps[-1] < min_steps:
+        logged = f"was logged up to step {steps[-1]} only"
+    else:
+        return ""
+    return (
+        f"{CANNOT_ACT} {metric!r} {logged} (min_steps {min_steps}), so no trial is stopped early. "
+        "Choose a metric the template logs at every step."
+    )
+
+
+def _note_if_pruning_cannot_act(sweep: Sweep, launch: Launch) -> None:
+    """Say on the sweep (its `status_reason`, shown on its page) that early stopping cannot
+    act, judged from the first trial to finish with its objective read; once per sweep."""
+    if not sweep.early_stopping:
+        return
+    note = cannot_act_note(sweep.metric, launch.objective_curve or {}, int(sweep.early_stopping.get("min_steps", 1)))
+    read_before = (
+        Launch.objects.filter(sweep=sweep, status=Status.SUCCEEDED, objective_state__in=READ)
+        .exclude(pk=launch.pk)
+        .exists()
+    )
+    if not note or read_before:
+        return
+    with transaction.atomic():
+        locked = Sweep.objects.select_for_update(of=("self",)).get(pk=sweep.pk)
+        if CANNOT_ACT in locked.status_reason:
+            return
+        locked.status_reason = f"{locked.status_reason} {note}".strip()
+        locked.save(update_fields=["status_reason"])
+    sweep.status_reason = locked.status_reason
 
 
 def _fail_if_never_logged(sweep: Sweep, launch: Launch) -> None:
-    others = Launch.objects.filter(sweep=sweep, objective_state__in=[ObjectiveState.OK, ObjectiveState.INVALID])
+    others = Launch.objects.filter(sweep=sweep, objective_state__in=READ)
     if others.exists():
         return  # logged by other trials: this one just missed it
     try:
@@ -204,17 +252,35 @@ def refresh_curves(sweep: Sweep, running: list[Launch]) -> None:
                 launch.objective_curve = curve
 
 
-def _median_reason(study: Any, step: int, value: float) -> str:
+def median_compared(study: Any, trial: Any) -> tuple[int, float, float]:
+    """What Optuna's MedianPruner compares for `trial` (a FrozenTrial with a last step) in
+    `study`: (its last step, the trial's best intermediate value over all its steps so far
+    — lowest when minimising, highest when maximising, NaN ignored —, the median of the
+    completed trials' values at that step, NaN ignored; NaN when none has that step). The
+    same numbers as optuna/pruners/_percentile.py, so the reason quotes what decided."""
+    import numpy as np
     import optuna
 
-    at_step = [
-        t.intermediate_values[step]
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if step in t.intermediate_values and math.isfinite(t.intermediate_values[step])
-    ]
-    if not at_step:
-        return f"at step {step} this trial's value was {value:.4g}"
-    return f"median of completed trials at step {step} was {statistics.median(at_step):.4g}, this trial {value:.4g}"
+    step = trial.last_step
+    values = np.asarray(list(trial.intermediate_values.values()), dtype=float)
+    minimise = study.direction == optuna.study.StudyDirection.MINIMIZE
+    with warnings.catch_warnings():  # all-NaN slices: NaN, which is the answer here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        best = float(np.nanmin(values) if minimise else np.nanmax(values))
+        at_step = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if step in t.intermediate_values
+        ]
+        median = float(np.nanpercentile(np.asarray(at_step, dtype=float), 50)) if at_step else math.nan
+    return step, best, median
+
+
+def _median_reason(study: Any, trial: Any) -> str:
+    step, best, median = median_compared(study, trial)
+    if math.isnan(median):
+        return f"at step {step} the best value of this trial was {best:.4g}"
+    return f"median of completed trials at step {step} was {median:.4g}, best so far of this trial {best:.4g}"
 
 
 def prune_reason(sweep: Sweep, study: Any, trial: Any) -> str:
@@ -226,7 +292,7 @@ def prune_reason(sweep: Sweep, study: Any, trial: Any) -> str:
     if not math.isfinite(value):
         return f"{sweep.metric} was {value} at step {step}"
     if kind == "median":
-        return _median_reason(study, step, value)
+        return _median_reason(study, trial)
     factor = int(sweep.early_stopping.get("reduction_factor", 3))
     name = "ASHA" if kind == "asha" else "Hyperband"
     return (

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from apps.accounts.serializers import slug_field
 from apps.core.numbers import JSON_INF, JSON_NAN, JSON_NEG_INF
-from apps.launches.models import TERMINAL, Launch, Sweep, Template
+from apps.launches.models import TERMINAL, Launch, Sweep, SweepStrategy, Template
 from apps.tracking.gateway import gateway
 
 # Sweep.direction in the API's `objective` spelling.
@@ -15,6 +15,12 @@ DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 # What apps.launches.services.create_template accepts as a template's max_runtime_seconds: 7 days.
 MAX_RUNTIME = 7 * 24 * 3600
+# The OpenAPI description of a resources object (a launch's, a sweep's, a template's).
+RESOURCES_HELP = (
+    '{"cpu": "2", "memory": "4Gi", "gpus": 1, "gpu_product": "NVIDIA-A100-SXM4-80GB"}; gpu_product is the value '
+    "of the nvidia.com/gpu.product node label a GPU pod selects (empty: any GPU). Deprecated: gpu_model, the old "
+    "name of gpu_product, is still accepted on input (giving both with different values is a 400) and never returned."
+)
 
 
 class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -74,8 +80,8 @@ class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     image = serializers.CharField(max_length=300)
     command = serializers.ListField(child=serializers.CharField())
     parameters = serializers.DictField(required=False)
-    default_resources = serializers.DictField(required=False)
-    max_resources = serializers.DictField(required=False)
+    default_resources = serializers.DictField(required=False, help_text=RESOURCES_HELP)
+    max_resources = serializers.DictField(required=False, help_text=RESOURCES_HELP)
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     environment = pinned_environment_field()
@@ -87,8 +93,8 @@ class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg
     image = serializers.CharField(max_length=300, required=False)
     command = serializers.ListField(child=serializers.CharField(), required=False)
     parameters = serializers.DictField(required=False)
-    default_resources = serializers.DictField(required=False)
-    max_resources = serializers.DictField(required=False)
+    default_resources = serializers.DictField(required=False, help_text=RESOURCES_HELP)
+    max_resources = serializers.DictField(required=False, help_text=RESOURCES_HELP)
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
@@ -163,7 +169,7 @@ class LaunchCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         "else the project's",
     )
     parameters = serializers.JSONField(required=False, default=dict)
-    resources = serializers.JSONField(required=False, default=dict)
+    resources = serializers.JSONField(required=False, default=dict, help_text=RESOURCES_HELP)
     name = serializers.CharField(required=False, allow_blank=True, max_length=120, default="")
 
 
@@ -174,6 +180,10 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     launches = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     objective = serializers.SerializerMethodField()
+    environment = serializers.SerializerMethodField(
+        help_text="The environment every trial runs in (label name:version), resolved when the sweep was created; "
+        "empty on sweeps older than that."
+    )
 
     class Meta:
         model = Sweep
@@ -183,6 +193,8 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "project",
             "template",
             "created_by",
+            "environment",
+            "environment_id",
             "strategy",
             "space",
             "base_parameters",
@@ -203,6 +215,9 @@ class SweepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "launches",
         ]
         read_only_fields = fields
+
+    def get_environment(self, sweep: Sweep) -> str:
+        return sweep.environment.label if sweep.environment is not None else ""
 
     def get_objective(self, sweep: Sweep) -> dict[str, str] | None:
         """The metric the sweep optimises and its direction (minimize|maximize); None without one."""
@@ -300,27 +315,102 @@ class SweepInsightsSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
+def _early_stopping_schema() -> dict[str, Any]:
+    """The JSON schema of `early_stopping`, from the keys `sweeps.clean_early_stopping` accepts."""
+    from apps.launches.sweeps import EARLY_STOPPING_KEYS, MAX_STEPS, MAX_TRIALS
+
+    properties: dict[str, Any] = {
+        "type": {"type": "string", "enum": list(EARLY_STOPPING_KEYS)},
+        "min_steps": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_STEPS,
+            "description": "No trial is pruned before it logged this step",
+        },
+        "min_trials": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_TRIALS,
+            "description": "median only: completed trials needed before any pruning (default 3)",
+        },
+        "reduction_factor": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": 10,
+            "description": "asha and hyperband only (default 3)",
+        },
+        "max_steps": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": MAX_STEPS,
+            "description": "hyperband only: the steps a full trial logs, above min_steps (default: estimated)",
+        },
+    }
+    keys = sorted(set().union(*EARLY_STOPPING_KEYS.values()))
+    return {
+        "type": "object",
+        "nullable": True,
+        "properties": {key: properties[key] for key in keys},
+        "required": ["type", "min_steps"],
+        "additionalProperties": False,
+    }
+
+
+def _early_stopping_help() -> str:
+    from apps.launches.sweeps import EARLY_STOPPING_KEYS
+
+    kinds = "; ".join(f"{kind}: {', '.join(sorted(keys))}" for kind, keys in EARLY_STOPPING_KEYS.items())
+    return (
+        'Early stopping with Optuna\'s pruners, e.g. {"type": "median", "min_steps": 5}; omit or null: every '
+        f"trial runs to its end. Each type takes only its own keys ({kinds})."
+    )
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "metric": {"type": "string", "minLength": 1, "maxLength": 120, "description": "A metric the template logs"},
+            "direction": {"type": "string", "enum": list(DIRECTIONS.values()), "default": "maximize"},
+        },
+        "required": ["metric"],
+        "additionalProperties": False,
+    }
+)
+class ObjectiveField(serializers.JSONField):
+    """A sweep's `objective` as typed in the schema; validated by SweepCreateSerializer.validate
+    (400 on `objective`, `objective.metric`, `objective.direction`)."""
+
+
+@extend_schema_field(_early_stopping_schema())
+class EarlyStoppingField(serializers.JSONField):
+    """A sweep's `early_stopping` as typed in the schema; validated by
+    sweeps.clean_early_stopping (400 on `early_stopping.<key>`)."""
+
+
 class SweepCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     project = serializers.CharField()
     template = serializers.CharField()
-    strategy = serializers.CharField()
+    strategy = serializers.ChoiceField(
+        choices=SweepStrategy.choices,
+        error_messages={"invalid_choice": f"Choose {', '.join(SweepStrategy.values)}."},
+        help_text="grid and random plan every trial up front; bayes (TPE) and cmaes ask the optimiser one "
+        "trial at a time",
+    )
     space = serializers.JSONField()
     max_trials = serializers.JSONField()
     parallelism = serializers.JSONField()
     parameters = serializers.JSONField(required=False, default=dict)
-    resources = serializers.JSONField(required=False, default=dict)
+    resources = serializers.JSONField(required=False, default=dict, help_text=RESOURCES_HELP)
     metric = serializers.CharField(required=False, allow_blank=True, default="")
     direction = serializers.CharField(required=False, default="max")
     name = serializers.CharField(required=False, allow_blank=True, default="")
     seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=2**63 - 1)
-    objective = serializers.JSONField(
+    objective = ObjectiveField(
         required=False, default=None, help_text='{"metric": name, "direction": "minimize" | "maximize"}'
     )
-    early_stopping = serializers.JSONField(
-        required=False,
-        default=None,
-        help_text='{"type": "median" | "asha" | "hyperband", "min_steps": n, ...}; omit: every trial runs to its end',
-    )
+    early_stopping = EarlyStoppingField(required=False, default=None, help_text=_early_stopping_help())
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """`objective` is another spelling of `metric` + `direction` (minimize → min,

@@ -24,7 +24,7 @@ from apps.core.queue import enqueue_on_commit
 from apps.environments import selection
 from apps.environments.models import Environment
 from apps.launches.models import LIVE, TERMINAL, Launch, ParamType, Status, Sweep, SweepStatus, Template
-from apps.launches.validation import check_value, clean_parameters, clean_resources, quantity
+from apps.launches.validation import check_value, clean_parameters, clean_resources, quantity, with_gpu_product
 from apps.projects.models import Backend, ExperimentState, Project
 from apps.tracking.gateway import MlflowError, gateway
 
@@ -212,7 +212,8 @@ def create_launch(
     check_template_allowed(template, project)
     clean_params = clean_parameters(template, parameters)
     clean_res = clean_resources(template, resources)
-    name = (name or "").strip()[:120]
+    # One name on every page and in MLflow: the run is named like the launch.
+    name = (name or "").strip()[:120] or template.slug
     selected = launch_environment(actor, project, template, environment)  # refusals create nothing
     check_local_gpus(project, clean_res["gpus"])
     _check_quota(project, clean_res["gpus"])  # before MLflow: a full quota creates no run
@@ -222,7 +223,7 @@ def create_launch(
         run_id = create_experiment_run(
             project,
             experiment_id,
-            name or template.slug,
+            name,
             tags={
                 "plinth.project": project.full_slug,
                 "plinth.template": template.slug,
@@ -456,6 +457,7 @@ TEMPLATE_FIELDS = (
     "max_runtime_seconds",
     "backends",
     "is_active",
+    "objective",
 )
 
 
@@ -489,8 +491,10 @@ def _check_template_spec(data: dict[str, Any]) -> dict[str, list[str]]:
     for key in ("default_resources", "max_resources"):
         res = data.get(key, {})
         if not isinstance(res, dict):
-            errors[key] = ["Resources are an object with cpu, memory, gpus, gpu_model."]
+            errors[key] = ["Resources are an object with cpu, memory, gpus, gpu_product."]
             continue
+        if key in data:  # stored under `gpu_product`: the deprecated `gpu_model` is renamed
+            res = data[key] = with_gpu_product(res, key, errors)
         for q in ("cpu", "memory"):
             if q in res:
                 try:
@@ -505,6 +509,15 @@ def _check_template_spec(data: dict[str, Any]) -> dict[str, list[str]]:
     runtime = data.get("max_runtime_seconds", 3600)
     if isinstance(runtime, bool) or not isinstance(runtime, int) or not 1 <= runtime <= 7 * 24 * 3600:
         errors["max_runtime_seconds"] = ["Between 1 second and 7 days."]
+    objective = data.get("objective", {})
+    if objective and not (
+        isinstance(objective, dict)
+        and set(objective) == {"metric", "direction"}
+        and isinstance(objective["metric"], str)
+        and 0 < len(objective["metric"].strip()) <= 120
+        and objective["direction"] in ("min", "max")
+    ):
+        errors["objective"] = ['Empty, or {"metric": a metric logged at every step, "direction": "min" or "max"}.']
     return errors
 
 
@@ -522,16 +535,12 @@ def _template_environment(actor: User, team: Team | None, value: Any, current_id
     return chosen
 
 
-def _can_manage_templates(actor: User, team: Team | None) -> bool:
-    return policies.is_platform_admin(actor) if team is None else policies.can_manage_team(actor, team)
-
-
 @transaction.atomic
 def create_template(actor: User, team: Team | None, *, slug: str, environment: Any = None, **data: Any) -> Template:
     """A new template for `team` (its leads) or global (`team` None: platform admins).
     `environment` (an Environment, id or label; optional) pins the environment its launches
     run in: platform-wide or `team`'s own, ready or deprecated (else 400 on `environment`)."""
-    if not _can_manage_templates(actor, team):
+    if not policies.can_manage_templates(actor, team):
         raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
     pinned = _template_environment(actor, team, environment, None)
     try:
@@ -560,7 +569,7 @@ def update_template(actor: User, template: Template, **changes: Any) -> Template
     template = (
         Template.objects.select_for_update(of=("self",)).select_related("team", "environment__team").get(pk=template.pk)
     )
-    if not _can_manage_templates(actor, template.team):
+    if not policies.can_manage_templates(actor, template.team):
         raise NotAllowed("Leads manage their team's templates; platform admins manage global ones.")
     old_env = template.environment.label if template.environment is not None else ""
     before = {key: getattr(template, key) for key in TEMPLATE_FIELDS}

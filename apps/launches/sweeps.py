@@ -28,7 +28,7 @@ from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed, ServiceError, Unavailable
 from apps.core.queue import enqueue_on_commit
 from apps.launches import optimizer
-from apps.launches.models import LIVE, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
+from apps.launches.models import LIVE, TERMINAL, Launch, ParamType, Status, Sweep, SweepStatus, SweepStrategy, Template
 from apps.launches.services import (
     ExperimentDeleted,
     QuotaExceeded,
@@ -339,7 +339,10 @@ def create_sweep(
     Grid/random: the plan never repeats a trial (see `plan_trials`); when the space holds
     fewer distinct trials than `max_trials`, each runs once and the sweep's `status_reason`
     says so (see `plan_note`). Bayes/cmaes: `metric` (+ `direction`) is the objective and
-    trials are asked one at a time (see `advance`). `early_stopping`: see
+    trials are asked one at a time (see `advance`), never the same parameters twice (`_ask`);
+    over lists only, `max_trials` is capped at the space's size with the same note. The
+    environment is resolved once here and kept on the sweep (`Sweep.environment`): every
+    trial runs in it (`trials_environment`). `early_stopping`: see
     `clean_early_stopping`. Each trial gets its own seed (see `assign_seeds`). Raises
     InvalidInput (400), NotAllowed (403), Conflict (409: quota, the project's experiment
     deleted in MLflow), MlflowUnavailable (503)."""
@@ -370,10 +373,15 @@ def create_sweep(
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     adaptive = strategy in optimizer.ADAPTIVE
     planned = [] if adaptive else plan_trials(strategy, clean_space, max_trials, seed)
-    note = "" if adaptive else plan_note(strategy, clean_space, max_trials, len(planned))
+    total = len(planned)
+    if adaptive:
+        # Over lists only, the space holds `space_size` distinct trials: an adaptive sweep
+        # asks no more than that (each runs once, as for grid and random).
+        size = space_size(clean_space)
+        total = max_trials if size is None else min(max_trials, size)
+    note = plan_note(strategy, clean_space, max_trials, total)
     assign_seeds(template, planned, clean_space, parameters if isinstance(parameters, dict) else {}, seed)
     seeded = wants_seeds(template, clean_space, parameters if isinstance(parameters, dict) else {})
-    total = max_trials if adaptive else len(planned)
     at_once = min(parallelism, total)
     if clean_res["gpus"] * at_once > project.gpu_quota:
         raise Conflict(
@@ -420,6 +428,7 @@ def create_sweep(
                 seeded=seeded,
                 status_reason=note,
                 mlflow_parent_run_id=parent,
+                environment=selected.environment,
             )
             record(
                 actor,
@@ -449,10 +458,13 @@ def create_sweep(
 
 
 def trials_environment(sweep: Sweep) -> int | None:
-    """The environment (id) the sweep's next trial runs in: the one its earlier trials ran
-    in, so every trial of a sweep runs in the same one (a deprecated-and-redirected one
-    still moves new trials to its replacement; a retired one stops the plan). None before
-    the first trial: it resolves as `create_sweep` did moments before."""
+    """The environment (id) the sweep's next trial runs in: the one `create_sweep` resolved
+    and kept on the sweep (`Sweep.environment`), so every trial runs in it whatever default
+    changes meanwhile (a deprecated-and-redirected one still moves new trials to its
+    replacement; a retired one stops the plan). Sweeps created before that field existed:
+    the one their first trial ran in; None before it (it resolves as for a launch)."""
+    if sweep.environment_id is not None:
+        return int(sweep.environment_id)
     return (
         Launch.objects.filter(sweep=sweep, environment__isnull=False)
         .order_by("trial", "pk")
@@ -487,7 +499,7 @@ def advance(sweep_pk: int) -> int:
                 sweep.template,
                 parameters={**sweep.base_parameters, **sweep.planned[index]},
                 resources=sweep.resources,
-                name=f"{sweep.name or 'sweep'} #{sweep.pk} trial {index + 1}",
+                name=f"{sweep.display_name} trial {index + 1}",
                 sweep=sweep,
                 trial=index,
                 environment=trials_environment(sweep),
@@ -548,15 +560,33 @@ def _next_trial(sweep_pk: int) -> tuple[Sweep, int] | None:
         if live >= sweep.parallelism:
             return None
         if index is None and _may_ask(sweep):
-            index = _ask(sweep, list(trials))
+            if _results_unread(trials):
+                # An ended trial's objective is not read yet (MLflow was down when it ended):
+                # asking now would treat it as still running, and the study would differ
+                # from the one rebuilt later. The reconciler reads it, then asks.
+                return None
+            try:
+                index = _ask(sweep, list(trials))
+            except optimizer.NothingNew as exc:
+                # Only repeats left to ask: plan no more, finish once the live trials end.
+                _cut_plan(sweep, trials, f"{exc}.")
+                return None
         if index is None:
             return None
         return sweep, index
 
 
+def _results_unread(trials: Any) -> bool:
+    """Whether an ended trial of these (a Launch queryset of one sweep) has a result
+    Optuna should see that nobody read from MLflow yet (`record_objective`)."""
+    unread = trials.filter(status__in=TERMINAL, objective_state=optimizer.ObjectiveState.UNREAD)
+    return bool(unread.exclude(mlflow_run_id="").exists())
+
+
 def _ask(sweep: Sweep, trials: list[Launch]) -> int:
     """Append Optuna's next trial to the sweep's plan (inside the caller's transaction,
-    the sweep row locked); returns its index."""
+    the sweep row locked); returns its index. Raises optimizer.NothingNew when the sampler
+    proposes only parameters of trials already planned (nothing is appended then)."""
     params, attrs = optimizer.ask(sweep, trials)
     index = len(sweep.planned)
     if sweep.seeded:
@@ -576,18 +606,23 @@ def _stop_planning(sweep_pk: int, exc: ServiceError) -> None:
         sweep = _locked_running(sweep_pk)
         if sweep is None:
             return
-        trials = Launch.objects.filter(sweep=sweep)
-        index = _next_index(sweep, trials)
-        if index is not None or _may_ask(sweep):
-            index = len(sweep.planned) if index is None else index
-            sweep.planned = sweep.planned[:index]
-            if sweep.strategy in optimizer.ADAPTIVE:
-                sweep.max_trials = index
-            stopped = f"stopped after {index} trials: {exc.message}"
-            sweep.status_reason = f"{sweep.status_reason} {stopped}".strip()
-            sweep.save(update_fields=["planned", "max_trials", "status_reason"])
-        if not trials.filter(status__in=LIVE).exists():
-            _finish(sweep, trials)
+        _cut_plan(sweep, Launch.objects.filter(sweep=sweep), exc.message)
+
+
+def _cut_plan(sweep: Sweep, trials: Any, why: str) -> None:
+    """`_stop_planning`'s work inside the caller's transaction (the sweep row locked): drop
+    the planned trials no launch holds, an adaptive sweep's `max_trials` becomes the trials
+    started, `why` joins the status reason; the sweep finishes if none of its trials is live."""
+    index = _next_index(sweep, trials)
+    if index is not None or _may_ask(sweep):
+        index = len(sweep.planned) if index is None else index
+        sweep.planned = sweep.planned[:index]
+        if sweep.strategy in optimizer.ADAPTIVE:
+            sweep.max_trials = index
+        sweep.status_reason = f"{sweep.status_reason} stopped after {index} trials: {why}".strip()
+        sweep.save(update_fields=["planned", "max_trials", "status_reason"])
+    if not trials.filter(status__in=LIVE).exists():
+        _finish(sweep, trials)
 
 
 def _finish(sweep: Sweep, trials: Any) -> None:
@@ -695,7 +730,10 @@ def extend_sweep(actor: User, sweep: Sweep, trials: Any) -> Sweep:
     continues — trial numbers carry on after the last one, an adaptive sweep's sampler sees
     every earlier result, the best trial stays the best until beaten. Grid/random sweeps
     plan the new trials now, skipping every trial already planned (fewer when the space
-    runs out). Audited (sweep.extended).
+    runs out); an adaptive sweep over lists only asks at most the space's trials not run
+    yet. Its MLflow parent run is reopened (RUNNING) once this commits (task
+    `reopen_sweep_run`, retried while MLflow is down) and ended again with the sweep.
+    Audited (sweep.extended).
 
     Raises InvalidInput (400: `trials` not a whole number from 1 to MAX_TRIALS, or the
     total over MAX_TRIALS), NotAllowed (403: only its creator or a lead of the team),
@@ -715,6 +753,8 @@ def extend_sweep(actor: User, sweep: Sweep, trials: Any) -> Sweep:
             raise NotAllowed("Viewers cannot start trials.")
         if sweep.status == SweepStatus.RUNNING:
             raise Conflict("The sweep is still running: extend it once it has ended (or cancel it first).")
+        if Launch.objects.filter(sweep=sweep, status__in=LIVE).exists():
+            raise Conflict("Trials of the sweep are still being stopped: extend it once they have ended.")
         if sweep.project.mlflow_state == ExperimentState.DELETED:
             from apps.projects.services import experiment_deleted_sentence
 
@@ -738,6 +778,12 @@ def extend_sweep(actor: User, sweep: Sweep, trials: Any) -> Sweep:
                 )
             sweep.planned = [*sweep.planned, *fresh]
             trials = len(fresh)
+        elif (size := space_size(sweep.space)) is not None:
+            # Lists only: as many more as the space holds distinct trials not run yet.
+            left = size - len({optimizer.parameters_key(t, sweep.space) for t in sweep.planned})
+            if left <= 0:
+                raise Conflict(f"Every distinct trial of the search space ({size}) has run: there is nothing to add.")
+            trials = min(trials, left)
         sweep.max_trials = ran + trials
         sweep.status, sweep.finished_at = SweepStatus.RUNNING, None
         sweep.status_reason = f"{sweep.status_reason} Extended by {trials} trials by {actor.username}.".strip()
@@ -751,7 +797,10 @@ def extend_sweep(actor: User, sweep: Sweep, trials: Any) -> Sweep:
             before=before,
             after={"status": sweep.status, "max_trials": sweep.max_trials, "trials": trials},
         )
-        from apps.launches.tasks import advance_sweep
+        from apps.launches.tasks import advance_sweep, reopen_sweep_run
 
+        if sweep.mlflow_parent_run_id:
+            # The parent run was ended with the sweep: running again (MLflow down: retried).
+            enqueue_on_commit(reopen_sweep_run, sweep.pk)
         enqueue_on_commit(advance_sweep, sweep.pk)
     return sweep

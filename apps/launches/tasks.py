@@ -268,9 +268,36 @@ def close_sweep_run(sweep_pk: int) -> None:
 
     sweep = Sweep.objects.filter(pk=sweep_pk).first()
     if sweep is None or not sweep.mlflow_parent_run_id or sweep.status == SweepStatus.RUNNING:
-        return
+        return  # running again (extended): ended once the extension ends (reopen_sweep_run)
     status = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}[sweep.status]
     gateway().end_run(sweep.mlflow_parent_run_id, status)
+
+
+@shared_task(autoretry_for=(MlflowUnavailable,), retry_backoff=5, retry_backoff_max=300, max_retries=10)
+def reopen_sweep_run(sweep_pk: int) -> str:
+    """An ended sweep was extended: set its MLflow parent run back to RUNNING while the new
+    trials run (`close_sweep_run` ends it again with the sweep). Returns what it did:
+    "reopened", "skipped" (no such sweep, no parent run, or the sweep ended again before
+    this ran) or "refused" (MLflow refused: the run was deleted in MLflow; nothing to do).
+    MLflow down: retried with backoff (MlflowUnavailable).
+
+    A sweep that ends while this runs is closed either way: after reopening, the sweep is
+    read again, and if it ended meanwhile its run is ended here too (whichever of the two
+    writes lands last, the run ends)."""
+    from apps.tracking.gateway import gateway
+
+    sweep = Sweep.objects.filter(pk=sweep_pk).first()
+    if sweep is None or not sweep.mlflow_parent_run_id or sweep.status != SweepStatus.RUNNING:
+        return "skipped"
+    try:
+        gateway().reopen_run(sweep.mlflow_parent_run_id)  # MlflowUnavailable: retried
+    except MlflowError as exc:
+        logger.info("sweep %s: MLflow refused to reopen run %s: %s", sweep_pk, sweep.mlflow_parent_run_id, exc)
+        return "refused"
+    sweep.refresh_from_db(fields=["status"])
+    if sweep.status != SweepStatus.RUNNING:
+        close_sweep_run.delay(sweep_pk)  # with its own retries
+    return "reopened"
 
 
 # --- sweeps that run as one Indexed Job (apps.launches.workloads) -------------------------------

@@ -23,7 +23,7 @@ from apps.core.errors import ServiceError
 from apps.core.filters import FilteredListMixin
 from apps.core.numbers import best as best_of
 from apps.core.pages import paginate, run_action, run_service
-from apps.core.partials import FragmentMixin
+from apps.core.partials import FragmentMixin, fragment_for
 from apps.launches import services, sweeps
 from apps.launches.filters import LaunchFilter, SweepFilter
 from apps.launches.forms import LaunchForm, SweepForm
@@ -124,7 +124,7 @@ class LaunchCreateView(LoginRequiredMixin, View):
                 "project": str(previous.project_id),
                 "name": previous.name,
                 **{f"param_{k}": v for k, v in previous.parameters.items()},
-                **{k: previous.resources.get(k) for k in ("cpu", "memory", "gpus", "gpu_model")},
+                **{k: previous.resources.get(k) for k in ("cpu", "memory", "gpus", "gpu_product")},
                 "environment": str(previous.environment_id or ""),
             }
         elif request.GET.get("project"):
@@ -212,6 +212,8 @@ class LaunchDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
             logs=logs,
             logs_error=logs_error,
             live=launch.status not in TERMINAL,
+            # The polled status carries the actions and the log out of band.
+            oob=fragment_for(self.request, self.fragments) is not None,
             can_cancel=launch.status not in TERMINAL
             and launch.status != Status.CANCELLING
             and (launch.created_by_id == user.pk or policies.can_manage_team(user, launch.project.team)),
@@ -281,7 +283,7 @@ class SweepCreateView(LoginRequiredMixin, View):
                 request, "launches/pick_template.html", {"templates": templates.order_by("slug"), "for_sweep": True}
             )
         projects = _launchable_projects(request, template)
-        form = SweepForm(projects=projects)
+        form = SweepForm(projects=projects, objective=template.objective)
         return render(
             request,
             self.template_name,
@@ -294,7 +296,7 @@ class SweepCreateView(LoginRequiredMixin, View):
             return redirect("launches:sweep-create")
         _check_project(request)
         projects = _launchable_projects(request, template)
-        form = SweepForm(request.POST, projects=projects)
+        form = SweepForm(request.POST, projects=projects, objective=template.objective)
         status = 400
         if form.is_valid():
             data = form.cleaned_data
@@ -318,6 +320,7 @@ class SweepCreateView(LoginRequiredMixin, View):
                         direction=data["direction"],
                         name=data["name"],
                         early_stopping=form.early_stopping_spec(),
+                        seed=data["seed"],
                     ),
                     field_for=_sweep_form_field,
                 )
@@ -325,6 +328,8 @@ class SweepCreateView(LoginRequiredMixin, View):
                     messages.success(
                         request, f"Sweep started: {sweep.max_trials} trials, {sweep.parallelism} at a time."
                     )
+                    if warning := form.metric_warning():
+                        messages.warning(request, warning)
                     return redirect("launches:sweep-detail", pk=sweep.pk)
         return render(
             request,

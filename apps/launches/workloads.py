@@ -102,7 +102,7 @@ def reserved_gpus(project: Project) -> int:
 
 
 def _trial_name(sweep: Sweep, index: int) -> str:
-    return f"{sweep.name or 'sweep'} #{sweep.pk} trial {index + 1}"
+    return f"{sweep.display_name} trial {index + 1}"
 
 
 def _delete_runs(run_ids: Sequence[str]) -> None:
@@ -151,7 +151,7 @@ def create_trials(sweep_pk: int) -> int:
         check_template_allowed(template, project)
         resources = clean_resources(template, sweep.resources)
         plans = [clean_parameters(template, {**sweep.base_parameters, **trial}) for trial in sweep.planned]
-        environment = launch_environment(actor, project, template).environment  # as create_sweep resolved it
+        environment = launch_environment(actor, project, template, sweep.environment_id).environment  # the sweep's
     except ServiceError as exc:
         from apps.launches.sweeps import _stop_planning
 
@@ -330,18 +330,21 @@ def cancel_trials(actor: User, sweep: Sweep, reason: str = "") -> int:
     """Cancel every live trial of a workload sweep at once (inside cancel_sweep's
     transaction, the sweep row locked): queued ones end now, the others go `cancelling`,
     each with its audit event and `reason` (default: "cancelled with the sweep by <actor>");
-    ONE task then deletes the Job (and with it every pod).
+    ONE task then deletes the Job (and with it every pod) — only while some index of it is
+    still live (this call's, or one already `cancelling`). A Job whose indexes have all
+    ended (a sweep extended after its Job finished: the new trials run one Job each) is
+    left alone: it holds the ended trials' pod logs until its TTL.
     Trials an extension added (one Job each) are left to cancel_sweep's own loop.
-    Returns how many trials it cancelled."""
+    Returns how many trials it cancelled (two queries when none is live)."""
     from apps.launches.tasks import close_mlflow_run, delete_workload
 
     now = timezone.now()
-    trials = list(
-        Launch.objects.select_for_update()
-        .filter(in_workload(), sweep=sweep, status__in=LIVE)
-        .exclude(status=Status.CANCELLING)
-        .order_by("trial")
-    )
+    live = Launch.objects.filter(in_workload(), sweep=sweep, status__in=LIVE)
+    trials = list(live.select_for_update().exclude(status=Status.CANCELLING).order_by("trial"))
+    if not trials:
+        if live.exists():  # only `cancelling` indexes left: their Job still has to go
+            enqueue_on_commit(delete_workload, sweep.pk)
+        return 0
     reason = reason or f"cancelled with the sweep by {actor.username}"
     for trial in trials:
         trial.updated_at = now
@@ -369,17 +372,21 @@ def cancel_trials(actor: User, sweep: Sweep, reason: str = "") -> int:
 def delete(sweep_pk: int) -> None:
     """Delete the cancelled sweep's Job and ConfigMap, then fold what the cluster shows into
     its trials (the Job gone → `cancelling` trials end `cancelled`, MLflow runs KILLED).
-    Raises BackendUnavailable (the task retries; the reconciler also asks again)."""
+    Nothing happens when no index of the Job is live any more: an ended Job stays for its
+    trials' logs until its TTL. Raises BackendUnavailable (the task retries; the
+    reconciler also asks again)."""
     sweep = Sweep.objects.select_related("project__team").filter(pk=sweep_pk).first()
     if sweep is None or not sweep.workload:
+        return
+    live = list(
+        Launch.objects.select_related("project__team", "template").filter(in_workload(), sweep=sweep, status__in=LIVE)
+    )
+    if not live:
         return
     backend = get_backend(sweep.project.backend)
     backend.delete_workload(sweep)
     from apps.launches.tasks import sync_many
 
-    live = Launch.objects.select_related("project__team", "template").filter(
-        in_workload(), sweep=sweep, status__in=LIVE
-    )
     sync_many(live)
 
 

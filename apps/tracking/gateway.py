@@ -164,6 +164,14 @@ class MlflowGateway:
             "POST", "runs/update", json={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)}
         )
 
+    def reopen_run(self, run_id: str) -> None:
+        """Set an ended run back to RUNNING (MLflow's runs/update with status RUNNING), as
+        for a sweep that is extended after it ended. MLflow keeps the old end time (its
+        runs/update can set one, not clear it): `end_run` sets a new one when the run ends
+        again. MlflowError 404 (RESOURCE_DOES_NOT_EXIST) for an unknown run, 400
+        (INVALID_PARAMETER_VALUE) for a deleted one."""
+        self._call("POST", "runs/update", json={"run_id": run_id, "status": "RUNNING"})
+
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self._call("POST", "runs/set-tag", json={"run_id": run_id, "key": key, "value": value})
 

@@ -81,10 +81,11 @@ PAGE_LAUNCH: Body = lambda w: {  # noqa: E731
     "param_alpha": 0.0001,
     "param_register_model": "",
     "param_seed": 0,
+    "param_sleep_per_epoch": 0,
     "cpu": "1",
     "memory": "1Gi",
     "gpus": 0,
-    "gpu_model": "",
+    "gpu_product": "",
 }
 PAGE_SWEEP: Body = lambda w: {  # noqa: E731
     "template": "sklearn-digits",
@@ -408,7 +409,7 @@ def _launch(project: Project, template: Template, user: User, status: str, sweep
         status=status,
         backend="local",
         parameters={"epochs": 20},
-        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_model": ""},
+        resources={"cpu": "1", "memory": "1Gi", "gpus": 0, "gpu_product": ""},
         mlflow_run_id=f"run-of-{user.username}",
         mlflow_experiment_id="1",
     )

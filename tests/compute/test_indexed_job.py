@@ -1,10 +1,13 @@
 """A grid or random sweep on Kubernetes as ONE Indexed Job: the manifests (validated strictly),
-200 trials in one create, per-index status from recorded Job/Pod JSON, cancelling one index or
-the whole sweep, the GPU reservation, the sweep end to end on the stateful fake, and the same
-requests over HTTP against kmock with the real client. No real cluster is involved."""
+200 trials in one create, per-index status from Job/Pod JSON in the API server's shape
+(written by hand, see fixtures/indexed/README.md), cancelling one index or the whole sweep,
+the GPU reservation, the sweep end to end on the stateful fake, extending it (and ending it
+after), pruning one index, and the same requests over HTTP against kmock with the real
+client. No real cluster is involved."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 import stat
@@ -19,6 +22,8 @@ import pytest
 from kubernetes import client
 
 from apps.accounts.models import User
+from apps.audit.models import AuditEvent
+from apps.audit.verbs import AuditVerb
 from apps.compute.base import BackendRejected, Observation
 from apps.compute.k8s import KubeApi, KubeGateway, KubernetesBackend, RateLimiter
 from apps.compute.k8s.indexed import (
@@ -136,6 +141,7 @@ def start(
     parallelism: int,
     gpus: int = 1,
     strategy: str = "grid",
+    max_trials: int = 1000,
 ) -> Sweep:
     """Create a sweep and run what its creation queues (advance → the trials → one submit)."""
     with capture(execute=True):
@@ -145,7 +151,7 @@ def start(
             template,
             strategy=strategy,
             space=space,
-            max_trials=1000,
+            max_trials=max_trials,
             parallelism=parallelism,
             resources={"cpu": "1", "memory": "1Gi", "gpus": gpus},
             seed=5,
@@ -359,10 +365,31 @@ def test_an_unreachable_cluster_keeps_the_trials_for_the_reconciler(
     assert (cluster.calls["create_config_map"], cluster.calls["create_job"], len(cluster.jobs[NS])) == (2, 1, 1)
 
 
-# --- status per index, from recorded Job and Pod JSON ---------------------------------------------------
-def recorded(name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+# --- status per index, from Job and Pod JSON in the API server's shape ----------------------------------
+def cluster_objects(name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The Job and pods of fixtures/indexed/<name>.json (hand-written: see its README)."""
     data = json.loads((FIXTURES / f"{name}.json").read_text())
     return data["job"], data["pods"]
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in FIXTURES.glob("*.json")))
+def test_the_fixture_objects_follow_the_kubernetes_schema(name: str) -> None:
+    job, pods = cluster_objects(name)
+    # Strictly (no unknown field) against the oldest version indexed.py supports and the newest known.
+    for version in ("1.31.0", SCHEMA_VERSION):
+        for obj in (job, *pods):
+            assert kubernetes_validate.validate(obj, version, strict=True)
+    spec, status = job["spec"], job["status"]
+    assert (job["kind"], spec["completionMode"], spec["backoffLimitPerIndex"]) == ("Job", "Indexed", 0)
+    completed, failed = parse_indexes(status.get("completedIndexes")), parse_indexes(status.get("failedIndexes"))
+    assert not completed & failed and completed | failed <= set(range(spec["completions"]))
+    assert (status.get("succeeded", 0), status.get("failed", 0)) == (len(completed), len(failed))
+    for pod in pods:
+        meta = pod["metadata"]
+        index = meta["labels"]["batch.kubernetes.io/job-completion-index"]
+        assert meta["annotations"]["batch.kubernetes.io/job-completion-index"] == index
+        assert meta["name"].startswith(f"{job['metadata']['name']}-{index}-")
+        assert meta["labels"]["job-name"] == job["metadata"]["name"]
 
 
 IN_FLIGHT = {
@@ -379,7 +406,7 @@ IN_FLIGHT = {
 
 @pytest.mark.parametrize(("index", "expected"), sorted(IN_FLIGHT.items()))
 def test_each_index_of_a_job_in_flight_maps_to_its_own_state(index: int, expected: tuple[str, str]) -> None:
-    job, pods = recorded("job_in_flight")
+    job, pods = cluster_objects("job_in_flight")
     seen = WorkloadView.read(job, pods).observe(index)
     state, reason = expected
     assert seen.state == state
@@ -391,7 +418,7 @@ def test_each_index_of_a_job_in_flight_maps_to_its_own_state(index: int, expecte
 
 
 def test_the_failed_index_quotes_the_log_it_reads() -> None:
-    job, pods = recorded("job_in_flight")
+    job, pods = cluster_objects("job_in_flight")
     asked: list[str] = []
 
     def read_log(pod: str) -> str:
@@ -404,7 +431,7 @@ def test_the_failed_index_quotes_the_log_it_reads() -> None:
 
 
 def test_a_finished_job_with_failed_indexes_maps_each_trial() -> None:
-    job, pods = recorded("job_failed_indexes")
+    job, pods = cluster_objects("job_failed_indexes")
     view = WorkloadView.read(job, pods)
     states = {index: view.observe(index) for index in range(6)}
     assert {i for i, seen in states.items() if seen.state == "succeeded"} == {0, 1, 2, 4}
@@ -422,7 +449,7 @@ def test_a_finished_job_with_failed_indexes_maps_each_trial() -> None:
 
 
 def test_a_suspended_workload_waits_for_its_queue_and_a_deleted_one_is_missing() -> None:
-    job, pods = recorded("job_suspended_by_kueue")
+    job, pods = cluster_objects("job_suspended_by_kueue")
     view = WorkloadView.read(job, pods)
     assert [view.observe(i) for i in range(4)] == [
         Observation("pending", "not admitted by the queue team-demo yet")
@@ -605,6 +632,263 @@ def test_the_reservation_counts_against_the_project_quota(
     assert services.gpus_in_use(kube_project) == 3
     with pytest.raises(services.QuotaExceeded):
         services.create_launch(ada, kube_project, train, resources={"gpus": 1})
+
+
+# --- extending an Indexed-Job sweep, ending it afterwards, pruning one index ----------------------------
+LR_CHOICES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+OLD_LOG = "epoch 3 loss 0.12\n"
+
+
+def finished_then_extended(
+    user: User, project: Project, template: Template, controller: JobController, capture: Any
+) -> tuple[Sweep, list[Launch], list[Launch], dict[str, Any]]:
+    """A random sweep of two trials that ran as one Indexed Job and ended (index 0 succeeded,
+    index 1 failed), then extended by two trials. Returns the sweep, its two Job-run trials,
+    the extension's two trials, and the old Job and its pods as the cluster held them just
+    before the extension ({"job": …, "pods": […]})."""
+    sweep = start(
+        user, project, template, capture, space={"lr": LR_CHOICES}, parallelism=2, strategy="random", max_trials=2
+    )
+    name = sweep.workload
+    assert controller.start_indexes(NS, name) == [0, 1]
+    controller.succeed_index(NS, name, 0, logs=OLD_LOG)
+    controller.fail_index(NS, name, 1, exit_code=2, logs="Traceback\nValueError: diverged\n")
+    with capture(execute=True):
+        reconcile()
+    sweep.refresh_from_db()
+    assert sweep.status == SweepStatus.SUCCEEDED
+    before = {"job": copy.deepcopy(controller.job(NS, name)), "pods": copy.deepcopy(controller.pods(NS, name))}
+    with capture(execute=True):
+        sweeps.extend_sweep(user, sweep, 2)
+    sweep.refresh_from_db()
+    trials = trials_of(sweep)
+    return sweep, trials[:2], trials[2:], before
+
+
+def test_an_extended_indexed_sweep_runs_its_new_trials_as_their_own_jobs_and_leaves_the_old_job_alone(
+    ada: User,
+    kube_project: Project,
+    train: Template,
+    fake_mlflow: FakeMlflow,
+    backend: KubernetesBackend,
+    cluster: FakeKubeGateway,
+    controller: JobController,
+    django_capture_on_commit_callbacks: Any,
+    eager: None,
+) -> None:
+    sweep, old, new, before = finished_then_extended(
+        ada, kube_project, train, controller, django_capture_on_commit_callbacks
+    )
+    name = sweep.workload
+    assert sweep.status == SweepStatus.RUNNING and name == f"plinth-sweep-{sweep.pk}"
+    assert [t.trial for t in old] == [0, 1] and [t.trial for t in new] == [2, 3]
+    assert {t.parameters["lr"] for t in trials_of(sweep)} <= set(LR_CHOICES)
+    assert len({t.parameters["lr"] for t in trials_of(sweep)}) == 4  # the extension repeats no trial
+    # The new trials are ordinary launches: one Job each, not indexes of the old Job.
+    assert all(workloads.WORKLOAD_KEY not in t.resources for t in new)
+    assert {t.status for t in new} == {Status.PENDING}
+    assert set(cluster.jobs[NS]) == {name, new[0].job_name, new[1].job_name}
+    assert all("completionMode" not in cluster.jobs[NS][t.job_name]["spec"] for t in new)
+    assert (cluster.calls["create_job"], cluster.calls["create_config_map"]) == (3, 1)
+    # The old Job, its pods and their logs are untouched.
+    assert controller.job(NS, name) == before["job"] and controller.pods(NS, name) == before["pods"]
+    assert cluster.calls["delete_job"] == cluster.calls["delete_pod"] == cluster.calls["patch_config_map"] == 0
+    assert backend.logs(old[0]) == OLD_LOG
+    # Each old index is still read from the Job's status, as before the extension.
+    seen = backend.poll(old)
+    assert seen[old[0].pk].state == "succeeded" and seen[old[0].pk].exit_code == 0
+    assert seen[old[1].pk].state == "failed" and seen[old[1].pk].reason.startswith("exit code 2\n")
+    assert [t.status for t in old] == [Status.SUCCEEDED, Status.FAILED]
+    # The ended Job reserves nothing: the GPUs in use are the new trials' own.
+    assert workloads.reserved_gpus(kube_project) == 0 and services.gpus_in_use(kube_project) == 2
+
+    controller.run(NS, new[0].job_name)
+    controller.succeed(NS, new[1].job_name)
+    reconcile()
+    assert [t.status for t in trials_of(sweep)] == [Status.SUCCEEDED, Status.FAILED, Status.RUNNING, Status.SUCCEEDED]
+    controller.succeed(NS, new[0].job_name)
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile()
+    sweep.refresh_from_db()
+    assert sweep.status == SweepStatus.SUCCEEDED
+    assert controller.job(NS, name) == before["job"] and cluster.calls["delete_job"] == 0
+    assert services.gpus_in_use(kube_project) == 0
+
+
+@pytest.mark.parametrize("ending", ["cancel", "fail"])
+def test_ending_an_extended_sweep_stops_the_extension_and_keeps_the_ended_job(
+    ending: str,
+    ada: User,
+    kube_project: Project,
+    train: Template,
+    fake_mlflow: FakeMlflow,
+    backend: KubernetesBackend,
+    cluster: FakeKubeGateway,
+    controller: JobController,
+    django_capture_on_commit_callbacks: Any,
+    eager: None,
+) -> None:
+    sweep, old, new, before = finished_then_extended(
+        ada, kube_project, train, controller, django_capture_on_commit_callbacks
+    )
+    name = sweep.workload
+    controller.run(NS, new[0].job_name)  # one extension trial running, the other still pending
+    reconcile()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        if ending == "cancel":
+            sweeps.cancel_sweep(ada, sweep)
+        else:
+            assert sweeps.fail_sweep(sweep.pk, "the objective loss was never logged") is True
+    # Only the extension's Jobs are deleted, one request each; the ended Indexed Job stays
+    # with its pods, so the first two trials' logs are still there until its TTL.
+    assert sorted(cluster.deletions) == sorted((NS, t.job_name, "Background") for t in new)
+    assert set(cluster.jobs[NS]) == {name}
+    assert controller.job(NS, name) == before["job"] and controller.pods(NS, name) == before["pods"]
+    assert cluster.calls["delete_pod"] == 0 and backend.logs(old[0]) == OLD_LOG
+
+    sweep.refresh_from_db()
+    assert sweep.status == (SweepStatus.CANCELLED if ending == "cancel" else SweepStatus.FAILED)
+    trials = trials_of(sweep)
+    assert [t.status for t in trials] == [Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.CANCELLED]
+    assert [t.status_reason for t in trials[:2]] == [old[0].status_reason, old[1].status_reason]
+    if ending == "fail":
+        assert all(t.status_reason == "the sweep failed: the objective loss was never logged" for t in trials[2:])
+    assert [fake_mlflow.runs[t.mlflow_run_id]["status"] for t in trials] == ["FINISHED", "FAILED", "KILLED", "KILLED"]
+    assert services.gpus_in_use(kube_project) == 0
+
+
+def test_a_workload_with_no_live_index_is_neither_cancelled_nor_deleted(
+    ada: User,
+    kube_project: Project,
+    train: Template,
+    fake_mlflow: FakeMlflow,
+    backend: KubernetesBackend,
+    cluster: FakeKubeGateway,
+    controller: JobController,
+    django_capture_on_commit_callbacks: Any,
+    django_assert_num_queries: Any,
+    eager: None,
+) -> None:
+    sweep, _old, _new, before = finished_then_extended(
+        ada, kube_project, train, controller, django_capture_on_commit_callbacks
+    )
+    calls = dict(cluster.calls)
+    # Nothing live in the Job: no audit event, no trial touched, no deletion queued.
+    with django_assert_num_queries(2), django_capture_on_commit_callbacks() as queued:
+        assert workloads.cancel_trials(ada, sweep) == 0
+    assert queued == []
+    # A deletion queued earlier (say, before the Job's last index ended) finds nothing live.
+    with django_assert_num_queries(2):
+        workloads.delete(sweep.pk)
+    assert dict(cluster.calls) == calls
+    assert controller.job(NS, sweep.workload) == before["job"]
+
+
+PRUNE_REASON = "median of completed trials at step 12 was 0.41, this trial 0.78"
+
+
+def test_pruning_one_index_deletes_only_its_pod_ends_it_pruned_and_frees_its_gpu(
+    ada: User,
+    kube_project: Project,
+    train: Template,
+    fake_mlflow: FakeMlflow,
+    backend: KubernetesBackend,
+    cluster: FakeKubeGateway,
+    controller: JobController,
+    django_capture_on_commit_callbacks: Any,
+    eager: None,
+) -> None:
+    sweep = start(
+        ada, kube_project, train, django_capture_on_commit_callbacks, space={"lr": [0.1, 0.2, 0.3]}, parallelism=3
+    )
+    name = sweep.workload
+    assert controller.start_indexes(NS, name) == [0, 1, 2]
+    for index in range(3):
+        controller.run_index(NS, name, index, logs=f"step 12 loss 0.{index}\n")
+    reconcile()
+    by_index = {t.trial: t for t in trials_of(sweep)}
+    assert {t.status for t in by_index.values()} == {Status.RUNNING}
+    Project.objects.filter(pk=kube_project.pk).update(gpu_quota=3)
+    kube_project.refresh_from_db()
+    assert services.gpus_in_use(kube_project) == 3  # 3 slots x 1 GPU: the quota is full
+    with pytest.raises(services.QuotaExceeded):
+        services.create_launch(ada, kube_project, train, resources={"gpus": 1})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.prune_launch(by_index[1], PRUNE_REASON) is True
+    # Its pod only: the Job controller fails index 1 for good, no other pod is touched.
+    assert (cluster.calls["delete_pod"], cluster.calls["delete_job"]) == (1, 0)
+    assert controller.index_pods(NS, name, 1) == []
+    assert parse_indexes(controller.job(NS, name)["status"]["failedIndexes"]) == {1}
+    assert CANCELLED_MARK in controller.script(NS, name, 1)  # a later pod for it would not run it
+    pruned = Launch.objects.get(pk=by_index[1].pk)
+    # cancelling + its index failed + a prune reason → pruned, with the pruner's words.
+    assert (pruned.status, pruned.status_reason, pruned.prune_reason) == (Status.PRUNED, PRUNE_REASON, PRUNE_REASON)
+    assert pruned.finished_at is not None
+    run = fake_mlflow.runs[pruned.mlflow_run_id]
+    assert run["status"] == "KILLED" and run["tags"][services.PRUNED_TAG] == PRUNE_REASON
+    assert AuditEvent.objects.filter(verb=AuditVerb.TRIAL_PRUNED, target_id=str(pruned.pk)).count() == 1
+    for index in (0, 2):
+        assert Launch.objects.get(pk=by_index[index].pk).status == Status.RUNNING
+        assert [p["status"]["phase"] for p in controller.index_pods(NS, name, index)] == ["Running"]
+    # Its GPU is free at once: two trials live, min(parallelism 3, 2) x 1 GPU.
+    assert services.gpus_in_use(kube_project) == 2
+    services.create_launch(ada, kube_project, train, resources={"gpus": 1})  # fits now: 2 + 1 of 3
+    assert services.prune_launch(pruned, PRUNE_REASON) is False  # it is no longer running
+
+    controller.succeed_index(NS, name, 0)
+    controller.succeed_index(NS, name, 2)
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile()
+    sweep.refresh_from_db()
+    assert sweep.status == SweepStatus.SUCCEEDED
+    assert [t.status for t in trials_of(sweep)] == [Status.SUCCEEDED, Status.PRUNED, Status.SUCCEEDED]
+    assert name in cluster.jobs[NS] and cluster.calls["delete_job"] == 0  # the Job stays for the logs
+    assert workloads.reserved_gpus(kube_project) == 0
+
+
+def test_a_pruned_index_hands_its_slot_to_the_next_trial(
+    ada: User,
+    kube_project: Project,
+    train: Template,
+    fake_mlflow: FakeMlflow,
+    backend: KubernetesBackend,
+    cluster: FakeKubeGateway,
+    controller: JobController,
+    django_capture_on_commit_callbacks: Any,
+    eager: None,
+) -> None:
+    sweep = start(
+        ada, kube_project, train, django_capture_on_commit_callbacks, space={"lr": [0.1, 0.2, 0.3]}, parallelism=2
+    )
+    name = sweep.workload
+    assert controller.start_indexes(NS, name) == [0, 1]
+    controller.run_index(NS, name, 0)
+    controller.run_index(NS, name, 1)
+    reconcile()
+    by_index = {t.trial: t for t in trials_of(sweep)}
+    assert services.gpus_in_use(kube_project) == 2
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.prune_launch(by_index[0], PRUNE_REASON) is True
+    assert Launch.objects.get(pk=by_index[0].pk).status == Status.PRUNED
+    # Two trials are still live (1 running, 2 waiting for a slot): the reservation stays at
+    # parallelism x GPUs, and the Job controller gives the freed slot to index 2.
+    assert services.gpus_in_use(kube_project) == 2
+    assert controller.start_indexes(NS, name) == [2]
+    controller.run_index(NS, name, 2)
+    reconcile()
+    assert [t.status for t in trials_of(sweep)] == [Status.PRUNED, Status.RUNNING, Status.RUNNING]
+    controller.succeed_index(NS, name, 1)
+    reconcile()
+    assert services.gpus_in_use(kube_project) == 1  # one live trial: min(2, 1) x 1 GPU
+    controller.succeed_index(NS, name, 2)
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile()
+    sweep.refresh_from_db()
+    assert sweep.status == SweepStatus.SUCCEEDED and services.gpus_in_use(kube_project) == 0
+    assert cluster.calls["delete_pod"] == 1 and cluster.calls["delete_job"] == 0
 
 
 # --- the same requests over HTTP: the real client against kmock -----------------------------------------

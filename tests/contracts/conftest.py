@@ -197,7 +197,7 @@ class FakeLaunches:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.fake = FakeLaunchMlflow()
-        for method in ("create_run", "set_tag", "end_run", "delete_run"):  # as the `fake_mlflow` fixture
+        for method in ("create_run", "set_tag", "end_run", "reopen_run", "delete_run"):  # as `fake_mlflow`
             monkeypatch.setattr(MlflowGateway, method, lambda gw, *a, _m=method, **k: getattr(self.fake, _m)(*a, **k))
         self.gateway = MlflowGateway(FAKE_URL, timeout=5)
         self._experiments = itertools.count(1)

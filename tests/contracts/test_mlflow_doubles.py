@@ -405,6 +405,26 @@ def test_the_runs_a_launch_writes(launches: Launches) -> None:
         refused(exc, 404, "RESOURCE_DOES_NOT_EXIST")
 
 
+def test_an_ended_run_reopens_and_ends_again(launches: Launches) -> None:
+    """A sweep extended after it ended: its parent run goes back to RUNNING, then ends again."""
+    gw = launches.gateway
+    run_id = gw.create_run(launches.experiment(), "sweep of digits")
+    gw.end_run(run_id, "FINISHED")
+    gw.reopen_run(run_id)
+    observed = launches.observe(run_id)
+    assert observed is not None and observed["status"] == "RUNNING"
+    gw.end_run(run_id, "KILLED")
+    observed = launches.observe(run_id)
+    assert observed is not None and observed["status"] == "KILLED"
+    gw.delete_run(run_id)
+    with pytest.raises(MlflowError) as exc:
+        gw.reopen_run(run_id)
+    refused(exc, 400, "INVALID_PARAMETER_VALUE")
+    with pytest.raises(MlflowError) as exc:
+        gw.reopen_run(MISSING_RUN)
+    refused(exc, 404, "RESOURCE_DOES_NOT_EXIST")
+
+
 def test_a_deleted_experiment_refuses_new_runs(launches: Launches) -> None:
     experiment = launches.experiment()
     launches.delete_experiment(experiment)

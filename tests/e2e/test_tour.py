@@ -12,13 +12,14 @@ vic (viewer) and root (platform admin). The tour fails on a 5xx, a JavaScript er
 console error (a Content-Security-Policy violation is one), a page without the site header
 (an error page is a page too), and a chart container that has not drawn. It saves a
 screenshot of every page under `<data dir>/tour/<user>/` for a reviewer to look at, and
-prints how long the first chart page took to draw its charts in a fresh browser."""
+measures how long the first chart page takes to draw its charts in a fresh browser (as
+`make bench` does, tests.bench_pages.first_chart_page_seconds) into its report and prints
+it; a time is a benchmark's figure, never a test's verdict (the target is 1.0 s)."""
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -49,10 +50,14 @@ from apps.projects.models import Project
 from apps.registry.models import RegisteredModel
 from apps.registry.services import create_request
 from apps.registry.tasks import reconcile_aliases
+from tests.bench_pages import (
+    FIRST_CHART_TARGET_SECONDS,
+    first_chart_page_seconds,
+    tour_runs,
+)
 from tests.conftest import PASSWORD, api_for
 from tests.launches.conftest import FakeBackend, eager_tasks, fake_backend, make_template  # noqa: F401
 from tests.registry.conftest import Registered
-from tests.tracking.conftest import log_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.mlflow, pytest.mark.django_db(transaction=True)]
 
@@ -67,7 +72,7 @@ NOT_PAGES = {
     "teams:member-add": "POST",
     "teams:member-role": "POST",
     "teams:member-remove": "POST",
-    "projects:access-sync": "an htmx fragment of the project page (a plain visit is redirected there)",
+    "projects:access-sync": "the access card's former address: a redirect to the project page",
     "projects:edit": "POST (the project page holds the form)",
     "gpus:prices": "POST (the GPU usage page holds the form)",
     "projects:attach-experiment": "POST",
@@ -309,14 +314,7 @@ def day(
     project.refresh_from_db()
     experiment_id = project.mlflow_experiment_id
     client = registered.client
-    run_ids = [log_run(client, experiment_id, index) for index in range(3)]
-    messy = client.create_run(experiment_id, run_name="notebook <b>run</b> ☃")  # people's own script
-    client.log_metric(messy.info.run_id, "accuracy", float("nan"))
-    client.log_metric(messy.info.run_id, "loss", float("inf"))
-    client.log_metric(messy.info.run_id, "f1", 0.5)  # one value, no steps
-    client.log_param(messy.info.run_id, "lr", "0.1")
-    client.set_terminated(messy.info.run_id)
-    run_ids.append(messy.info.run_id)
+    run_ids = tour_runs(client, experiment_id)  # scripts' runs and a person's own (NaN, one value)
 
     train = make_template(
         team,
@@ -515,26 +513,6 @@ def sign_in(page: Page, base: str, user: User) -> None:
     page.wait_for_url(lambda url: "/login/" not in url)
 
 
-def first_chart_page_seconds(browser: Browser, base: str, user: User, path: str) -> float:
-    """Seconds from navigation to every chart above the fold drawn, in a fresh browser (cold cache)."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    try:
-        page = context.new_page()
-        sign_in(page, base, user)
-        started = time.perf_counter()
-        page.goto(base + path, wait_until="commit")
-        page.wait_for_function(
-            """() => { const seen = Array.from(document.querySelectorAll(".chart")).filter((el, i) => {
-                    return i === 0 || el.getBoundingClientRect().top < window.innerHeight; });
-                return seen.length > 0 && seen.every((el) => el.querySelector(".main-svg, canvas")
-                    || el.hasAttribute("data-empty")); }""",
-            timeout=CHART_MS,
-        )
-        return time.perf_counter() - started
-    finally:
-        context.close()
-
-
 def test_a_tour_of_every_page_as_each_role(
     browser: Browser, live_server: LiveServer, day: Day, ada: User, lin: User, vic: User, root: User
 ) -> None:
@@ -561,9 +539,19 @@ def test_a_tour_of_every_page_as_each_role(
         failures += [f"{user.username} {v.path} ({v.status}): {p}" for v in visits for p in v.problems]
         context.close()
 
-    seconds = first_chart_page_seconds(browser, base, ada, pages["tracking:compare"])
-    (out / "report.json").write_text(json.dumps({"first_chart_page_seconds": seconds, "visits": report}, indent=1))
-    print(f"\ntour: screenshots and report under {out}; first chart page drew in {seconds:.2f} s")
+    # The first chart page in a fresh browser, measured as `make bench` measures it (tests.bench_pages).
+    compare = pages["tracking:compare"]
+    seconds = first_chart_page_seconds(browser, base, compare, lambda page: sign_in(page, base, ada), CHART_MS)
+    (out / "report.json").write_text(
+        json.dumps(
+            {"first_chart_page_seconds": seconds, "target_seconds": FIRST_CHART_TARGET_SECONDS, "visits": report},
+            indent=1,
+        )
+    )
+    print(
+        f"\ntour: screenshots and report under {out}; first chart page drew in {seconds:.2f} s "
+        f"(target {FIRST_CHART_TARGET_SECONDS:.1f} s)"
+    )
     assert not failures, f"{len(failures)} problems on the tour:\n" + "\n".join(failures)
     # The roles see different things: the tour did reach pages each role may open.
     for username, rows in report.items():

@@ -147,6 +147,10 @@ class FakeMlflow:
     def end_run(self, run_id: str, status: str) -> None:
         self._active(run_id)["status"] = status
 
+    def reopen_run(self, run_id: str) -> None:
+        """Running again ("" as for a run never ended); MLflow's refusals as `end_run`'s."""
+        self._active(run_id)["status"] = ""
+
     # -- metrics: what a training script would have logged (tests call `log`) --------------
     def log(self, run_id: str, key: str, value: float, step: int = 0) -> None:
         self._active(run_id).setdefault("metrics", {}).setdefault(key, []).append((step, len(self.clock), value))
@@ -199,6 +203,7 @@ def fake_mlflow(monkeypatch: pytest.MonkeyPatch) -> FakeMlflow:
         "create_run",
         "set_tag",
         "end_run",
+        "reopen_run",
         "delete_run",
         "get_metric_history",
         "get_history_bulk",

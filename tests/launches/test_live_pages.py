@@ -102,6 +102,7 @@ def test_a_launch_page_without_htmx_or_for_another_target_is_the_whole_page(ada:
     for headers in ({}, POLL, {**POLL, "HX-Target": "elsewhere"}):
         response = client_for(ada).get(f"/launches/{running.pk}/", headers=headers)
         assert response.status_code == 200 and "<html" in response.content.decode(), headers
+        assert "hx-swap-oob" not in response.content.decode(), "only the polled fragment carries out-of-band parts"
         assert "HX-Target" in response.headers["Vary"]
 
 

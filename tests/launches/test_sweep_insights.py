@@ -121,7 +121,7 @@ def add_trial(
         parameters=dict(sweep.planned[index]),
         status=status,
         gpus=gpus,
-        resources={"cpu": "1", "memory": "1Gi", "gpus": gpus, "gpu_model": ""},
+        resources={"cpu": "1", "memory": "1Gi", "gpus": gpus, "gpu_product": ""},
         mlflow_run_id=f"run-{sweep.pk}-{index}",
         started_at=end - timedelta(minutes=minutes),
         finished_at=end if status != Status.RUNNING else None,
@@ -280,7 +280,7 @@ def test_gpu_hours_saved_are_the_median_run_time_minus_each_pruned_trials_times_
     assert data["gpu_hours_saved"] == pytest.approx((60 + 30) * 2 / 60)
     assert data["hours_saved"] == pytest.approx((60 + 30) / 60)
     html = page(ada, sweep).content.decode()
-    assert "about <strong>3.0</strong> GPU-hours saved" in html and "times its GPUs" in html
+    assert "about <strong>3.0 GPU-hours</strong> saved" in html and "times its GPUs" in html
 
 
 def test_a_cpu_sweep_shows_run_time_saved_and_no_gpu_hours(
@@ -295,7 +295,17 @@ def test_a_cpu_sweep_shows_run_time_saved_and_no_gpu_hours(
 
     assert data["gpu_hours_saved"] is None and data["hours_saved"] == pytest.approx(1.0)
     html = page(ada, sweep).content.decode()
-    assert "about <strong>1.0</strong> hours of run time saved" in html and "GPU-hours" not in html
+    assert "about <strong>1 h 0 min</strong> of run time saved" in html and "GPU-hours" not in html
+
+
+@pytest.mark.parametrize(
+    ("hours", "gpu_text", "time_text"),
+    [(0.05, "3.0 GPU-minutes", "3 min 0 s"), (0.002, "0.1 GPU-minutes", "7.2 s"), (2.5, "2.5 GPU-hours", "2 h 30 min")],
+)
+def test_small_savings_read_in_minutes_or_seconds_never_zero_hours(hours: float, gpu_text: str, time_text: str) -> None:
+    from apps.tracking.templatetags.tracking import gpu_hours, hours_duration
+
+    assert gpu_hours(hours) == gpu_text and hours_duration(hours) == time_text
 
 
 def test_savings_wait_for_a_completed_trial_to_compare_with(

@@ -98,13 +98,20 @@ def finish_live(
         tasks.sync_launches()
 
 
-def run_to_end(sweep: Sweep, fake_backend: FakeBackend, fake_mlflow: FakeMlflow, capture: Any) -> list[Launch]:
+def run_to_end(
+    sweep: Sweep,
+    fake_backend: FakeBackend,
+    fake_mlflow: FakeMlflow,
+    capture: Any,
+    expect: str = SweepStatus.SUCCEEDED,
+) -> list[Launch]:
+    """Finish live trials pass after pass until the sweep ends; it must end `expect`."""
     for _ in range(sweep.max_trials + 5):
         if Sweep.objects.get(pk=sweep.pk).status != SweepStatus.RUNNING:
             break
         finish_live(fake_backend, fake_mlflow, capture)
     sweep.refresh_from_db()
-    assert sweep.status != SweepStatus.RUNNING, "the sweep never finished"
+    assert sweep.status == expect, (sweep.status, sweep.status_reason)
     return trials_of(sweep)
 
 

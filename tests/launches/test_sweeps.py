@@ -14,7 +14,7 @@ import pytest
 from apps.accounts.models import Team, User
 from apps.compute.base import GpuDevice
 from apps.launches import services, tasks
-from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, SweepStatus, Template
+from apps.launches.models import LIVE, Launch, Status, Sweep, SweepStatus, Template
 from apps.launches.sweeps import advance, plan_trials
 from apps.projects.models import ExperimentState, Project
 from apps.projects.services import link_experiment
@@ -475,7 +475,8 @@ def test_trial_runs_are_children_of_the_sweeps_run_in_the_real_mlflow(
             tasks.sync_launches()
 
     trials = trials_of(sweep)
-    assert len(trials) == 3 and all(t.status in TERMINAL for t in trials)
+    assert Sweep.objects.get(pk=sweep.pk).status == SweepStatus.SUCCEEDED
+    assert len(trials) == 3 and all(t.status == Status.SUCCEEDED for t in trials)
     for trial in trials:
         run = mlflow.get_run(trial.mlflow_run_id)
         tags = {tag["key"]: tag["value"] for tag in run["data"]["tags"]}

@@ -4,14 +4,19 @@ have everywhere else, and the GPU field says why it is 0 on a host without GPUs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from apps.accounts.models import Team, User
 from apps.compute.base import GpuDevice
-from apps.launches.models import Launch, Status, Sweep
+from apps.launches.models import Launch, Status
+from apps.launches.services import create_launch
+from apps.launches.sweeps import create_sweep
 from apps.projects.models import Project
 from tests.conftest import client_for
-from tests.launches.conftest import make_template
+from tests.launches.conftest import FakeBackend, FakeMlflow, make_template
+from tests.launches.test_sweeps import PARAMETERS
 
 pytestmark = pytest.mark.django_db
 
@@ -43,30 +48,40 @@ def test_a_failed_launch_ended_by_a_signal_names_the_signal_and_a_plain_exit_sho
     assert "exit code 3" in client_for(ada).get(f"/launches/{failed.pk}/").content.decode()
 
 
-def test_a_sweeps_trials_are_named_as_in_the_launch_list(ada: User, team: Team, project: Project) -> None:
-    template = make_template(team, "train", ["python", "train.py"], backends=["local"])
-    sweep = Sweep.objects.create(
-        project=project,
-        template=template,
-        created_by=ada,
-        name="lr-search",
-        strategy="grid",
-        space={"lr": [0.1]},
-        max_trials=1,
-        parallelism=1,
-    )
-    trial = Launch.objects.create(
-        project=project,
-        template=template,
-        created_by=ada,
-        backend="local",
-        sweep=sweep,
-        name=f"lr-search #{sweep.pk} trial 1",
-        status=Status.SUCCEEDED,
-    )
-    sweep_page = client_for(ada).get(f"/launches/sweeps/{sweep.pk}/").content.decode()
-    list_page = client_for(ada).get("/launches/").content.decode()
-    assert trial.name in sweep_page and trial.name in list_page
+def test_a_launch_has_one_name_on_every_page_and_in_mlflow(
+    ada: User,
+    linked_project: Project,
+    fake_backend: FakeBackend,
+    fake_mlflow: FakeMlflow,
+    eager_tasks: None,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """An unnamed launch is called by its template's slug, like its MLflow run; a sweep's
+    trial is "<sweep> trial N" (the sweep's name or sweep-<id>) in MLflow, the sweep page,
+    the launch list and its own page; the job name is only ever the muted id beside it."""
+    template = make_template(linked_project.team, "train", ["python", "train.py"], parameters=PARAMETERS)
+    launch = create_launch(ada, linked_project, template)
+    assert launch.display_name == "train" == fake_mlflow.runs[launch.mlflow_run_id]["name"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep = create_sweep(
+            ada, linked_project, template, strategy="grid", space={"lr": [0.1, 0.2]}, max_trials=2, parallelism=2
+        )
+    trials = list(sweep.trials.order_by("trial"))
+    assert [t.display_name for t in trials] == [f"sweep-{sweep.pk} trial 1", f"sweep-{sweep.pk} trial 2"]
+    assert [fake_mlflow.runs[t.mlflow_run_id]["name"] for t in trials] == [t.display_name for t in trials]
+
+    client = client_for(ada)
+    pages = {
+        "sweep": client.get(f"/launches/sweeps/{sweep.pk}/").content.decode(),
+        "list": client.get("/launches/").content.decode(),
+        "launch": client.get(f"/launches/{trials[0].pk}/").content.decode(),
+    }
+    for where, page in pages.items():
+        assert f">{trials[0].display_name}</a>" in page or f"<h1>{trials[0].display_name} " in page, where
+        # Never the job name as the label of a link to the launch.
+        assert f">{trials[0].job_name}</a>" not in page, where
+    assert f"<title>{trials[0].display_name}" in pages["launch"]
 
 
 @pytest.mark.parametrize(("host_gpus", "expected"), [(0, "this host has no GPUs"), (2, "at most 2")])

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from typing import Any
 
@@ -60,34 +59,83 @@ def exit_status(code: int | None, status: str = "") -> str:
     return f"ended by {name}"
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "—"
+# A change is bounded on the page: a value is cut at this many characters, a change at this
+# many fields (the API and the CSV export keep the whole JSON).
+MAX_VALUE_CHARS = 160
+MAX_ROWS = 40
+EMPTY = "—"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _inline(value: Any) -> str:
+    """A value as words on one line, without brackets, braces or quotes: a list as its items
+    comma-separated, an object as "key value" pairs separated by semicolons, nothing as "—"."""
+    if value is None or value == "":
+        return EMPTY
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, str):
-        return value if value else '""'
-    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
-        return ", ".join(str(v) for v in value) if value else "none"
-    if isinstance(value, int | float):
+    if isinstance(value, str | int | float):
         return str(value)
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if isinstance(value, dict):
+        if not value:
+            return "none"
+        return "; ".join(f"{key} {_inline(item)}" for key, item in _flatten(value).items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(_inline(item) for item in value) if value else "none"
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    """A leaf value as the Change column shows it: words, at most MAX_VALUE_CHARS characters."""
+    return _cut(_inline(value))
+
+
+def _flatten(value: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """{"parameters": {"lr": 0.2}} as {"parameters.lr": 0.2}: nested objects become dotted
+    keys, down to the leaves; an empty object stays a leaf (shown as "none")."""
+    leaves: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict) and item:
+            leaves.update(_flatten(item, f"{name}."))
+        else:
+            leaves[name] = item
+    return leaves
+
+
+def _filled(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether `key` is an empty object on one side whose fields the other side lists
+    (pod_defaults: {} → pod_defaults.node_selector: ...): the fields say it all."""
+    for side, other in ((old, new), (new, old)):
+        if side.get(key) == {} and key not in other and any(k.startswith(f"{key}.") for k in other):
+            return True
+    return False
 
 
 def change_rows(before: Any, after: Any) -> list[tuple[str, str, str]]:
-    """(field, before, after) for each field that differs; one row with an empty field
-    name when the values are not both objects."""
+    """(field, before, after) for each leaf that differs: nested objects as dotted fields
+    ("parameters.lr"), lists as comma-separated values, empty values as "—" or "none", each
+    value cut at MAX_VALUE_CHARS with "…". A side that does not exist (something created or
+    removed) is "". One row with an empty field name when the values are not both objects;
+    at most MAX_ROWS rows, the last one saying how many more fields changed."""
     if isinstance(before, dict) or isinstance(after, dict):
-        old = before if isinstance(before, dict) else {}
-        new = after if isinstance(after, dict) else {}
         if (before is not None and not isinstance(before, dict)) or (after is not None and not isinstance(after, dict)):
             return [("", _show(before), _show(after))]
+        old = _flatten(before or {})
+        new = _flatten(after or {})
         keys = list(old) + [k for k in new if k not in old]
-        return [
-            (str(k), _show(old.get(k)) if k in old else "", _show(new.get(k)) if k in new else "")
+        rows = [
+            (k, _show(old[k]) if k in old else "", _show(new[k]) if k in new else "")
             for k in keys
-            if k not in old or k not in new or old[k] != new[k]
+            if (k not in old or k not in new or old[k] != new[k]) and not _filled(k, old, new)
         ]
+        if len(rows) > MAX_ROWS:
+            more = len(rows) - (MAX_ROWS - 1)
+            rows = [*rows[: MAX_ROWS - 1], ("", "", f"… and {more} more fields")]
+        return rows
     if before == after:
         return []
     return [("", _show(before) if before is not None else "", _show(after) if after is not None else "")]

@@ -33,6 +33,23 @@ def duration(seconds: float | None) -> str:
 
 
 @register.filter
+def hours_duration(hours: float | None) -> str:
+    """`duration` of a time given in hours (pruning's run time saved): "42 s", "3 min 5 s"."""
+    return duration(None if hours is None else hours * 3600)
+
+
+@register.filter
+def gpu_hours(hours: float | None) -> str:
+    """GPU time in GPU-hours, or GPU-minutes under a tenth of an hour (so a saving of a few
+    minutes never reads "0.0 GPU-hours"); "—" for None."""
+    if hours is None:
+        return "—"
+    if hours < 0.1:
+        return f"{hours * 60:.1f} GPU-minutes"
+    return f"{hours:.1f} GPU-hours"
+
+
+@register.filter
 def metric(value: float | None) -> str:
     """Six significant digits: enough to tell runs apart, short enough for a table. A
     logged NaN/±inf (MLflow's ±1.797e308 sentinels included) reads "NaN"/"inf"/"-inf"
