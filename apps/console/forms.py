@@ -67,6 +67,12 @@ class TemplateForm(forms.Form):
     default_resources = JsonField(kind=dict, required=False, help_text='e.g. {"cpu": "1", "memory": "2Gi", "gpus": 0}')
     max_resources = JsonField(kind=dict, required=False, help_text='e.g. {"cpu": "8", "memory": "64Gi", "gpus": 2}')
     max_runtime_seconds = forms.IntegerField(min_value=1, initial=3600)
+    objective = JsonField(
+        kind=dict,
+        required=False,
+        help_text='What sweeps over it optimise first, e.g. {"metric": "loss", "direction": "min"}: a metric the '
+        "script logs at every step, so early stopping can act. Empty: none suggested.",
+    )
     backends = forms.MultipleChoiceField(
         choices=Backend.choices, widget=forms.CheckboxSelectMultiple, initial=[Backend.LOCAL, Backend.KUBERNETES]
     )

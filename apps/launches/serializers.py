@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -29,6 +30,10 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     environment = serializers.SerializerMethodField(
         help_text="The environment its launches run in (label name:version), empty when it pins none."
     )
+    objective = serializers.SerializerMethodField(
+        help_text="The objective a sweep over it starts from ({metric, direction: minimize|maximize}: a metric "
+        "the script logs at every step, so early stopping can act); null when it suggests none."
+    )
 
     class Meta:
         model = Template
@@ -49,6 +54,7 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "max_runtime_seconds",
             "backends",
             "is_active",
+            "objective",
             "updated_at",
         ]
         read_only_fields = fields
@@ -58,6 +64,19 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
     def get_environment(self, template: Template) -> str:
         return template.environment.label if template.environment is not None else ""
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_objective(self, template: Template) -> dict[str, str] | None:
+        found = template.objective or {}
+        if not found.get("metric"):
+            return None
+        return {"metric": found["metric"], "direction": DIRECTIONS.get(found.get("direction", ""), "maximize")}
+
+
+TEMPLATE_OBJECTIVE_HELP = (
+    'The objective sweeps over it start from: {"metric": name, "direction": "minimize" | "maximize"}, a metric '
+    "the script logs at every step (so early stopping can act); {} or null: none."
+)
 
 
 def pinned_environment_field() -> serializers.CharField:
@@ -85,6 +104,7 @@ class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     environment = pinned_environment_field()
+    objective = serializers.JSONField(required=False, allow_null=True, help_text=TEMPLATE_OBJECTIVE_HELP)
 
 
 class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -99,6 +119,7 @@ class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
     environment = pinned_environment_field()
+    objective = serializers.JSONField(required=False, allow_null=True, help_text=TEMPLATE_OBJECTIVE_HELP)
 
 
 class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

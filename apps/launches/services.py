@@ -509,16 +509,30 @@ def _check_template_spec(data: dict[str, Any]) -> dict[str, list[str]]:
     runtime = data.get("max_runtime_seconds", 3600)
     if isinstance(runtime, bool) or not isinstance(runtime, int) or not 1 <= runtime <= 7 * 24 * 3600:
         errors["max_runtime_seconds"] = ["Between 1 second and 7 days."]
-    objective = data.get("objective", {})
+    objective = data.get("objective") or {}
     if objective and not (
         isinstance(objective, dict)
         and set(objective) == {"metric", "direction"}
         and isinstance(objective["metric"], str)
         and 0 < len(objective["metric"].strip()) <= 120
-        and objective["direction"] in ("min", "max")
+        and objective["direction"] in OBJECTIVE_DIRECTIONS
     ):
-        errors["objective"] = ['Empty, or {"metric": a metric logged at every step, "direction": "min" or "max"}.']
+        errors["objective"] = [
+            'Empty, or {"metric": a metric logged at every step, "direction": "minimize" or "maximize"}.'
+        ]
+    elif "objective" in data:
+        # Stored as the sweep's own spelling (min/max); the API's minimize/maximize is accepted.
+        data["objective"] = (
+            {"metric": objective["metric"].strip(), "direction": OBJECTIVE_DIRECTIONS[objective["direction"]]}
+            if objective
+            else {}
+        )
     return errors
+
+
+# A template's objective direction as given (the sweep API's spelling, or Sweep.direction's)
+# → as stored (Sweep.direction's).
+OBJECTIVE_DIRECTIONS = {"minimize": "min", "maximize": "max", "min": "min", "max": "max"}
 
 
 def _template_environment(actor: User, team: Team | None, value: Any, current_id: int | None) -> Environment | None:
