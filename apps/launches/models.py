@@ -272,5 +272,7 @@ class Sweep(models.Model):
 
     @property
     def display_name(self) -> str:
-        """The sweep's name, or `sweep-<id>`; its trials are "<this> trial N" everywhere."""
+        """The sweep's name (its MLflow parent run's; "sweep of <template>" when none was
+        given), or `sweep-<id>` on rows made before names were recorded; its trials are
+        "<this> trial N" everywhere."""
         return self.name or f"sweep-{self.pk}"

@@ -370,6 +370,8 @@ def create_sweep(
     base = clean_parameters(template, parameters)
     clean_res = clean_resources(template, resources)
     check_local_gpus(project, clean_res["gpus"])
+    # One name on every page and in MLflow: the parent run is named like the sweep.
+    name = (name or "").strip()[:120] or f"sweep of {template.slug}"
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     adaptive = strategy in optimizer.ADAPTIVE
     planned = [] if adaptive else plan_trials(strategy, clean_space, max_trials, seed)
@@ -395,7 +397,7 @@ def create_sweep(
         parent = create_experiment_run(
             project,
             experiment_id,
-            name or f"sweep of {template.slug}",
+            name,
             tags={
                 "plinth.project": project.full_slug,
                 "plinth.template": template.slug,
@@ -413,7 +415,7 @@ def create_sweep(
                 project=project,
                 template=template,
                 created_by=actor,
-                name=name.strip()[:120],
+                name=name,
                 strategy=strategy,
                 space=clean_space,
                 base_parameters=base,

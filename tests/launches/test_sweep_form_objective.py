@@ -154,12 +154,12 @@ def test_the_digits_template_declares_loss_and_can_be_slowed_down(root: User) ->
     [
         {"metric": "loss"},
         {"metric": "", "direction": "min"},
-        {"metric": "loss", "direction": "minimize"},
+        {"metric": "loss", "direction": "lower"},
         {"metric": "loss", "direction": "min", "extra": 1},
         ["loss", "min"],
     ],
 )
-def test_a_template_objective_is_a_metric_and_min_or_max(root: User, objective: Any) -> None:
+def test_a_template_objective_is_a_metric_and_a_direction(root: User, objective: Any) -> None:
     with pytest.raises(InvalidInput) as caught:
         create_template(root, None, **{**SKLEARN_DIGITS, "objective": objective})
     assert "objective" in caught.value.fields

@@ -57,7 +57,8 @@ def test_a_launch_has_one_name_on_every_page_and_in_mlflow(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     """An unnamed launch is called by its template's slug, like its MLflow run; a sweep's
-    trial is "<sweep> trial N" (the sweep's name or sweep-<id>) in MLflow, the sweep page,
+    trial is "<sweep> trial N" (the sweep's name, "sweep of <template>" by default, like its
+    MLflow parent run) in MLflow, the sweep page,
     the launch list and its own page; the job name is only ever the muted id beside it."""
     template = make_template(linked_project.team, "train", ["python", "train.py"], parameters=PARAMETERS)
     launch = create_launch(ada, linked_project, template)
@@ -68,7 +69,8 @@ def test_a_launch_has_one_name_on_every_page_and_in_mlflow(
             ada, linked_project, template, strategy="grid", space={"lr": [0.1, 0.2]}, max_trials=2, parallelism=2
         )
     trials = list(sweep.trials.order_by("trial"))
-    assert [t.display_name for t in trials] == [f"sweep-{sweep.pk} trial 1", f"sweep-{sweep.pk} trial 2"]
+    assert sweep.display_name == "sweep of train" == fake_mlflow.runs[sweep.mlflow_parent_run_id]["name"]
+    assert [t.display_name for t in trials] == ["sweep of train trial 1", "sweep of train trial 2"]
     assert [fake_mlflow.runs[t.mlflow_run_id]["name"] for t in trials] == [t.display_name for t in trials]
 
     client = client_for(ada)
