@@ -36,6 +36,18 @@ def can_manage_team(user: Any, team: Any) -> bool:
     return can(user, Action.MANAGE, team)
 
 
+def can_manage_run(user: Any, run: Any) -> bool:
+    """Cancelling or extending a launch or a sweep (`run`: anything with `created_by_id` and
+    `project.team`): the user who started it, a lead of its project's team, a platform
+    admin. Its creator keeps the right once deactivated (a failing sweep cancels its trials
+    in its creator's name); a lead or an admin loses it with their account, and an anonymous
+    user has none. Whether the run may still be cancelled or extended is its state's
+    question (409), not this rule's; extending also needs the LAUNCH right in the team."""
+    if run.created_by_id is not None and run.created_by_id == getattr(user, "pk", None):
+        return True
+    return can_manage_team(user, run.project.team)
+
+
 def can_create_team(user: Any) -> bool:
     """Only platform admins create teams and set their GPU budgets."""
     return is_platform_admin(user)
@@ -119,6 +131,15 @@ def can_define_environment(user: Any) -> bool:
     form): platform admins (platform-wide or any team's) and leads of a team (their teams'
     own). Which team a definition may go to is `can_manage_environment`'s answer."""
     return is_platform_admin(user) or leads_a_team(user)
+
+
+def can_set_default_environment(user: Any, env: Any = None) -> bool:
+    """Choosing the platform default environment (what new projects, and projects without
+    their own, run in): platform admins only, and only a platform-wide environment (`env`
+    without a team). Without `env`, whether `user` may choose the default at all: the
+    service refuses others with 403 and answers a team's environment with 409, a state of
+    the environment rather than a right of the user."""
+    return is_platform_admin(user) and (env is None or env.team_id is None)
 
 
 def can_manage_templates(user: Any, team: Any | None) -> bool:

@@ -32,7 +32,7 @@ from django.conf import settings
 
 from apps.compute.base import BackendRejected, GpuDevice, Observation
 from apps.compute.registry import check_enabled
-from apps.core.templatetags.wording import exit_status
+from apps.core.wording import exit_status
 from apps.launches.runenv import job_argv, job_env
 
 if TYPE_CHECKING:
@@ -367,7 +367,7 @@ class LocalBackend:
     @staticmethod
     def _exit_reason(code: int) -> str:
         """Why a process that was not cancelled ended, in the words of the launch's ended
-        field (apps.core.templatetags.wording.exit_status): "exit code 2", "ended by SIGTERM";
+        field (apps.core.wording.exit_status): "exit code 2", "ended by SIGTERM";
         SIGKILL adds "(possibly out of memory)"."""
         hint = " (possibly out of memory)" if code == -signal.SIGKILL else ""
         return exit_status(code, "failed") + hint

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from apps.access.policies import can_manage_environment, is_platform_admin
+from apps.access.policies import can_manage_environment, can_set_default_environment
 from apps.audit.services import record
 from apps.audit.verbs import AuditVerb
 from apps.core.errors import Conflict, InvalidInput, NotAllowed
@@ -405,12 +405,12 @@ def set_default(actor: Any, env: Environment) -> Environment:
     """Make `env` the platform default (what new projects, and projects without their own,
     run in); the previous default stops being it in the same transaction. Platform admins
     only (NotAllowed 403); `env` must be platform-wide and ready (Conflict 409)."""
-    if not is_platform_admin(actor):
+    if not can_set_default_environment(actor):
         raise NotAllowed("Platform admins choose the platform default environment.")
     with transaction.atomic():
         current = Environment.objects.filter(is_default=True).values_list("pk", flat=True).first()
         env = _locked(env, current)
-        if env.team_id is not None:
+        if not can_set_default_environment(actor, env):  # a platform admin: the env is a team's
             raise Conflict(f"{env.label} belongs to a team: the platform default must be platform-wide.")
         if env.state != EnvironmentState.READY:
             raise Conflict(f"{env.label} is {env.state}: only a ready environment can be the default.")

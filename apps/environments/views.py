@@ -18,7 +18,12 @@ from django.views import View
 from django.views.generic import TemplateView
 
 from apps.access.mixins import ObjectAccessMixin
-from apps.access.policies import actor_of, can_define_environment, can_manage_environment, is_platform_admin
+from apps.access.policies import (
+    actor_of,
+    can_define_environment,
+    can_manage_environment,
+    can_set_default_environment,
+)
 from apps.access.roles import Action
 from apps.accounts.models import Team
 from apps.core.filters import FilteredListMixin, errors_text
@@ -79,10 +84,10 @@ class EnvironmentCreateView(LoginRequiredMixin, View):
     template_name = "environments/form.html"
 
     def _form(self, request: HttpRequest, data: Any = None) -> EnvironmentCreateForm:
+        if not can_define_environment(request.user):  # refused before any team is listed
+            raise PermissionDenied("Platform admins and team leads define environments.")
         teams = [(t.slug, f"{t.slug} — {t.name}") for t in managed_teams(request.user)]
         platform = can_manage_environment(request.user, None)  # the platform-wide ones
-        if not teams and not platform:  # can_define_environment, without asking twice
-            raise PermissionDenied("Platform admins and team leads define environments.")
         return EnvironmentCreateForm(data, teams=teams, platform=platform, initial={"extends_portal": True})
 
     def _render(self, request: HttpRequest, form: EnvironmentCreateForm, status: int = 200) -> HttpResponse:
@@ -148,7 +153,7 @@ class EnvironmentDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
         versions = with_related(Environment.objects.filter(team=env.team, name=env.name)).order_by("-version")
         context.update(
             may_manage=may_manage,
-            may_set_default=is_platform_admin(user) and env.team_id is None,
+            may_set_default=can_set_default_environment(user, env),
             usage=services.who_uses(env, user),
             versions=list(versions),
             pinned=services.image_is_pinned(env.image),

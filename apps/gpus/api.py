@@ -103,7 +103,7 @@ class UsageReportSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class UsageView(APIView):
     """GPU-hours allocated and used per team or project over [start, end) (default: the last
-    30 days), with cost where the GPU model has a price. Leads: their teams; platform
+    30 days), with cost where the GPU product has a price. Leads: their teams; platform
     admins: every team, plus pods outside Plinth's projects (group "ns:<namespace>")."""
 
     @extend_schema(parameters=form_parameters(UsageQuery), responses=UsageReportSerializer)

@@ -147,7 +147,7 @@ class UsageQuery(forms.Form):
         start = data.get("start") or end - timedelta(days=29)
         data["start"], data["end"] = start, end
         if start > end:
-            self.add_error("start", "The period starts after it ends.")
+            self.add_error("start", "The period must start before it ends.")
             return None
         if (end - start).days > self.MAX_DAYS:
             self.add_error("start", f"Report on at most {self.MAX_DAYS} days at a time.")

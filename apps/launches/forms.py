@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from apps.launches.models import ParamType, SweepStrategy, Template
+from apps.launches.validation import DEPRECATED_GPU_KEY, with_gpu_product
 from apps.projects.forms import environment_field_choices
 
 RESOURCE_FIELDS = {"cpu": "cpu", "memory": "memory", "gpus": "gpus", "gpu_product": "gpu_product"}
@@ -127,15 +128,14 @@ class LaunchForm(forms.Form):
         """The GPU product (a node label value, "" for any GPU). A post that still names the
         field `gpu_model` (deprecated) is read as this one; both given and different is an
         error on this field."""
-        value: str = self.cleaned_data["gpu_product"]
-        legacy = self.data.get("gpu_model")
-        if legacy is None:
-            return value
-        if "gpu_product" not in self.data:
-            return str(legacy).strip()
-        if str(legacy).strip() != value:
-            raise forms.ValidationError("gpu_model, the deprecated name of gpu_product, differs from it; send one.")
-        return value
+        given = {"gpu_product": self.cleaned_data["gpu_product"]} if "gpu_product" in self.data else {}
+        if DEPRECATED_GPU_KEY in self.data:
+            given[DEPRECATED_GPU_KEY] = str(self.data[DEPRECATED_GPU_KEY]).strip()
+        errors: dict[str, list[str]] = {}
+        clean = with_gpu_product(given, "resources", errors)
+        if errors:
+            raise forms.ValidationError(next(iter(errors.values())))
+        return str(clean.get("gpu_product", self.cleaned_data["gpu_product"]))
 
     def resources(self) -> dict[str, Any]:
         return {key: self.cleaned_data[field] for key, field in RESOURCE_FIELDS.items()}

@@ -48,7 +48,7 @@ class Template(models.Model):
     )
     # The objective a sweep over this template starts from: {"metric": name, "direction":
     # "min" | "max"} — a metric the script logs at every step, so early stopping can act.
-    # Empty: the sweep form proposes nothing.
+    # Empty: the sweep form proposes its general default (accuracy, higher is better).
     objective = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -268,11 +268,18 @@ class Sweep(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return self.display_name
+        return f"{self.name} #{self.pk}" if self.name else self.display_name
+
+    def trial_name(self, index: int) -> str:
+        """Trial `index`'s (0-based) launch and MLflow run name, "<sweep> #<id> trial N"
+        (N from 1), at most 120 characters (Launch.name): a long sweep name is cut, never
+        the part that tells the trials apart."""
+        suffix = f" #{self.pk} trial {index + 1}"
+        return f"{self.display_name[: 120 - len(suffix)]}{suffix}"
 
     @property
     def display_name(self) -> str:
         """The sweep's name (its MLflow parent run's; "sweep of <template>" when none was
         given), or `sweep-<id>` on rows made before names were recorded; its trials are
-        "<this> trial N" everywhere."""
+        "<this> #<id> trial N" everywhere (`trial_name`)."""
         return self.name or f"sweep-{self.pk}"

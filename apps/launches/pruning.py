@@ -142,15 +142,13 @@ def cannot_act_note(metric: str, curve: dict[str, float | None], min_steps: int)
     if not steps:
         return ""
     if len(steps) == 1:
-        logged = "was logged at 1 step"
+        logged, advice = "was logged at 1 step", "Choose a metric the template logs at every step."
     elif steps[-1] < min_steps:
         logged = f"was logged up to step {steps[-1]} only"
+        advice = f"Lower min_steps below {steps[-1]}, or have the trials run more steps."
     else:
         return ""
-    return (
-        f"{CANNOT_ACT} {metric!r} {logged} (min_steps {min_steps}), so no trial is stopped early. "
-        "Choose a metric the template logs at every step."
-    )
+    return f"{CANNOT_ACT} {metric!r} {logged} (min_steps {min_steps}), so no trial is stopped early. {advice}"
 
 
 def _note_if_pruning_cannot_act(sweep: Sweep, launch: Launch) -> None:

@@ -307,7 +307,7 @@ def cancel_launch(actor: User, launch: Launch, *, reason: str = "") -> Launch:
     replaces "cancel requested by <user>" (a sweep cancelling its trials says why)."""
     with transaction.atomic():
         launch = Launch.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=launch.pk)
-        if launch.created_by_id != actor.pk and not policies.can_manage_team(actor, launch.project.team):
+        if not policies.can_manage_run(actor, launch):
             raise NotAllowed("Only the person who launched it or a lead of the team can cancel it.")
         if launch.is_terminal:
             raise Conflict(f"{launch.job_name} already ended ({launch.status}).")
@@ -515,6 +515,7 @@ def _check_template_spec(data: dict[str, Any]) -> dict[str, list[str]]:
         and set(objective) == {"metric", "direction"}
         and isinstance(objective["metric"], str)
         and 0 < len(objective["metric"].strip()) <= 120
+        and isinstance(objective["direction"], str)
         and objective["direction"] in OBJECTIVE_DIRECTIONS
     ):
         errors["objective"] = [

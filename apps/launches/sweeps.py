@@ -501,7 +501,7 @@ def advance(sweep_pk: int) -> int:
                 sweep.template,
                 parameters={**sweep.base_parameters, **sweep.planned[index]},
                 resources=sweep.resources,
-                name=f"{sweep.display_name} trial {index + 1}",
+                name=sweep.trial_name(index),
                 sweep=sweep,
                 trial=index,
                 environment=trials_environment(sweep),
@@ -651,7 +651,7 @@ def cancel_sweep(actor: User, sweep: Sweep) -> Sweep:
     """Stop planning new trials and cancel the live ones."""
     with transaction.atomic(durable=True):
         sweep = Sweep.objects.select_for_update(of=("self",)).select_related("project__team").get(pk=sweep.pk)
-        if sweep.created_by_id != actor.pk and not policies.can_manage_team(actor, sweep.project.team):
+        if not policies.can_manage_run(actor, sweep):
             raise NotAllowed("Only the person who started it or a lead of the team can cancel it.")
         if sweep.status != SweepStatus.RUNNING:
             raise Conflict(f"The sweep already ended ({sweep.status}).")
@@ -707,7 +707,7 @@ def _more_planned(sweep: Sweep, count: int) -> list[dict[str, Any]]:
     when the space has no more distinct trials."""
 
     def key(trial: dict[str, Any]) -> str:
-        return json.dumps({name: trial.get(name) for name in sweep.space}, sort_keys=True)
+        return optimizer.parameters_key(trial, sweep.space)
 
     seen = {key(t) for t in sweep.planned}
     fresh: list[dict[str, Any]] = []
@@ -739,8 +739,9 @@ def extend_sweep(actor: User, sweep: Sweep, trials: Any) -> Sweep:
 
     Raises InvalidInput (400: `trials` not a whole number from 1 to MAX_TRIALS, or the
     total over MAX_TRIALS), NotAllowed (403: only its creator or a lead of the team),
-    Conflict (409: the sweep is running, its space has no trial left to run, or the
-    project's MLflow experiment is known to be deleted: ExperimentDeleted)."""
+    Conflict (409: the sweep is running, trials of it are still being stopped, its space has
+    no trial left to run, or the project's MLflow experiment is known to be deleted:
+    ExperimentDeleted)."""
     if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
         raise InvalidInput.field("trials", f"A whole number from 1 to {MAX_TRIALS}.")
     with transaction.atomic(durable=True):
@@ -749,7 +750,7 @@ def extend_sweep(actor: User, sweep: Sweep, trials: Any) -> Sweep:
             .select_related("project__team", "template", "created_by")
             .get(pk=sweep.pk)
         )
-        if sweep.created_by_id != actor.pk and not policies.can_manage_team(actor, sweep.project.team):
+        if not policies.can_manage_run(actor, sweep):
             raise NotAllowed("Only the person who started it or a lead of the team can extend it.")
         if not policies.can(actor, Action.LAUNCH, sweep.project.team):
             raise NotAllowed("Viewers cannot start trials.")

@@ -28,7 +28,7 @@ from apps.launches import services, sweeps
 from apps.launches.filters import LaunchFilter, SweepFilter
 from apps.launches.forms import LaunchForm, SweepForm
 from apps.launches.lookups import find_template, visible_project
-from apps.launches.models import TERMINAL, Launch, Status, Sweep, SweepStatus, Template
+from apps.launches.models import LIVE, TERMINAL, Launch, Status, Sweep, SweepStatus, Template
 from apps.launches.serializers import sweep_progress
 from apps.projects.models import Project
 from apps.tracking.gateway import MlflowUnavailable, gateway
@@ -216,7 +216,7 @@ class LaunchDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
             oob=fragment_for(self.request, self.fragments) is not None,
             can_cancel=launch.status not in TERMINAL
             and launch.status != Status.CANCELLING
-            and (launch.created_by_id == user.pk or policies.can_manage_team(user, launch.project.team)),
+            and policies.can_manage_run(user, launch),
             can_relaunch=policies.can(user, Action.LAUNCH, launch.project.team),
             mlflow_url=gateway().run_url(launch.mlflow_experiment_id, launch.mlflow_run_id)
             if launch.mlflow_run_id
@@ -394,11 +394,12 @@ class SweepDetailView(ObjectAccessMixin, FragmentMixin, TemplateView):
             progress=progress,
             percent=int(100 * progress["done"] / max(progress["planned"], 1)),
             figure=sweep_figure(sweep, trials, metrics),
-            can_cancel=sweep.status == SweepStatus.RUNNING
-            and (sweep.created_by_id == user.pk or policies.can_manage_team(user, sweep.project.team)),
+            can_cancel=sweep.status == SweepStatus.RUNNING and policies.can_manage_run(user, sweep),
+            # Not while trials of an ended sweep are still being stopped (extend_sweep: 409).
             can_extend=sweep.status != SweepStatus.RUNNING
+            and not any(t.status in LIVE for t in trials)
             and policies.can(user, Action.LAUNCH, sweep.project.team)
-            and (sweep.created_by_id == user.pk or policies.can_manage_team(user, sweep.project.team)),
+            and policies.can_manage_run(user, sweep),
         )
         return context
 

@@ -101,10 +101,6 @@ def reserved_gpus(project: Project) -> int:
     return sum(reservation(sweep, sweep.live) for sweep in sweeps)
 
 
-def _trial_name(sweep: Sweep, index: int) -> str:
-    return f"{sweep.display_name} trial {index + 1}"
-
-
 def _delete_runs(run_ids: Sequence[str]) -> None:
     """Delete MLflow runs made for trials that were then not created (a task retries)."""
     from apps.launches.tasks import delete_orphan_run
@@ -178,7 +174,7 @@ def create_trials(sweep_pk: int) -> int:
         for index in range(len(plans)):
             runs.append(
                 create_experiment_run(
-                    project, experiment_id, _trial_name(sweep, index), tags={**tags, "plinth.trial": str(index)}
+                    project, experiment_id, sweep.trial_name(index), tags={**tags, "plinth.trial": str(index)}
                 )
             )
     except Unavailable:
@@ -234,7 +230,7 @@ def _write_trials(
                 created_by=sweep.created_by,
                 sweep=sweep,
                 trial=index,
-                name=_trial_name(sweep, index),
+                name=sweep.trial_name(index),
                 parameters=parameters,
                 resources={**resources, WORKLOAD_KEY: workload},
                 gpus=resources["gpus"],

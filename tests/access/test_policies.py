@@ -1,7 +1,8 @@
 """Named rules and lookups of apps.access that pages call instead of deciding inline, one
 test per clause: API tokens (the account page and the console), the wording of a 404, GPU
-usage outside Plinth's projects, defining environments, managing templates, usage reports,
-attaching an existing MLflow experiment, and the pages a policy opens."""
+usage outside Plinth's projects, defining environments and choosing the platform default,
+managing templates, usage reports, attaching an existing MLflow experiment, cancelling and
+extending a launch or a sweep, and the pages a policy opens."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from apps.access import policies
 from apps.access.roles import Role
 from apps.accounts import services as account_services
 from apps.accounts.models import ApiToken, Membership, Team, User
+from apps.environments.models import Environment
+from apps.launches.models import Launch, Sweep, SweepStatus
 from apps.projects.models import Project
+from tests.compute.fakes import make_launch, make_template
 from tests.conftest import api_for, client_for, make_user
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +178,85 @@ def test_a_deactivated_lead_opens_no_audit_log(lin: User, team: Team) -> None:
     lin = deactivated(lin)
     assert policies.can_view_audit(lin) is False
     assert policies.can_view_audit(lin, team) is False
+
+
+# --- cancelling and extending a launch or a sweep -----------------------------------------------
+@pytest.fixture(params=["launch", "sweep"])
+def run_by_ada(request: pytest.FixtureRequest, ada: User, project: Project) -> Launch | Sweep:
+    """A launch, or a sweep, that ada (a member of demo) started in demo's project."""
+    if request.param == "launch":
+        return make_launch(project, ada)
+    return Sweep.objects.create(
+        project=project,
+        template=make_template(project),
+        created_by=ada,
+        strategy="grid",
+        space={"lr": [0.1, 0.2]},
+        planned=[{"lr": 0.1}, {"lr": 0.2}],
+        max_trials=2,
+        parallelism=1,
+        status=SweepStatus.RUNNING,
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "allowed"),
+    [
+        ("ada", True),  # its creator
+        ("lin", True),  # a lead of its team
+        ("root", True),  # a platform admin
+        ("bea", False),  # another member of its team
+        ("vic", False),  # a viewer of its team
+        ("omar", False),  # a member of another team
+        ("olga", False),  # a lead of another team
+    ],
+)
+def test_a_runs_creator_its_teams_leads_and_platform_admins_manage_it(
+    who: str, allowed: bool, people: dict[str, User], olga: User, team: Team, run_by_ada: Launch | Sweep
+) -> None:
+    bea = make_user("bea")
+    Membership.objects.create(team=team, user=bea, role=Role.MEMBER)
+    user = {**people, "olga": olga, "bea": bea}[who]
+    assert policies.can_manage_run(user, run_by_ada) is allowed
+
+
+def test_the_creator_keeps_the_right_deactivated_or_demoted_and_others_lose_it_deactivated(
+    people: dict[str, User], team: Team, run_by_ada: Launch | Sweep
+) -> None:
+    # A failing sweep cancels its trials in its creator's name, whatever became of the account.
+    Membership.objects.filter(team=team, user=people["ada"]).update(role=Role.VIEWER)
+    assert policies.can_manage_run(deactivated(people["ada"]), run_by_ada) is True
+    assert policies.can_manage_run(deactivated(people["lin"]), run_by_ada) is False
+    assert policies.can_manage_run(deactivated(people["root"]), run_by_ada) is False
+    assert policies.can_manage_run(AnonymousUser(), run_by_ada) is False
+
+
+def test_the_creator_is_answered_without_a_query(
+    ada: User, run_by_ada: Launch | Sweep, django_assert_num_queries: Any
+) -> None:
+    run = type(run_by_ada).objects.get(pk=run_by_ada.pk)  # its project not loaded
+    with django_assert_num_queries(0):
+        assert policies.can_manage_run(ada, run) is True
+
+
+# --- the platform default environment -----------------------------------------------------------
+def test_only_platform_admins_choose_the_default_among_platform_wide_environments(
+    people: dict[str, User], olga: User, team: Team
+) -> None:
+    platform_wide = Environment.objects.get(is_default=True)
+    teams_own = Environment(team=team, name="cv", version=1)
+    assert policies.can_set_default_environment(people["root"]) is True
+    assert policies.can_set_default_environment(people["root"], platform_wide) is True
+    assert policies.can_set_default_environment(people["root"], teams_own) is False
+    for user in (people["lin"], olga, people["ada"], people["vic"], people["omar"]):
+        assert policies.can_set_default_environment(user) is False, user.username
+        assert policies.can_set_default_environment(user, platform_wide) is False, user.username
+    for nobody in (AnonymousUser(), deactivated(people["root"])):
+        assert policies.can_set_default_environment(nobody) is False
+        assert policies.can_set_default_environment(nobody, platform_wide) is False
+
+
+def test_the_default_is_offered_on_the_page_by_the_same_rule(root: User, lin: User, team: Team) -> None:
+    platform_wide = Environment.objects.get(is_default=True)
+    assert client_for(root).get(f"/environments/{platform_wide.pk}/").context["may_set_default"] is True
+    assert client_for(lin).get(f"/environments/{platform_wide.pk}/").context["may_set_default"] is False

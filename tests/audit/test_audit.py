@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.admin.sites import site
 from django.core.management import call_command
@@ -91,3 +93,36 @@ def test_seed_demo_is_idempotent() -> None:
     assert roles == {"ada": "member", "lin": "lead"}  # vic waits to be added by the lead
     assert User.objects.get(username="root").is_platform_admin
     assert User.objects.get(username="lin").check_password("plinth-demo")
+
+
+def test_seed_demo_brings_an_older_demo_template_up_to_date(django_capture_on_commit_callbacks: Any) -> None:
+    """A demo seeded before templates suggested an objective (and before sklearn-digits
+    took sleep_per_epoch) gets both on the next seed; a template someone changed keeps its
+    command; an up-to-date one is left alone."""
+    from apps.launches.demo import SKLEARN_DIGITS
+    from apps.launches.models import Template
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo")
+    template = Template.objects.get(team__isnull=True, slug=SKLEARN_DIGITS["slug"])
+    old_command = [part for part in template.command if "sleep_per_epoch" not in part]
+    old_parameters = {k: v for k, v in template.parameters.items() if k != "sleep_per_epoch"}
+    Template.objects.filter(pk=template.pk).update(objective={}, command=old_command, parameters=old_parameters)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo")
+    template.refresh_from_db()
+    assert template.objective == {"metric": "loss", "direction": "min"}
+    assert template.command == SKLEARN_DIGITS["command"] and "sleep_per_epoch" in template.parameters
+    assert AuditEvent.objects.filter(verb="template.updated").count() == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo")
+    assert AuditEvent.objects.filter(verb="template.updated").count() == 1
+
+    changed = ["python", "my_own_train.py"]
+    Template.objects.filter(pk=template.pk).update(command=changed, parameters=old_parameters)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo")
+    template.refresh_from_db()
+    assert template.command == changed and "sleep_per_epoch" not in template.parameters

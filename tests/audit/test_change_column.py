@@ -10,7 +10,7 @@ import pytest
 from apps.accounts import services
 from apps.accounts.models import Team, User
 from apps.audit.models import AuditEvent
-from apps.core.templatetags.wording import MAX_ROWS, MAX_VALUE_CHARS, change_diff, change_rows
+from apps.core.templatetags.wording import MAX_ROWS, MAX_VALUE_CHARS, MORE_FIELDS, change_diff, change_rows
 from tests.conftest import api_for, client_for
 from tests.launches.conftest import fake_mlflow, linked_project, make_template  # noqa: F401 - fixtures
 
@@ -152,7 +152,10 @@ def test_an_update_shows_before_and_after_per_changed_leaf() -> None:
 def test_a_huge_change_is_cut_short() -> None:
     after = {"log": "x" * 5000, **{f"field{i:03d}": i for i in range(200)}, "rows": [{"a": 1, "b": [2, 3]}] * 3}
     rows = change_rows(None, after)
-    assert len(rows) == MAX_ROWS and rows[-1][2].startswith("…") and "more fields" in rows[-1][2]
+    assert len(rows) == MAX_ROWS and rows[-1][0] == MORE_FIELDS and rows[-1][2].startswith("…")
+    assert "more fields" in rows[-1][2]
+    html = str(change_diff(AuditEvent(before=None, after=after)))
+    assert '<li><span class="muted">… and ' in html and '<ins class="after">… and' not in html
     assert rows[0] == ("log", "", "x" * (MAX_VALUE_CHARS - 1) + "…")
     assert all(len(new) <= MAX_VALUE_CHARS for _field, _old, new in rows)
     assert change_rows({"rows": []}, {"rows": [{"a": 1, "b": [2, 3]}]}) == [("rows", "none", "a 1; b 2, 3")]

@@ -16,7 +16,7 @@ import pytest
 
 from apps.compute.base import Observation
 from apps.compute.local import LocalBackend, launch_dir
-from apps.core.templatetags.wording import exit_status
+from apps.core.wording import exit_status
 
 
 def observe(settings: Any, tmp_path: Path, code: int, *, cancelled: bool = False) -> Observation:

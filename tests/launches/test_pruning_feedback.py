@@ -33,8 +33,9 @@ def test_the_note_names_a_metric_logged_once_or_ending_before_min_steps() -> Non
         "Early stopping cannot act: 'accuracy' was logged at 1 step (min_steps 5), so no trial is stopped "
         "early. Choose a metric the template logs at every step."
     )
-    assert cannot_act_note("loss", {"0": 2.0, "1": 1.5, "2": 1.2}, 5).startswith(
-        "Early stopping cannot act: 'loss' was logged up to step 2 only (min_steps 5)"
+    assert cannot_act_note("loss", {"0": 2.0, "1": 1.5, "2": 1.2}, 5) == (
+        "Early stopping cannot act: 'loss' was logged up to step 2 only (min_steps 5), so no trial is stopped "
+        "early. Lower min_steps below 2, or have the trials run more steps."
     )
     assert cannot_act_note("loss", {str(step): 1.0 for step in range(10)}, 5) == ""
     assert cannot_act_note("loss", {"0": 1.0, "5": 0.5}, 5) == ""  # reaches min_steps

@@ -24,7 +24,7 @@ from apps.launches import optimizer, sweeps, tasks
 from apps.launches.models import Launch, Status, Sweep, SweepStatus, Template
 from apps.projects.models import Project
 from apps.tracking.gateway import MlflowGateway, MlflowUnavailable
-from tests.conftest import api_for
+from tests.conftest import api_for, client_for
 from tests.launches.conftest import FakeBackend, FakeMlflow, make_template
 
 pytestmark = pytest.mark.django_db
@@ -469,6 +469,7 @@ def test_a_cancelled_sweep_whose_trials_are_still_stopping_is_not_extended_yet(
     response = api_for(ada).post(f"/api/v1/sweeps/{sweep.pk}/extend/", {"trials": 1}, format="json")
     assert response.status_code == 409
     assert "still being stopped" in json.dumps(response.json())
+    assert b"Extend sweep" not in client_for(ada).get(f"/launches/sweeps/{sweep.pk}/").content
     assert Sweep.objects.get(pk=sweep.pk).status == SweepStatus.CANCELLED
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -476,6 +477,7 @@ def test_a_cancelled_sweep_whose_trials_are_still_stopping_is_not_extended_yet(
             callback()
         tasks.sync_launches()
     assert not Launch.objects.filter(sweep=sweep, status=Status.CANCELLING).exists()
+    assert b"Extend sweep" in client_for(ada).get(f"/launches/sweeps/{sweep.pk}/").content
     with django_capture_on_commit_callbacks(execute=True):
         response = api_for(ada).post(f"/api/v1/sweeps/{sweep.pk}/extend/", {"trials": 1}, format="json")
     assert response.status_code == 200, response.json()

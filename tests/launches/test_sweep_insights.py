@@ -300,7 +300,12 @@ def test_a_cpu_sweep_shows_run_time_saved_and_no_gpu_hours(
 
 @pytest.mark.parametrize(
     ("hours", "gpu_text", "time_text"),
-    [(0.05, "3.0 GPU-minutes", "3 min 0 s"), (0.002, "0.1 GPU-minutes", "7.2 s"), (2.5, "2.5 GPU-hours", "2 h 30 min")],
+    [
+        (0.05, "3.0 GPU-minutes", "3 min 0 s"),
+        (0.002, "0.1 GPU-minutes", "7.2 s"),
+        (0.0005, "1.8 s of GPU time", "1.8 s"),
+        (2.5, "2.5 GPU-hours", "2 h 30 min"),
+    ],
 )
 def test_small_savings_read_in_minutes_or_seconds_never_zero_hours(hours: float, gpu_text: str, time_text: str) -> None:
     from apps.tracking.templatetags.tracking import gpu_hours, hours_duration

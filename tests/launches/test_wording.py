@@ -10,7 +10,7 @@ import pytest
 
 from apps.accounts.models import Team, User
 from apps.compute.base import GpuDevice
-from apps.launches.models import Launch, Status
+from apps.launches.models import Launch, Status, Sweep
 from apps.launches.services import create_launch
 from apps.launches.sweeps import create_sweep
 from apps.projects.models import Project
@@ -57,8 +57,8 @@ def test_a_launch_has_one_name_on_every_page_and_in_mlflow(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     """An unnamed launch is called by its template's slug, like its MLflow run; a sweep's
-    trial is "<sweep> trial N" (the sweep's name, "sweep of <template>" by default, like its
-    MLflow parent run) in MLflow, the sweep page,
+    trial is "<sweep> #<id> trial N" (the sweep's name, "sweep of <template>" by default,
+    like its MLflow parent run) in MLflow, the sweep page,
     the launch list and its own page; the job name is only ever the muted id beside it."""
     template = make_template(linked_project.team, "train", ["python", "train.py"], parameters=PARAMETERS)
     launch = create_launch(ada, linked_project, template)
@@ -70,7 +70,7 @@ def test_a_launch_has_one_name_on_every_page_and_in_mlflow(
         )
     trials = list(sweep.trials.order_by("trial"))
     assert sweep.display_name == "sweep of train" == fake_mlflow.runs[sweep.mlflow_parent_run_id]["name"]
-    assert [t.display_name for t in trials] == ["sweep of train trial 1", "sweep of train trial 2"]
+    assert [t.display_name for t in trials] == [f"sweep of train #{sweep.pk} trial {n}" for n in (1, 2)]
     assert [fake_mlflow.runs[t.mlflow_run_id]["name"] for t in trials] == [t.display_name for t in trials]
 
     client = client_for(ada)
@@ -100,3 +100,20 @@ def test_the_gpu_field_on_the_local_backend_follows_the_hosts_gpus(
     assert "at most 4" not in page
     if host_gpus == 0:
         assert 'name="gpus"' in page and "disabled" in page.split('name="gpus"')[1].split(">")[0]
+
+
+def test_a_long_sweep_name_keeps_what_tells_its_trials_apart(ada: User, team: Team, project: Project) -> None:
+    template = make_template(team, "train", ["python", "train.py"], backends=["local"])
+    sweep = Sweep.objects.create(
+        project=project,
+        template=template,
+        created_by=ada,
+        name="x" * 120,
+        strategy="grid",
+        space={"lr": [0.1]},
+        max_trials=12,
+        parallelism=1,
+    )
+    names = [sweep.trial_name(i) for i in (0, 9, 10, 11)]
+    assert all(len(n) <= 120 for n in names) and len(set(names)) == 4
+    assert names[-1].endswith(f" #{sweep.pk} trial 12") and str(sweep) == f"{'x' * 120} #{sweep.pk}"

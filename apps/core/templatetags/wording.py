@@ -3,19 +3,21 @@
 - `{{ run.status|run_status }}`: an MLflow run status in the words launches use
   ("Cancelled", never MLflow's "killed");
 - `{{ launch.exit_code|exit_status:launch.status }}`: an exit code, with a signal by name
-  ("cancelled (SIGTERM)", never "exit code -15");
+  ("cancelled (SIGTERM)", never "exit code -15"; the plain function is
+  apps.core.wording.exit_status);
 - `{{ event|change_diff }}`: an audit event's before → after as a readable list of the
   fields that changed, never Python dict text.
 """
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+
+from apps.core.wording import exit_status
 
 register = template.Library()
 
@@ -36,27 +38,9 @@ def run_status(value: str | None) -> str:
     return RUN_STATUS_WORDS.get(text.upper(), text.capitalize())
 
 
-def signal_name(number: int) -> str:
-    """SIGTERM for 15; the number itself where the platform has no such signal."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-@register.filter
-def exit_status(code: int | None, status: str = "") -> str:
-    """How a process ended: "exit code 2", or for a negative code (the process was ended
-    by a signal) the signal by name: "cancelled (SIGTERM)" when the launch was cancelled,
-    "ended by SIGKILL" otherwise."""
-    if code is None:
-        return ""
-    if code >= 0:
-        return f"exit code {code}"
-    name = signal_name(-code)
-    if status == "cancelled":
-        return f"cancelled ({name})"
-    return f"ended by {name}"
+# How a process ended: a plain function (backends word their reasons with it too), offered
+# to templates as a filter.
+register.filter("exit_status", exit_status)
 
 
 # A change is bounded on the page: a value is cut at this many characters, a change at this
@@ -115,12 +99,16 @@ def _filled(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
     return False
 
 
+# The field of change_rows' last row when it was cut short (its "after" says how many more).
+MORE_FIELDS = "…"
+
+
 def change_rows(before: Any, after: Any) -> list[tuple[str, str, str]]:
     """(field, before, after) for each leaf that differs: nested objects as dotted fields
     ("parameters.lr"), lists as comma-separated values, empty values as "—" or "none", each
     value cut at MAX_VALUE_CHARS with "…". A side that does not exist (something created or
     removed) is "". One row with an empty field name when the values are not both objects;
-    at most MAX_ROWS rows, the last one saying how many more fields changed."""
+    at most MAX_ROWS rows, the last one (field MORE_FIELDS) saying how many more changed."""
     if isinstance(before, dict) or isinstance(after, dict):
         if (before is not None and not isinstance(before, dict)) or (after is not None and not isinstance(after, dict)):
             return [("", _show(before), _show(after))]
@@ -134,7 +122,7 @@ def change_rows(before: Any, after: Any) -> list[tuple[str, str, str]]:
         ]
         if len(rows) > MAX_ROWS:
             more = len(rows) - (MAX_ROWS - 1)
-            rows = [*rows[: MAX_ROWS - 1], ("", "", f"… and {more} more fields")]
+            rows = [*rows[: MAX_ROWS - 1], (MORE_FIELDS, "", f"… and {more} more fields")]
         return rows
     if before == after:
         return []
@@ -153,8 +141,8 @@ def change_diff(event: Any) -> SafeString:
         "<li>{}{}</li>",
         (
             (
-                format_html('<span class="field">{}</span>: ', field) if field else "",
-                _arrow(old, new),
+                format_html('<span class="field">{}</span>: ', field) if field and field != MORE_FIELDS else "",
+                format_html('<span class="muted">{}</span>', new) if field == MORE_FIELDS else _arrow(old, new),
             )
             for field, old, new in rows
         ),

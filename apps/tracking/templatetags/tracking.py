@@ -40,10 +40,12 @@ def hours_duration(hours: float | None) -> str:
 
 @register.filter
 def gpu_hours(hours: float | None) -> str:
-    """GPU time in GPU-hours, or GPU-minutes under a tenth of an hour (so a saving of a few
-    minutes never reads "0.0 GPU-hours"); "—" for None."""
+    """GPU time in GPU-hours, GPU-minutes under a tenth of an hour, or a duration "of GPU
+    time" under a tenth of a minute (a saving never reads 0.0); "—" for None."""
     if hours is None:
         return "—"
+    if hours * 60 < 0.1:
+        return f"{duration(hours * 3600)} of GPU time"
     if hours < 0.1:
         return f"{hours * 60:.1f} GPU-minutes"
     return f"{hours:.1f} GPU-hours"

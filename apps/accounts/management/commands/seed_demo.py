@@ -100,11 +100,19 @@ class Command(BaseCommand):
         from apps.launches.demo import SKLEARN_DIGITS
         from apps.launches.models import Template
 
-        if not Template.objects.filter(team__isnull=True, slug=SKLEARN_DIGITS["slug"]).exists():
+        existing = Template.objects.filter(team__isnull=True, slug=SKLEARN_DIGITS["slug"]).first()
+        if existing is None:
             from apps.launches.services import create_template
 
             create_template(users["root"], None, **SKLEARN_DIGITS)
             created.append(f"template {SKLEARN_DIGITS['slug']}")
+        elif changes := demo_template_changes(existing, SKLEARN_DIGITS):
+            from apps.launches.services import update_template
+
+            root, template = users["root"], existing
+            # After this command's transaction: the service is the outermost unit of work.
+            transaction.on_commit(lambda: update_template(root, template, **changes))
+            created.append(f"template {SKLEARN_DIGITS['slug']} brought up to date ({', '.join(sorted(changes))})")
         from apps.environments.models import Environment
 
         if not Environment.objects.filter(team__isnull=True, name=SKLEARN_ENVIRONMENT["name"]).exists():
@@ -116,3 +124,18 @@ class Command(BaseCommand):
             create_environment(users["root"], **SKLEARN_ENVIRONMENT)
             created.append(f"environment {SKLEARN_ENVIRONMENT['name']} (building)")
         self.stdout.write("seed_demo: " + (", ".join(created) if created else "nothing to do, demo data present"))
+
+
+def demo_template_changes(template: Any, demo: dict[str, Any]) -> dict[str, Any]:
+    """What a demo template seeded by an older Plinth lacks of today's `demo` definition
+    (apps.launches.demo): the objective when it has none, and parameters it does not have
+    with the command that passes them — only when its command is today's with arguments
+    missing (so a template someone changed keeps their command). {} when up to date."""
+    changes: dict[str, Any] = {}
+    if not template.objective and demo.get("objective"):
+        changes["objective"] = demo["objective"]
+    missing = {name: spec for name, spec in demo["parameters"].items() if name not in template.parameters}
+    if missing and all(part in demo["command"] for part in template.command):
+        changes["parameters"] = {**template.parameters, **missing}
+        changes["command"] = demo["command"]
+    return changes
