@@ -59,7 +59,10 @@ class ObjectiveState:
 
 
 def distributions(space: Mapping[str, Any]) -> dict[str, BaseDistribution]:
-    """Optuna distributions of a sweep's (cleaned) search space, in the space's order.
+    """Optuna distributions of a sweep's (cleaned) search space, in name order: the stored
+    JSON's key order is the database's (PostgreSQL's jsonb sorts keys its own way, SQLite
+    keeps them as given), and the order decides which random draw goes to which parameter,
+    so sorting makes a seed ask the same trials on every database.
 
     A list of values → CategoricalDistribution over its distinct values (first occurrence
     kept). A range `{"min", "max", "log", "int", "step"?}` → IntDistribution when `int` is
@@ -67,7 +70,7 @@ def distributions(space: Mapping[str, Any]) -> dict[str, BaseDistribution]:
     them (a step is ignored on a log scale, which Optuna does not combine). Raises ValueError
     for an entry that is neither."""
     found: dict[str, BaseDistribution] = {}
-    for name, values in space.items():
+    for name, values in sorted(space.items()):
         if isinstance(values, list):
             choices: list[Any] = []
             for value in values:
@@ -208,7 +211,9 @@ def study_for(
         storage=optuna.storages.InMemoryStorage(),
         sampler=sampler_for(sweep, len(sweep.planned) if number is None else number),
         pruner=pruner if pruner is not None else pruner_for(sweep.early_stopping or {}),
-        study_name=f"sweep-{sweep.pk}",
+        # Not the sweep's id: Hyperband assigns a trial's bracket from a hash of the study's
+        # name and the trial's number, which must not change with where the row was stored.
+        study_name="plinth-sweep",
         direction="maximize" if sweep.direction == "max" else "minimize",
     )
     now = datetime.datetime.now(tz=datetime.UTC)

@@ -11,7 +11,7 @@ The search is made deterministic enough to rely on: the form's seed fixes the tr
 asks for (TPE samples its first 10 trials at random, from the seed), and the space's
 learning rate is a choice of three values whose loss curves never cross after step 5,
 whatever the alpha and the split: 0.01 (best), 0.003 (worse), 1e-5 (clearly bad: from 2.3
-to about 2.0 over 30 epochs, where the others end near 0.2 and 0.3). With seed 1078 the
+to about 2.0 over 30 epochs, where the others end near 0.2 and 0.3). With seed 1982 the
 first three trials take 0.003, the next three 0.01 and the last two 1e-5. Optuna's median
 pruner waits for three completed trials, so the first three always run to their end; each
 later 0.01 trial is better than the median of the completed ones at every step (never
@@ -51,10 +51,10 @@ pytestmark = [
 ]
 
 SHOTS = Path(os.environ.get("PLINTH_SHOTS") or Path(settings.DATA_DIR) / "e2e")
-SEED = 1078
+SEED = 1982
 GOOD, BAD = (0.003, 0.01), 0.00001
 SPACE = '{"learning_rate": [0.003, 0.01, 0.00001], "alpha": {"min": 0.00001, "max": 0.001, "log": true}}'
-# What seed 1078 asks for, trial by trial (Optuna's TPE samples its first 10 trials at random).
+# What seed 1982 asks for, trial by trial (Optuna's TPE samples its first 10 trials at random).
 EXPECTED_RATES = [0.003, 0.003, 0.003, 0.01, 0.01, 0.01, BAD, BAD]
 PRUNED_SECONDS = 300  # 8 trials of ~6 s of training after ~5 s of imports, 2 at a time, on a busy machine
 END_SECONDS = 180  # from the first pruned trial to the end of the sweep

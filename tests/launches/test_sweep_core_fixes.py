@@ -481,3 +481,18 @@ def test_a_cancelled_sweep_whose_trials_are_still_stopping_is_not_extended_yet(
     with django_capture_on_commit_callbacks(execute=True):
         response = api_for(ada).post(f"/api/v1/sweeps/{sweep.pk}/extend/", {"trials": 1}, format="json")
     assert response.status_code == 200, response.json()
+
+
+def test_a_seed_asks_the_same_trials_whatever_order_the_database_keeps_the_spaces_keys() -> None:
+    """PostgreSQL's jsonb stores a space's keys in its own order, SQLite as given: the
+    optimiser's answer for a seed must not depend on it."""
+    ranges = {"learning_rate": [0.003, 0.01, 0.00001], "alpha": {"min": 0.00001, "max": 0.001, "log": True}}
+
+    def asked(space: dict[str, Any]) -> list[dict[str, Any]]:
+        sweep = Sweep(strategy="bayes", space=space, metric="loss", direction="min", seed=3, planned=[])
+        for _ in range(4):
+            params, _attrs = optimizer.ask(sweep, [])
+            sweep.planned = [*sweep.planned, params]
+        return [json.loads(json.dumps(p, sort_keys=True)) for p in sweep.planned]
+
+    assert asked(ranges) == asked(dict(reversed(list(ranges.items()))))
