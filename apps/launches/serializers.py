@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -22,6 +21,24 @@ RESOURCES_HELP = (
     "of the nvidia.com/gpu.product node label a GPU pod selects (empty: any GPU). Deprecated: gpu_model, the old "
     "name of gpu_product, is still accepted on input (giving both with different values is a 400) and never returned."
 )
+
+
+# A template's `objective` in the schema (answers and requests; null or {}: none).
+TEMPLATE_OBJECTIVE_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "properties": {
+        "metric": {"type": "string", "minLength": 1, "maxLength": 120, "description": "A metric logged at every step"},
+        "direction": {"type": "string", "enum": list(DIRECTIONS.values())},
+    },
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field(TEMPLATE_OBJECTIVE_SCHEMA)
+class TemplateObjectiveField(serializers.JSONField):
+    """A template's `objective` as typed in the schema; validated by the templates service
+    (400 on `objective`)."""
 
 
 class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -65,7 +82,7 @@ class TemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     def get_environment(self, template: Template) -> str:
         return template.environment.label if template.environment is not None else ""
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field({**TEMPLATE_OBJECTIVE_SCHEMA, "required": ["metric", "direction"]})
     def get_objective(self, template: Template) -> dict[str, str] | None:
         found = template.objective or {}
         if not found.get("metric"):
@@ -104,7 +121,7 @@ class TemplateWriteSerializer(serializers.Serializer):  # type: ignore[type-arg]
     max_runtime_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_RUNTIME)
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     environment = pinned_environment_field()
-    objective = serializers.JSONField(required=False, allow_null=True, help_text=TEMPLATE_OBJECTIVE_HELP)
+    objective = TemplateObjectiveField(required=False, allow_null=True, help_text=TEMPLATE_OBJECTIVE_HELP)
 
 
 class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -119,7 +136,7 @@ class TemplateUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg
     backends = serializers.ListField(child=serializers.CharField(), required=False)
     is_active = serializers.BooleanField(required=False)
     environment = pinned_environment_field()
-    objective = serializers.JSONField(required=False, allow_null=True, help_text=TEMPLATE_OBJECTIVE_HELP)
+    objective = TemplateObjectiveField(required=False, allow_null=True, help_text=TEMPLATE_OBJECTIVE_HELP)
 
 
 class LaunchSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

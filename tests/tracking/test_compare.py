@@ -135,7 +135,7 @@ def test_the_analysis_part_redraws_for_another_metric_without_reading_histories(
     assert html.lstrip().startswith('<section class="card" id="analysis">')
     for name, value in (("pc", "accuracy"), ("sx", "lr"), ("sy", "loss")):
         chosen = html.split(f'name="{name}"', 1)[1].split("</select>", 1)[0]
-        assert f"<option selected>{value}</option>" in chosen
+        assert f'<option value="{value}" selected>{value}</option>' in chosen
     assert "parcoords-data" in html and "scatter-data" in html
 
 
